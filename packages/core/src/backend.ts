@@ -1,0 +1,87 @@
+import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import { RegkitBackendError } from './errors.js';
+import './kernel_fixes.js';
+import { tf } from './tf.js';
+
+/** Backends `initBackend` can select. */
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node;
+
+/** Imports an optional package by name, hidden from bundlers. */
+async function importOptional(name: string): Promise<unknown> {
+  return import(/* webpackIgnore: true */ /* @vite-ignore */ name);
+}
+
+let wasmPathsSet = false;
+
+async function locateWasmFiles(): Promise<void> {
+  if (wasmPathsSet || !isNode) return;
+  const { createRequire } = (await importOptional('node:module')) as typeof import('node:module');
+  const path = (await importOptional('node:path')) as typeof import('node:path');
+  const require = createRequire(import.meta.url);
+  setWasmPaths(`${path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm'))}/`);
+  wasmPathsSet = true;
+}
+
+async function tryBackend(name: BackendName): Promise<void> {
+  if (name === 'tensorflow') {
+    if (!isNode) throw new Error('the tensorflow backend needs Node.js');
+    const errors: string[] = [];
+    for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+      try {
+        await importOptional(pkg);
+        break;
+      } catch (e) {
+        errors.push(`${pkg}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+    if (!tf.findBackendFactory('tensorflow')) {
+      throw new Error(
+        `neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node could be loaded (${errors.join('; ')})`,
+      );
+    }
+  }
+  if (name === 'wasm') await locateWasmFiles();
+  const ok = await tf.setBackend(name);
+  if (!ok) throw new Error(`tf.setBackend('${name}') failed`);
+  await tf.ready();
+}
+
+/**
+ * Selects and initialises the fastest available tfjs backend and returns its name.
+ *
+ * Without `preferred` the order is: `'tensorflow'` (`@tensorflow/tfjs-node-gpu`, then
+ * `@tensorflow/tfjs-node`, when installed: optional peers, never installed by regkit),
+ * then `'wasm'` (its `.wasm` files are located automatically in Node), then `'cpu'`.
+ * With `preferred`, only that backend is tried and failure throws.
+ *
+ * Gradients of all stock ops are registered by importing `@regkit/core`, and the stock
+ * cpu/wasm kernels that are missing or wrong are replaced (see `registerKernelFixes`).
+ *
+ * @example
+ * ```ts
+ * import { initBackend } from '@regkit/core';
+ * const backend = await initBackend(); // 'tensorflow' | 'wasm' | 'cpu'
+ * ```
+ */
+export async function initBackend(preferred?: BackendName): Promise<BackendName> {
+  if (preferred !== undefined && !['tensorflow', 'wasm', 'cpu'].includes(preferred)) {
+    throw new RegkitBackendError(
+      `initBackend(): 'preferred' must be 'tensorflow', 'wasm' or 'cpu', got ${JSON.stringify(preferred)}`,
+    );
+  }
+  const order: BackendName[] = preferred ? [preferred] : ['tensorflow', 'wasm', 'cpu'];
+  const failures: string[] = [];
+  for (const name of order) {
+    try {
+      await tryBackend(name);
+      return name;
+    } catch (e) {
+      failures.push(`${name}: ${(e as Error).message}`);
+    }
+  }
+  throw new RegkitBackendError(
+    `initBackend(): no backend could be initialised (${failures.join('; ')})`,
+  );
+}

@@ -1,0 +1,60 @@
+import { tf } from './tf.js';
+import { assertField, fail, fmtShape } from './validate.js';
+import { warp } from './warp.js';
+
+/**
+ * Composes two displacement fields: the displacement of x ↦ φ_outer(φ_inner(x)),
+ *
+ *   w(x) = inner(x) + outer(x + inner(x)),
+ *
+ * with `outer` sampled linearly and border padding. Hence
+ * `warp(warp(m, outer), inner) ≈ warp(m, composeFields(outer, inner))`.
+ * Differentiable with respect to both fields.
+ *
+ * @param outer `[B, ...S, ndim]` displacement applied second (voxels).
+ * @param inner `[B, ...S, ndim]` displacement applied first (voxels).
+ * @returns `[B, ...S, ndim]`.
+ */
+export function composeFields(outer: tf.Tensor, inner: tf.Tensor): tf.Tensor {
+  const fn = 'composeFields';
+  assertField(fn, 'outer', outer);
+  assertField(fn, 'inner', inner);
+  if (!tf.util.arraysEqual(outer.shape, inner.shape)) {
+    fail(
+      fn,
+      `'outer' ${fmtShape(outer.shape)} and 'inner' ${fmtShape(inner.shape)} must have the same shape`,
+    );
+  }
+  return tf.tidy(() => tf.add(inner, warp(outer, inner, { padding: 'border' })));
+}
+
+/** Options of {@link integrateVelocity}. */
+export interface IntegrateVelocityOptions {
+  /** Number of squaring steps (default 7, as VoxelMorph); 0 returns the velocity itself. */
+  steps?: number;
+}
+
+/**
+ * Integrates a stationary velocity field by scaling and squaring:
+ * u = v / 2^steps, then `steps` times u ← composeFields(u, u), giving
+ * u ≈ exp(v) − id. `integrateVelocity(-v)` is the inverse deformation.
+ *
+ * @param velocity `[B, ...S, ndim]` stationary velocity (voxels).
+ * @returns `[B, ...S, ndim]` displacement of the diffeomorphism exp(v).
+ */
+export function integrateVelocity(
+  velocity: tf.Tensor,
+  options: IntegrateVelocityOptions = {},
+): tf.Tensor {
+  const fn = 'integrateVelocity';
+  assertField(fn, 'velocity', velocity);
+  const steps = options.steps ?? 7;
+  if (!Number.isInteger(steps) || steps < 0 || steps > 30) {
+    fail(fn, `'steps' must be an integer in [0, 30], got ${steps}`);
+  }
+  return tf.tidy(() => {
+    let u = tf.mul(velocity, 1 / 2 ** steps);
+    for (let i = 0; i < steps; i++) u = composeFields(u, u);
+    return u;
+  });
+}

@@ -1,0 +1,29 @@
+/**
+ * @regkit/core — the shared tensor interface of regkit and its field and warp ops.
+ *
+ * Conventions (every regkit package):
+ * - image `[B, ...spatial, C]`, channels last, spatial `[H, W]` or `[D, H, W]`;
+ * - displacement field `[B, ...spatial, ndim]` in voxels, component k along spatial axis k;
+ * - a deformation is φ(x) = x + u(x) and `warp(m, u)(x) = m(x + u(x))`, voxel centres at
+ *   integer indices (torch `grid_sample(..., align_corners=True)`).
+ *
+ * @packageDocumentation
+ */
+import './register_gradients.js';
+
+export { type BackendName, initBackend } from './backend.js';
+export { type CubicBSplineOptions, cubicBSpline, cubicBSplineField } from './bspline.js';
+export {
+  composeFields,
+  type IntegrateVelocityOptions,
+  integrateVelocity,
+} from './compose.js';
+export { RegkitBackendError, RegkitError } from './errors.js';
+export { affineField, identityGrid } from './grid.js';
+export { jacobianDeterminant, spatialGradient } from './jacobian.js';
+export { registerKernelFixes, WASM_KERNELS_REPLACED } from './kernel_fixes.js';
+export { mulberry32, type RandomSmoothFieldOptions, randomSmoothField } from './random.js';
+export { resizeField } from './resize.js';
+export { gaussianKernel1d, gaussianSmooth, reflectIndex } from './smooth.js';
+export { tf } from './tf.js';
+export { type Interpolation, type Padding, type WarpOptions, warp } from './warp.js';

@@ -1,0 +1,129 @@
+/**
+ * Kernel fixes for the stock tfjs `cpu` and `wasm` backends, registered on import.
+ *
+ * - `wasm` lacks several kernels the `cpu` backend has (Conv2DBackpropFilter,
+ *   DepthwiseConv2dNativeBackprop*, Einsum, UnsortedSegmentSum, ...): each is
+ *   registered for `wasm` as a delegate that copies the inputs to the cpu
+ *   backend, runs the cpu kernel and copies the result back (correct, not fast).
+ * - wasm `Conv3DBackpropInputV2` is wrong (only the first depth slices are
+ *   filled) and wasm `Conv3DBackpropFilterV2` is wrong for stride 2 (found by
+ *   test/backend.test.ts): both replaced by the cpu delegate.
+ * - `UnsortedSegmentSum` (the gradient of `tf.gather`) is quadratic on cpu
+ *   (one mask per segment): replaced on both backends by a linear-time loop.
+ *
+ * `@regkit/kernels` later replaces these with fast WebAssembly-SIMD kernels.
+ */
+import '@tensorflow/tfjs-backend-cpu';
+import '@tensorflow/tfjs-backend-wasm';
+import { tf } from './tf.js';
+
+type KernelFunc = tf.KernelConfig['kernelFunc'];
+type AnyBackend = tf.KernelBackend & {
+  /** wasm backend: allocates on the wasm heap and copies `values`. */
+  makeOutput?: (
+    shape: number[],
+    dtype: tf.DataType,
+    offset?: number,
+    values?: tf.TypedArray,
+  ) => tf.TensorInfo;
+  /** wasm backend only (used to tell it from cpu, whose `makeOutput` has another signature). */
+  typedArrayFromHeap?: unknown;
+  makeTensorInfo?: (shape: number[], dtype: tf.DataType, values?: tf.TypedArray) => tf.TensorInfo;
+};
+
+/** Kernels never delegated (complex numbers and canvas drawing do not exist on wasm). */
+const NOT_DELEGATED = new Set(['Complex', 'ComplexAbs', 'FFT', 'IFFT', 'Real', 'Imag', 'Draw']);
+
+/** Kernel names whose stock wasm implementation is wrong and is replaced by the cpu delegate. */
+export const WASM_KERNELS_REPLACED = ['Conv3DBackpropInputV2', 'Conv3DBackpropFilterV2'] as const;
+
+function makeOutput(
+  backend: AnyBackend,
+  shape: number[],
+  dtype: tf.DataType,
+  values: tf.TypedArray,
+): tf.TensorInfo {
+  if (backend.typedArrayFromHeap && backend.makeOutput)
+    return backend.makeOutput(shape, dtype, undefined, values);
+  if (backend.makeTensorInfo) return backend.makeTensorInfo(shape, dtype, values);
+  throw new Error(`regkit: backend cannot create tensors from values`);
+}
+
+function register(config: tf.KernelConfig): void {
+  if (tf.getKernel(config.kernelName, config.backendName)) {
+    tf.unregisterKernel(config.kernelName, config.backendName);
+  }
+  tf.registerKernel(config);
+}
+
+function cpuDelegate(kernelName: string): KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const cpu = tf.findBackend('cpu') as AnyBackend | null;
+    const kernel = tf.getKernel(kernelName, 'cpu');
+    if (!cpu || !kernel)
+      throw new Error(`regkit: the cpu backend is needed to run ${kernelName} on wasm`);
+    const src = backend as AnyBackend;
+    const cpuInputs: Record<string, tf.TensorInfo> = {};
+    for (const [name, t] of Object.entries(inputs)) {
+      if (!t) continue;
+      const values = src.readSync(t.dataId) as tf.TypedArray;
+      cpuInputs[name] = makeOutput(cpu, [...t.shape], t.dtype, values);
+    }
+    try {
+      const result = kernel.kernelFunc({ inputs: cpuInputs, backend: cpu, attrs });
+      const outs = Array.isArray(result) ? result : [result];
+      const copied = outs.map((o) => {
+        const values = cpu.readSync(o.dataId) as tf.TypedArray;
+        const r = makeOutput(src, [...o.shape], o.dtype, values.slice());
+        cpu.disposeData(o.dataId);
+        return r;
+      });
+      return Array.isArray(result) ? copied : copied[0]!;
+    } finally {
+      for (const t of Object.values(cpuInputs)) cpu.disposeData(t.dataId);
+    }
+  };
+}
+
+/** Linear-time UnsortedSegmentSum: out[s, ...] = Σ_{i: ids[i] = s} x[i, ...]; ids outside [0, n) are dropped. */
+const unsortedSegmentSum: KernelFunc = ({ inputs, backend, attrs }) => {
+  const b = backend as AnyBackend;
+  const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+  const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
+  const xv = b.readSync(x.dataId) as Float32Array | Int32Array;
+  const ids = b.readSync(segmentIds.dataId) as Int32Array | Float32Array;
+  const inner = ids.length === 0 ? 0 : xv.length / ids.length;
+  const outShape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
+  const out =
+    x.dtype === 'int32'
+      ? new Int32Array(numSegments * inner)
+      : new Float32Array(numSegments * inner);
+  for (let i = 0; i < ids.length; i++) {
+    const s = ids[i]!;
+    if (s < 0 || s >= numSegments) continue;
+    const o = s * inner;
+    const xi = i * inner;
+    for (let j = 0; j < inner; j++) out[o + j]! += xv[xi + j]!;
+  }
+  return makeOutput(b, outShape, x.dtype, out);
+};
+
+let installed = false;
+
+/** Registers the fixes above (idempotent; runs on import of `@regkit/core`). */
+export function registerKernelFixes(): void {
+  if (installed) return;
+  installed = true;
+  for (const backendName of ['cpu', 'wasm']) {
+    register({ kernelName: 'UnsortedSegmentSum', backendName, kernelFunc: unsortedSegmentSum });
+  }
+  for (const { kernelName } of tf.getKernelsForBackend('cpu')) {
+    if (NOT_DELEGATED.has(kernelName) || kernelName === 'UnsortedSegmentSum') continue;
+    const replace = (WASM_KERNELS_REPLACED as readonly string[]).includes(kernelName);
+    if (replace || !tf.getKernel(kernelName, 'wasm')) {
+      register({ kernelName, backendName: 'wasm', kernelFunc: cpuDelegate(kernelName) });
+    }
+  }
+}
+
+registerKernelFixes();

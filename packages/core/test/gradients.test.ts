@@ -1,0 +1,101 @@
+/** Gradients against central finite differences along random directions. */
+
+import {
+  affineField,
+  composeFields,
+  cubicBSplineField,
+  gaussianSmooth,
+  integrateVelocity,
+  randomSmoothField,
+  resizeField,
+  tf,
+  warp,
+} from '@regkit/core';
+import { beforeAll, describe, it } from 'vitest';
+import { BACKENDS, checkGradient, uniform, useBackend } from './helpers.js';
+
+/** A fixed random weighting so the checked scalar depends on every output voxel. */
+function weighted(out: tf.Tensor, seed: number): tf.Scalar {
+  return tf.sum(tf.mul(out, uniform(out.shape, -1, 1, seed)));
+}
+
+describe.each(BACKENDS)('finite-difference gradients on %s', (backend) => {
+  beforeAll(() => useBackend(backend));
+
+  it.each([
+    ['linear', 'zeros', [8, 7]],
+    ['linear', 'border', [8, 7]],
+    ['linear', 'zeros', [5, 6, 4]],
+    ['linear', 'border', [5, 6, 4]],
+  ] as const)('warp %s %s %j w.r.t. image and field', (interpolation, padding, spatial) => {
+    tf.tidy(() => {
+      const image = gaussianSmooth(uniform([2, ...spatial, 2], 0, 1, 1), 1);
+      const field = randomSmoothField(spatial, {
+        maxDisplacement: 2.5,
+        controlSpacing: 3,
+        seed: 2,
+        batch: 2,
+      });
+      // a small step keeps the probes inside one interpolation cell almost everywhere
+      checkGradient((a, b) => weighted(warp(a, b, { interpolation, padding }), 3), [image, field], {
+        eps: 1e-3,
+        rtol: 3e-2,
+        atol: 5e-3,
+      });
+    });
+  });
+
+  it.each([[[9, 8]], [[5, 6, 5]]])('composeFields %j', (spatial) => {
+    tf.tidy(() => {
+      const a = randomSmoothField(spatial, { maxDisplacement: 1.5, controlSpacing: 3, seed: 4 });
+      const b = randomSmoothField(spatial, { maxDisplacement: 1.5, controlSpacing: 3, seed: 5 });
+      checkGradient((x, y) => weighted(composeFields(x, y), 6), [a, b], {
+        eps: 1e-3,
+        rtol: 3e-2,
+        atol: 5e-3,
+      });
+    });
+  });
+
+  it.each([[[10, 9]], [[6, 7, 5]]])('integrateVelocity %j', (spatial) => {
+    tf.tidy(() => {
+      const v = randomSmoothField(spatial, { maxDisplacement: 2, controlSpacing: 4, seed: 8 });
+      checkGradient((x) => weighted(integrateVelocity(x, { steps: 5 }), 9), [v], {
+        eps: 1e-3,
+        rtol: 3e-2,
+        atol: 5e-3,
+      });
+    });
+  });
+
+  it.each([[[7, 6]], [[5, 6, 5]]])('cubicBSplineField %j', (grid) => {
+    tf.tidy(() => {
+      const cp = uniform([1, ...grid, grid.length], -2, 2, 10);
+      const shape = grid.map((g) => 2 * g + 1);
+      checkGradient((x) => weighted(cubicBSplineField(x, shape), 11), [cp]);
+    });
+  });
+
+  it('gaussianSmooth, resizeField and affineField', () => {
+    tf.tidy(() => {
+      checkGradient(
+        (x) => weighted(gaussianSmooth(x, [1.2, 0.8]), 12),
+        [uniform([1, 9, 8, 2], -1, 1, 13)],
+      );
+      checkGradient(
+        (x) => weighted(resizeField(x, [7, 9, 5]), 14),
+        [uniform([1, 4, 5, 3, 3], -1, 1, 15)],
+      );
+      const m = tf.add(
+        tf.tensor3d([
+          [
+            [1, 0, 0],
+            [0, 1, 0],
+          ],
+        ]),
+        uniform([1, 2, 3], -0.1, 0.1, 16),
+      );
+      checkGradient((x) => weighted(affineField(x, [6, 5]), 17), [m]);
+    });
+  });
+});
