@@ -10,6 +10,9 @@
  * @packageDocumentation
  */
 import './register_gradients.js';
+import { registerJsKernels } from './register_kernels.js';
+
+registerJsKernels();
 
 export { type BackendName, initBackend } from './backend.js';
 export { type CubicBSplineOptions, cubicBSpline, cubicBSplineField } from './bspline.js';
@@ -21,9 +24,24 @@ export {
 export { RegkitBackendError, RegkitError } from './errors.js';
 export { affineField, identityGrid } from './grid.js';
 export { jacobianDeterminant, spatialGradient } from './jacobian.js';
-export { registerKernelFixes, WASM_KERNELS_REPLACED } from './kernel_fixes.js';
+export { registerKernelFixes, replaceKernel, WASM_KERNELS_REPLACED } from './kernel_fixes.js';
+export {
+  RegkitWarp,
+  type RegkitWarpAttrs,
+  RegkitWarpGrad,
+  type RegkitWarpGradInputs,
+  type RegkitWarpInputs,
+} from './kernel_names.js';
 export { mulberry32, type RandomSmoothFieldOptions, randomSmoothField } from './random.js';
+export { registerJsKernels } from './register_kernels.js';
 export { resizeField } from './resize.js';
 export { gaussianKernel1d, gaussianSmooth, reflectIndex } from './smooth.js';
 export { tf } from './tf.js';
-export { type Interpolation, type Padding, type WarpOptions, warp } from './warp.js';
+export {
+  hasKernels,
+  type Interpolation,
+  type Padding,
+  PORTABLE_OPS_FLAG,
+  type WarpOptions,
+  warp,
+} from './warp.js';

@@ -1,17 +1,33 @@
 import { tf } from './tf.js';
 import { assertField, assertTensor, fail, fmtShape } from './validate.js';
 
-/** Derivative of `x` along `axis`, as `numpy.gradient` (central inside, one-sided at the borders, unit spacing). */
+/** numpy.gradient along axis 0 of a 2D tensor `[n, m]` (contiguous slices only). */
+function gradientRows(x: tf.Tensor): tf.Tensor {
+  const [n, m] = x.shape as [number, number];
+  const rows = (start: number, len: number) => tf.slice(x, [start, 0], [len, m]);
+  const first = tf.sub(rows(1, 1), rows(0, 1));
+  const last = tf.sub(rows(n - 1, 1), rows(n - 2, 1));
+  if (n === 2) return tf.concat([first, last], 0);
+  return tf.concat([first, tf.mul(tf.sub(rows(2, n - 2), rows(0, n - 2)), 0.5), last], 0);
+}
+
+/**
+ * Derivative of `x` along `axis`, as `numpy.gradient` (central inside, one-sided at the
+ * borders, unit spacing). The axis is moved to the front first: slices across inner axes
+ * are slow on the stock cpu backend, contiguous ones are not.
+ */
 function gradientAlong(x: tf.Tensor, axis: number): tf.Tensor {
   const n = x.shape[axis]!;
-  const size = (len: number) => x.shape.map((s, j) => (j === axis ? len : s));
-  const begin = (start: number) => x.shape.map((_, j) => (j === axis ? start : 0));
-  const slice = (start: number, len: number) => tf.slice(x, begin(start), size(len));
-  const first = tf.sub(slice(1, 1), slice(0, 1));
-  const last = tf.sub(slice(n - 1, 1), slice(n - 2, 1));
-  if (n === 2) return tf.concat([first, last], axis);
-  const inner = tf.mul(tf.sub(slice(2, n - 2), slice(0, n - 2)), 0.5);
-  return tf.concat([first, inner, last], axis);
+  if (x.shape.slice(0, axis).every((s) => s === 1)) {
+    return tf.reshape(gradientRows(tf.reshape(x, [n, -1])), x.shape);
+  }
+  const perm = [axis, ...x.shape.map((_, i) => i).filter((i) => i !== axis)];
+  const moved = tf.transpose(x, perm);
+  const d = tf.reshape(gradientRows(tf.reshape(moved, [n, -1])), moved.shape);
+  return tf.transpose(
+    d,
+    perm.map((_, i) => perm.indexOf(i)),
+  );
 }
 
 /**
@@ -48,24 +64,33 @@ export function spatialGradient(x: tf.Tensor): tf.Tensor {
  */
 export function jacobianDeterminant(field: tf.Tensor): tf.Tensor {
   const nd = assertField('jacobianDeterminant', 'field', field);
+  if (field.shape.slice(1, 1 + nd).some((s) => s < 2)) {
+    fail(
+      'jacobianDeterminant',
+      `every spatial size of 'field' must be at least 2, got ${fmtShape(field.shape)}`,
+    );
+  }
   return tf.tidy(() => {
-    const g = spatialGradient(field);
-    // J[i][j] = δij + ∂u_i/∂x_j
-    const J = (i: number, j: number) => {
-      const begin = [...new Array<number>(g.rank - 2).fill(0), i, j];
-      const size = [...g.shape.slice(0, g.rank - 2), 1, 1];
-      const d = tf.reshape(tf.slice(g, begin, size), g.shape.slice(0, g.rank - 2));
-      return i === j ? tf.add(d, 1) : d;
-    };
-    if (nd === 2) return tf.sub(tf.mul(J(0, 0), J(1, 1)), tf.mul(J(0, 1), J(1, 0)));
-    const m = [0, 1, 2].map((i) => [0, 1, 2].map((j) => J(i, j)));
-    const a = m as tf.Tensor[][];
+    const spatial = field.shape.slice(0, nd + 1);
+    const n = spatial.reduce((p, q) => p * q, 1);
+    // components as contiguous tensors [B, ...S] (slicing the last axis is slow on wasm)
+    const components = (t: tf.Tensor) =>
+      tf
+        .unstack(tf.transpose(tf.reshape(t, [n, nd]), [1, 0]), 0)
+        .map((c) => tf.reshape(c, spatial));
+    // derivs[j][i] = ∂u_i/∂x_j; J[i][j] = δij + ∂u_i/∂x_j
+    const derivs = Array.from({ length: nd }, (_, j) => components(gradientAlong(field, j + 1)));
+    const a = Array.from({ length: nd }, (_, i) =>
+      Array.from({ length: nd }, (_, j) => (i === j ? tf.add(derivs[j]![i]!, 1) : derivs[j]![i]!)),
+    );
+    const m = (i: number, j: number) => a[i]![j]!;
+    if (nd === 2) return tf.sub(tf.mul(m(0, 0), m(1, 1)), tf.mul(m(0, 1), m(1, 0)));
     const minor = (r1: number, c1: number, r2: number, c2: number) =>
-      tf.sub(tf.mul(a[r1]![c1]!, a[r2]![c2]!), tf.mul(a[r1]![c2]!, a[r2]![c1]!));
+      tf.sub(tf.mul(m(r1, c1), m(r2, c2)), tf.mul(m(r1, c2), m(r2, c1)));
     return tf.addN([
-      tf.mul(a[0]![0]!, minor(1, 1, 2, 2)),
-      tf.neg(tf.mul(a[0]![1]!, minor(1, 0, 2, 2))),
-      tf.mul(a[0]![2]!, minor(1, 0, 2, 1)),
+      tf.mul(m(0, 0), minor(1, 1, 2, 2)),
+      tf.neg(tf.mul(m(0, 1), minor(1, 0, 2, 2))),
+      tf.mul(m(0, 2), minor(1, 0, 2, 1)),
     ]);
   });
 }

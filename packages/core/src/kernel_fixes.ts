@@ -15,21 +15,11 @@
  */
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
+import { type KernelBackendLike, makeOutput } from './backend_io.js';
 import { tf } from './tf.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
-type AnyBackend = tf.KernelBackend & {
-  /** wasm backend: allocates on the wasm heap and copies `values`. */
-  makeOutput?: (
-    shape: number[],
-    dtype: tf.DataType,
-    offset?: number,
-    values?: tf.TypedArray,
-  ) => tf.TensorInfo;
-  /** wasm backend only (used to tell it from cpu, whose `makeOutput` has another signature). */
-  typedArrayFromHeap?: unknown;
-  makeTensorInfo?: (shape: number[], dtype: tf.DataType, values?: tf.TypedArray) => tf.TensorInfo;
-};
+type AnyBackend = KernelBackendLike;
 
 /** Kernels never delegated (complex numbers and canvas drawing do not exist on wasm). */
 const NOT_DELEGATED = new Set(['Complex', 'ComplexAbs', 'FFT', 'IFFT', 'Real', 'Imag', 'Draw']);
@@ -37,19 +27,8 @@ const NOT_DELEGATED = new Set(['Complex', 'ComplexAbs', 'FFT', 'IFFT', 'Real', '
 /** Kernel names whose stock wasm implementation is wrong and is replaced by the cpu delegate. */
 export const WASM_KERNELS_REPLACED = ['Conv3DBackpropInputV2', 'Conv3DBackpropFilterV2'] as const;
 
-function makeOutput(
-  backend: AnyBackend,
-  shape: number[],
-  dtype: tf.DataType,
-  values: tf.TypedArray,
-): tf.TensorInfo {
-  if (backend.typedArrayFromHeap && backend.makeOutput)
-    return backend.makeOutput(shape, dtype, undefined, values);
-  if (backend.makeTensorInfo) return backend.makeTensorInfo(shape, dtype, values);
-  throw new Error(`regkit: backend cannot create tensors from values`);
-}
-
-function register(config: tf.KernelConfig): void {
+/** Registers a kernel, replacing any registered under the same name and backend. */
+export function replaceKernel(config: tf.KernelConfig): void {
   if (tf.getKernel(config.kernelName, config.backendName)) {
     tf.unregisterKernel(config.kernelName, config.backendName);
   }
@@ -115,13 +94,17 @@ export function registerKernelFixes(): void {
   if (installed) return;
   installed = true;
   for (const backendName of ['cpu', 'wasm']) {
-    register({ kernelName: 'UnsortedSegmentSum', backendName, kernelFunc: unsortedSegmentSum });
+    replaceKernel({
+      kernelName: 'UnsortedSegmentSum',
+      backendName,
+      kernelFunc: unsortedSegmentSum,
+    });
   }
   for (const { kernelName } of tf.getKernelsForBackend('cpu')) {
     if (NOT_DELEGATED.has(kernelName) || kernelName === 'UnsortedSegmentSum') continue;
     const replace = (WASM_KERNELS_REPLACED as readonly string[]).includes(kernelName);
     if (replace || !tf.getKernel(kernelName, 'wasm')) {
-      register({ kernelName, backendName: 'wasm', kernelFunc: cpuDelegate(kernelName) });
+      replaceKernel({ kernelName, backendName: 'wasm', kernelFunc: cpuDelegate(kernelName) });
     }
   }
 }

@@ -1,6 +1,6 @@
-import { sampleImage } from './sample.js';
 import { tf } from './tf.js';
 import { assertField, assertSpatialShape, fail } from './validate.js';
+import { warp } from './warp.js';
 
 /**
  * Resamples a displacement field to a new grid over the same physical extent
@@ -22,10 +22,21 @@ export function resizeField(field: tf.Tensor, spatialShape: readonly number[]): 
     fail(fn, `'spatialShape' ${JSON.stringify(spatialShape)} must have ${nd} entries`);
   const inSpatial = field.shape.slice(1, 1 + nd);
   const out = [...spatialShape];
-  const scale = inSpatial.map((s, k) => (out[k]! > 1 && s > 1 ? (s - 1) / (out[k]! - 1) : 0));
-  const coords = out.map((s, k) => Array.from({ length: s }, (_, i) => i * scale[k]!));
-  const vectorScale = inSpatial.map((s, k) => (s > 1 && out[k]! > 1 ? (out[k]! - 1) / (s - 1) : 1));
-  return tf.tidy(() =>
-    tf.mul(sampleImage(field, null, out, coords, 'linear', 'border'), tf.tensor1d(vectorScale)),
-  );
+  const ratio = (k: number) =>
+    out[k]! > 1 && inSpatial[k]! > 1 ? (inSpatial[k]! - 1) / (out[k]! - 1) : 0;
+  return tf.tidy(() => {
+    // sampling positions i (S − 1)/(S' − 1) written as the displacement i ((S − 1)/(S' − 1) − 1)
+    const comps = out.map((s, k) => {
+      const shape = out.map((v, j) => (j === k ? v : 1));
+      const ramp = tf.reshape(tf.mul(tf.range(0, s, 1, 'float32'), ratio(k) - 1), shape);
+      return tf.broadcastTo(ramp, out);
+    });
+    const positions = tf.tile(tf.expandDims(tf.stack(comps, -1), 0), [
+      field.shape[0]!,
+      ...out.map(() => 1),
+      1,
+    ]);
+    const vectorScale = out.map((_, k) => (ratio(k) > 0 ? 1 / ratio(k) : 1));
+    return tf.mul(warp(field, positions, { padding: 'border' }), tf.tensor1d(vectorScale));
+  });
 }

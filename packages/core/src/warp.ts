@@ -1,8 +1,12 @@
-import { arange, type Interpolation, type Padding, sampleImage } from './sample.js';
+import { RegkitWarp, type RegkitWarpAttrs, RegkitWarpGrad } from './kernel_names.js';
 import { tf } from './tf.js';
 import { assertField, assertImage, fail, fmtShape, lookUpOption } from './validate.js';
+import { warpComposite } from './warp_composite.js';
 
-export type { Interpolation, Padding } from './sample.js';
+/** Interpolation of `warp`: `'linear'` (bi/trilinear) or `'nearest'` (label maps). */
+export type Interpolation = 'linear' | 'nearest';
+/** Out-of-range handling: `'zeros'` (each outside corner contributes 0) or `'border'` (clamped coordinates). */
+export type Padding = 'zeros' | 'border';
 
 /** Options of {@link warp}. */
 export interface WarpOptions {
@@ -13,12 +17,46 @@ export interface WarpOptions {
 }
 
 /**
+ * tfjs flag: `tf.env().set('REGKIT_PORTABLE_OPS', true)` makes regkit ops run their portable
+ * composites of stock tfjs ops even where a kernel is registered (for comparison and debugging).
+ */
+export const PORTABLE_OPS_FLAG = 'REGKIT_PORTABLE_OPS';
+const flags = tf.env() as unknown as { flagRegistry: Record<string, unknown> };
+if (!(PORTABLE_OPS_FLAG in flags.flagRegistry))
+  tf.env().registerFlag(PORTABLE_OPS_FLAG, () => false);
+
+/** True when the current backend has all of `kernelNames` and portable ops are not forced. */
+export function hasKernels(...kernelNames: string[]): boolean {
+  if (tf.env().getBool(PORTABLE_OPS_FLAG)) return false;
+  const backend = tf.getBackend();
+  return kernelNames.every((k) => tf.getKernel(k, backend) !== undefined);
+}
+
+tf.registerGradient({
+  kernelName: RegkitWarp,
+  inputsToSave: ['image', 'field'],
+  gradFunc: (dy, saved, attrs) => {
+    const [image, field] = saved as [tf.Tensor, tf.Tensor];
+    const [dImage, dField] = tf
+      .engine()
+      .runKernel(
+        RegkitWarpGrad,
+        { dy: dy as tf.Tensor, image, field },
+        attrs as unknown as tf.NamedAttrMap,
+      ) as tf.Tensor[];
+    return { image: () => dImage!, field: () => dField! };
+  },
+});
+
+/**
  * Warps an image with a displacement field: `warp(m, u)(x) = m(x + u(x))`.
  *
  * Voxel centres are at integer indices, so this equals torch
  * `grid_sample(m, x + u, align_corners=True)` after converting layouts.
  * Differentiable with respect to `image` and `field` (linear interpolation;
- * nearest has a zero field gradient).
+ * nearest has a zero field gradient). Runs the `RegkitWarp` kernel of the current
+ * backend when one is registered (JavaScript on cpu/wasm, WebAssembly-SIMD with
+ * `@regkit/kernels`), else a portable composite of stock tfjs ops.
  *
  * @param image `[B, ...S, C]` with S = `[H, W]` or `[D, H, W]`; non-float images are cast to float32.
  * @param field `[B, ...So, ndim]` displacement in voxels, component k along spatial axis k. The
@@ -54,10 +92,19 @@ export function warp(image: tf.Tensor, field: tf.Tensor, options: WarpOptions = 
     'zeros',
     'border',
   ] as const);
-  const outSpatial = field.shape.slice(1, 1 + nd);
   return tf.tidy(() => {
     const img = image.dtype === 'float32' ? image : tf.cast(image, 'float32');
     const u = field.dtype === 'float32' ? field : tf.cast(field, 'float32');
-    return sampleImage(img, u, outSpatial, outSpatial.map(arange), interpolation, padding);
+    if (hasKernels(RegkitWarp, RegkitWarpGrad)) {
+      const attrs: RegkitWarpAttrs = { interpolation, padding };
+      return tf
+        .engine()
+        .runKernel(
+          RegkitWarp,
+          { image: img, field: u },
+          attrs as unknown as tf.NamedAttrMap,
+        ) as tf.Tensor;
+    }
+    return warpComposite(img, u, interpolation, padding);
   });
 }

@@ -18,12 +18,12 @@ import {
   warp,
 } from '@regkit/core';
 import { afterEach, beforeAll, describe, it } from 'vitest';
-import { BACKENDS, expectClose, loadCases, tensorOf, useBackend } from './helpers.js';
+import { BACKEND_PATHS, expectClose, loadCases, tensorOf, useBackend } from './helpers.js';
 
 const TOL = 1e-4;
 
-describe.each(BACKENDS)('fixtures on %s', (backend) => {
-  beforeAll(() => useBackend(backend));
+describe.each(BACKEND_PATHS)('fixtures on %s (%s ops)', (backend, path) => {
+  beforeAll(() => useBackend(backend, path));
   let scope = 0;
   afterEach(() => {
     scope++;

@@ -6,21 +6,23 @@ import {
   cubicBSplineField,
   gaussianSmooth,
   integrateVelocity,
+  jacobianDeterminant,
   randomSmoothField,
   resizeField,
+  spatialGradient,
   tf,
   warp,
 } from '@regkit/core';
-import { beforeAll, describe, it } from 'vitest';
-import { BACKENDS, checkGradient, uniform, useBackend } from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { BACKEND_PATHS, checkGradient, uniform, useBackend } from './helpers.js';
 
 /** A fixed random weighting so the checked scalar depends on every output voxel. */
 function weighted(out: tf.Tensor, seed: number): tf.Scalar {
   return tf.sum(tf.mul(out, uniform(out.shape, -1, 1, seed)));
 }
 
-describe.each(BACKENDS)('finite-difference gradients on %s', (backend) => {
-  beforeAll(() => useBackend(backend));
+describe.each(BACKEND_PATHS)('finite-difference gradients on %s (%s ops)', (backend, path) => {
+  beforeAll(() => useBackend(backend, path));
 
   it.each([
     ['linear', 'zeros', [8, 7]],
@@ -73,6 +75,36 @@ describe.each(BACKENDS)('finite-difference gradients on %s', (backend) => {
       const cp = uniform([1, ...grid, grid.length], -2, 2, 10);
       const shape = grid.map((g) => 2 * g + 1);
       checkGradient((x) => weighted(cubicBSplineField(x, shape), 11), [cp]);
+    });
+  });
+
+  it('warp nearest w.r.t. the image (the field gradient is zero)', () => {
+    tf.tidy(() => {
+      const image = uniform([1, 7, 6, 5, 2], -1, 1, 18);
+      const field = randomSmoothField([7, 6, 5], {
+        maxDisplacement: 2.5,
+        controlSpacing: 3,
+        seed: 19,
+      });
+      const f = (a: tf.Tensor) => weighted(warp(a, field, { interpolation: 'nearest' }), 20);
+      checkGradient(f, [image]);
+      const dField = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+        weighted(warp(a, b, { interpolation: 'nearest' }), 20),
+      )([image, field])[1]!;
+      expect(tf.max(tf.abs(dField)).dataSync()[0]).toBe(0);
+    });
+  });
+
+  it.each([[[7, 8]], [[5, 6, 4]]])('spatialGradient and jacobianDeterminant %j', (spatial) => {
+    tf.tidy(() => {
+      const u = randomSmoothField(spatial, {
+        maxDisplacement: 2,
+        controlSpacing: 3,
+        seed: 21,
+        batch: 2,
+      });
+      checkGradient((x) => weighted(spatialGradient(x), 22), [u]);
+      checkGradient((x) => weighted(jacobianDeterminant(x), 23), [u]);
     });
   });
 

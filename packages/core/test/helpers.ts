@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { type BackendName, initBackend, tf } from '@regkit/core';
+import { type BackendName, initBackend, PORTABLE_OPS_FLAG, tf } from '@regkit/core';
 import { expect } from 'vitest';
 
 /** Backends every op is tested on (override with REGKIT_TEST_BACKENDS=cpu,wasm). */
@@ -7,9 +7,19 @@ export const BACKENDS: BackendName[] = (process.env.REGKIT_TEST_BACKENDS ?? 'cpu
   .split(',')
   .map((s) => s.trim() as BackendName);
 
-export async function useBackend(name: BackendName): Promise<void> {
+/** Op implementations under test: registered kernels, or the portable composites of stock ops. */
+export type OpPath = 'kernel' | 'portable';
+export const PATHS: OpPath[] = ['kernel', 'portable'];
+
+/** Every (backend, path) pair, for `describe.each`. */
+export const BACKEND_PATHS: Array<[BackendName, OpPath]> = BACKENDS.flatMap((b) =>
+  PATHS.map((p) => [b, p] as [BackendName, OpPath]),
+);
+
+export async function useBackend(name: BackendName, path: OpPath = 'kernel'): Promise<void> {
   const got = await initBackend(name);
   expect(got).toBe(name);
+  tf.env().set(PORTABLE_OPS_FLAG, path === 'portable');
 }
 
 export interface ArrayFixture {

@@ -14,7 +14,7 @@ import {
   warp,
 } from '@regkit/core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { BACKENDS, expectClose, uniform, useBackend } from './helpers.js';
+import { BACKEND_PATHS, expectClose, uniform, useBackend } from './helpers.js';
 
 function maxAbs(t: tf.Tensor): number {
   return tf.tidy(() => tf.max(tf.abs(t))).dataSync()[0]!;
@@ -32,8 +32,8 @@ function interiorMaxDiff(a: tf.Tensor, b: tf.Tensor, margin: number): number {
     .dataSync()[0]!;
 }
 
-describe.each(BACKENDS)('properties on %s', (backend) => {
-  beforeAll(() => useBackend(backend));
+describe.each(BACKEND_PATHS)('properties on %s (%s ops)', (backend, path) => {
+  beforeAll(() => useBackend(backend, path));
 
   it.each([[[24, 20]], [[12, 14, 10]]])(
     'warp(warp(m, a), b) ≈ warp(m, composeFields(a, b)) on smooth fields %j',

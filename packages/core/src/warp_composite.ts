@@ -1,18 +1,13 @@
 /**
- * The sampler behind `warp`, `composeFields` and `resizeField`: reads an image
- * at real-valued voxel positions with linear or nearest interpolation.
+ * The portable composite behind `warp` (used on backends without a registered
+ * `RegkitWarp` kernel, or with `tf.env().set('REGKIT_PORTABLE_OPS', true)`): reads an
+ * image at x + u(x) with linear or nearest interpolation, voxel centres at integer
+ * positions (torch `grid_sample(..., align_corners=True)`).
  *
- * Positions are built separably: along spatial axis k the output voxel with
- * index i_k reads the image at `axisCoords[k][i_k] + field[..., k]`. `warp`
- * uses axisCoords = 0..S-1 (the identity grid); `resizeField` uses scaled
- * coordinates and no field. Voxel centres sit at integer positions
- * (torch `grid_sample(..., align_corners=True)`).
- *
- * Portable composite: one flat `gather` of all 2^ndim corners with float
- * interpolation weights, wrapped in `tf.customGrad`; the image gradient is a
- * `scatterND` (which sums duplicate indices) and the position gradient uses
- * the derivative of the weights. tfjs's own `gather` gradient
- * (UnsortedSegmentSum) is avoided: it is quadratic on the cpu backend.
+ * One flat `gather` of all 2^ndim corners with float interpolation weights, wrapped in
+ * `tf.customGrad`; the image gradient is a `scatterND` (which sums duplicate indices)
+ * and the field gradient uses the derivative of the weights. tfjs's own `gather`
+ * gradient (UnsortedSegmentSum) is avoided: it is quadratic on the stock cpu backend.
  */
 import { tf } from './tf.js';
 
@@ -46,21 +41,18 @@ function geometry(imageShape: number[], outSpatial: number[]): Geometry {
   };
 }
 
-/** Positions along each axis, each `[B, N]` (N = output voxels). */
-function positions(g: Geometry, axisCoords: number[][], field: tf.Tensor | null): tf.Tensor2D[] {
+/** Positions x_k + u_k(x) along each axis, each `[B, N]` (N = output voxels). */
+function positions(g: Geometry, field: tf.Tensor): tf.Tensor2D[] {
   const nd = g.spatial.length;
   const out: tf.Tensor2D[] = [];
   // components as contiguous rows: unstacking the last axis directly is ~100x slower on wasm
-  const comps = field
-    ? tf
-        .unstack(tf.transpose(tf.reshape(field, [g.batch * g.outVoxels, nd]), [1, 0]), 0)
-        .map((c) => tf.reshape(c, [g.batch, ...g.outSpatial]))
-    : null;
+  const comps = tf
+    .unstack(tf.transpose(tf.reshape(field, [g.batch * g.outVoxels, nd]), [1, 0]), 0)
+    .map((c) => tf.reshape(c, [g.batch, ...g.outSpatial]));
   for (let k = 0; k < nd; k++) {
     const bshape = g.outSpatial.map((s, j) => (j === k ? s : 1));
-    const base = tf.tensor(axisCoords[k]!, [1, ...bshape], 'float32');
-    const p = comps ? tf.add(base, comps[k]!) : tf.broadcastTo(base, [g.batch, ...g.outSpatial]);
-    out.push(tf.reshape(p, [g.batch, g.outVoxels]));
+    const base = tf.reshape(tf.range(0, g.outSpatial[k]!, 1, 'float32'), [1, ...bshape]);
+    out.push(tf.reshape(tf.add(base, comps[k]!), [g.batch, g.outVoxels]));
   }
   return out;
 }
@@ -186,14 +178,13 @@ function nearestTerms(g: Geometry, p: tf.Tensor2D[], padding: Padding): NearestT
 /** Forward sampling; for linear interpolation also returns the gathered corner values `[2^nd, B*N, C]` (reused by the field gradient). */
 function sampleForward(
   image: tf.Tensor,
-  field: tf.Tensor | null,
+  field: tf.Tensor,
   g: Geometry,
-  axisCoords: number[][],
   interpolation: Interpolation,
   padding: Padding,
 ): { out: tf.Tensor; vals?: tf.Tensor } {
   return tf.tidy((): { out: tf.Tensor; vals?: tf.Tensor } => {
-    const p = positions(g, axisCoords, field);
+    const p = positions(g, field);
     const flat = tf.reshape(image, [g.batch * g.voxels, g.channels]);
     if (interpolation === 'linear') {
       const { weights, indices } = linearTerms(g, p, padding, false);
@@ -210,30 +201,24 @@ function sampleForward(
 function sampleBackward(
   dy: tf.Tensor,
   image: tf.Tensor,
-  field: tf.Tensor | null,
-  vals: tf.Tensor | null,
+  field: tf.Tensor,
+  vals: tf.Tensor | undefined,
   g: Geometry,
-  axisCoords: number[][],
   interpolation: Interpolation,
   padding: Padding,
-): tf.Tensor[] {
-  return tf.tidy(() => {
+): [tf.Tensor, tf.Tensor] {
+  return tf.tidy((): [tf.Tensor, tf.Tensor] => {
     const nd = g.spatial.length;
-    const p = positions(g, axisCoords, field);
+    const p = positions(g, field);
     const dyFlat = tf.reshape(dy, [-1, g.channels]);
+    const imageRows = [g.batch * g.voxels, g.channels];
     if (interpolation === 'nearest') {
       const { valid, indices } = nearestTerms(g, p, padding);
-      const dImage = tf.scatterND(tf.expandDims(indices, 1), tf.mul(dyFlat, valid), [
-        g.batch * g.voxels,
-        g.channels,
-      ]);
-      const grads = [tf.reshape(dImage, image.shape)];
-      if (field) grads.push(tf.zerosLike(field));
-      return grads;
+      const dImage = tf.scatterND(tf.expandDims(indices, 1), tf.mul(dyFlat, valid), imageRows);
+      return [tf.reshape(dImage, image.shape), tf.zerosLike(field)];
     }
-    const { weights, indices, dWeights } = linearTerms(g, p, padding, field !== null);
+    const { weights, indices, dWeights } = linearTerms(g, p, padding, true);
     const corners = 2 ** nd;
-    const imageRows = [g.batch * g.voxels, g.channels];
     const updates = tf.reshape(tf.mul(tf.expandDims(weights, -1), tf.expandDims(dyFlat, 0)), [
       -1,
       g.channels,
@@ -242,77 +227,35 @@ function sampleBackward(
       tf.scatterND(tf.expandDims(indices, 1), updates, imageRows),
       image.shape,
     );
-    if (!field || !dWeights) return [dImage];
     const v =
       vals ??
       tf.reshape(tf.gather(tf.reshape(image, imageRows), indices), [corners, -1, g.channels]);
     const G = tf.sum(tf.mul(v, tf.expandDims(dyFlat, 0)), -1); // [2^nd, B*N]
-    const dp = dWeights.map((dw) => tf.sum(tf.mul(dw, G), 0));
-    const dField = tf.reshape(tf.stack(dp, 1), field.shape);
-    return [dImage, dField];
+    const dp = dWeights!.map((dw) => tf.sum(tf.mul(dw, G), 0));
+    return [dImage, tf.reshape(tf.stack(dp, 1), field.shape)];
   });
 }
 
 /**
- * Samples `image` `[B, ...S, C]` at positions `axisCoords[k][i_k] + field[b, ...i, k]`
- * (field `[B, ...So, nd]`, or none), giving `[B, ...So, C]`. Differentiable with
- * respect to the image and the field.
+ * Portable warp: samples `image` `[B, ...S, C]` (float32) at x + field(x), field
+ * `[B, ...So, nd]` (float32), giving `[B, ...So, C]`. Differentiable in both inputs.
  */
-export function sampleImage(
+export function warpComposite(
   image: tf.Tensor,
-  field: tf.Tensor | null,
-  outSpatial: number[],
-  axisCoords: number[][],
+  field: tf.Tensor,
   interpolation: Interpolation,
   padding: Padding,
 ): tf.Tensor {
-  const g = geometry(image.shape, outSpatial);
-  if (field) {
-    const fn = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
-      const [img, u, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-      const { out, vals } = sampleForward(img, u, g, axisCoords, interpolation, padding);
-      save(vals ? [img, u, vals] : [img, u]);
-      return {
-        value: out,
-        gradFunc: (dy, saved) =>
-          sampleBackward(
-            dy as tf.Tensor,
-            saved[0]!,
-            saved[1]!,
-            saved[2] ?? null,
-            g,
-            axisCoords,
-            interpolation,
-            padding,
-          ),
-      };
-    });
-    return fn(image, field);
-  }
+  const g = geometry(image.shape, field.shape.slice(1, -1));
   const fn = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
-    const [img, save] = args as [tf.Tensor, tf.GradSaveFunc];
-    save([img]);
-    const { out, vals } = sampleForward(img, null, g, axisCoords, interpolation, padding);
-    vals?.dispose();
+    const [img, u, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const { out, vals } = sampleForward(img, u, g, interpolation, padding);
+    save(vals ? [img, u, vals] : [img, u]);
     return {
       value: out,
       gradFunc: (dy, saved) =>
-        sampleBackward(
-          dy as tf.Tensor,
-          saved[0]!,
-          null,
-          null,
-          g,
-          axisCoords,
-          interpolation,
-          padding,
-        )[0]!,
+        sampleBackward(dy as tf.Tensor, saved[0]!, saved[1]!, saved[2], g, interpolation, padding),
     };
   });
-  return fn(image);
-}
-
-/** `0, 1, ..., n - 1`. */
-export function arange(n: number): number[] {
-  return Array.from({ length: n }, (_, i) => i);
+  return fn(image, field);
 }

@@ -1,0 +1,27 @@
+/**
+ * Names, inputs and attributes of the kernels regkit defines. A backend-specific
+ * implementation registered under one of these names (`tf.registerKernel`) is used
+ * by the op of the same contract; without one, the op runs its portable composite.
+ * `@regkit/kernels` registers WebAssembly-SIMD versions for cpu and wasm; core
+ * itself registers plain-JavaScript versions for cpu and wasm.
+ */
+import type { tf } from './tf.js';
+
+/** `warp`: output `[B, ...So, C]` = image sampled at x + field(x). */
+export const RegkitWarp = 'RegkitWarp';
+/** Gradient of `warp`: outputs `[dImage, dField]`. */
+export const RegkitWarpGrad = 'RegkitWarpGrad';
+
+/** Inputs of {@link RegkitWarp}: image `[B, ...S, C]` float32, field `[B, ...So, ndim]` float32. */
+export type RegkitWarpInputs = { image: tf.TensorInfo; field: tf.TensorInfo };
+/** Inputs of {@link RegkitWarpGrad}: `dy` `[B, ...So, C]` plus the forward inputs. */
+export type RegkitWarpGradInputs = {
+  dy: tf.TensorInfo;
+  image: tf.TensorInfo;
+  field: tf.TensorInfo;
+};
+/** Attributes of both warp kernels. */
+export interface RegkitWarpAttrs {
+  interpolation: 'linear' | 'nearest';
+  padding: 'zeros' | 'border';
+}
