@@ -24,6 +24,27 @@ async function locateWasmFiles(): Promise<void> {
   wasmPathsSet = true;
 }
 
+let kernelsLoaded: Promise<boolean> | null = null;
+
+/**
+ * Loads `@regkit/kernels` (WebAssembly-SIMD kernels for cpu and wasm) when it is installed:
+ * an optional peer, imported dynamically so core never depends on it. Resolves to whether
+ * it was loaded; its kernels then replace core's JavaScript ones under the same names.
+ */
+export function loadOptionalKernels(): Promise<boolean> {
+  kernelsLoaded ??= importOptional('@regkit/kernels').then(
+    async (mod) => {
+      const kernels = mod as { initKernels?: () => Promise<void>; registerKernels?: () => void };
+      if (!kernels.initKernels || !kernels.registerKernels) return false;
+      await kernels.initKernels();
+      kernels.registerKernels();
+      return true;
+    },
+    () => false,
+  );
+  return kernelsLoaded;
+}
+
 async function tryBackend(name: BackendName): Promise<void> {
   if (name === 'tensorflow') {
     if (!isNode) throw new Error('the tensorflow backend needs Node.js');
@@ -46,6 +67,7 @@ async function tryBackend(name: BackendName): Promise<void> {
   const ok = await tf.setBackend(name);
   if (!ok) throw new Error(`tf.setBackend('${name}') failed`);
   await tf.ready();
+  if (name !== 'tensorflow') await loadOptionalKernels();
 }
 
 /**
@@ -57,7 +79,8 @@ async function tryBackend(name: BackendName): Promise<void> {
  * With `preferred`, only that backend is tried and failure throws.
  *
  * Gradients of all stock ops are registered by importing `@regkit/core`, and the stock
- * cpu/wasm kernels that are missing or wrong are replaced (see `registerKernelFixes`).
+ * cpu/wasm kernels that are missing or wrong are replaced (see `registerKernelFixes`). On
+ * cpu and wasm, `@regkit/kernels` is loaded when installed (see `loadOptionalKernels`).
  *
  * @example
  * ```ts

@@ -14,7 +14,7 @@ import { registerJsKernels } from './register_kernels.js';
 
 registerJsKernels();
 
-export { type BackendName, initBackend } from './backend.js';
+export { type BackendName, initBackend, loadOptionalKernels } from './backend.js';
 export { type CubicBSplineOptions, cubicBSpline, cubicBSplineField } from './bspline.js';
 export {
   composeFields,

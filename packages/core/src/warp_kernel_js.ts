@@ -83,7 +83,7 @@ function axis(p: number, size: number, border: boolean, out: Axis): void {
   let inRange = 1;
   if (border) {
     if (p < 0 || p > size - 1) inRange = 0;
-    p = p < 0 ? 0 : p > size - 1 ? size - 1 : p;
+    p = p < 0 ? 0 : Math.min(p, size - 1);
   }
   const f = Math.floor(p);
   const t = p - f;
