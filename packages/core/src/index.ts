@@ -15,6 +15,7 @@ import { registerJsKernels } from './register_kernels.js';
 registerJsKernels();
 
 export { type BackendName, initBackend, loadOptionalKernels } from './backend.js';
+export { boxSum } from './box_sum.js';
 export { type CubicBSplineOptions, cubicBSpline, cubicBSplineField } from './bspline.js';
 export {
   composeFields,
@@ -26,6 +27,8 @@ export { affineField, identityGrid } from './grid.js';
 export { jacobianDeterminant, spatialGradient } from './jacobian.js';
 export { registerKernelFixes, replaceKernel, WASM_KERNELS_REPLACED } from './kernel_fixes.js';
 export {
+  RegkitBoxSum,
+  type RegkitBoxSumAttrs,
   RegkitWarp,
   type RegkitWarpAttrs,
   RegkitWarpGrad,
@@ -37,6 +40,16 @@ export { registerJsKernels } from './register_kernels.js';
 export { resizeField } from './resize.js';
 export { gaussianKernel1d, gaussianSmooth, reflectIndex } from './smooth.js';
 export { tf } from './tf.js';
+export {
+  assertField,
+  assertImage,
+  assertSpatialShape,
+  assertTensor,
+  fail,
+  fmtShape,
+  lookUpOption,
+  perAxis,
+} from './validate.js';
 export {
   hasKernels,
   type Interpolation,

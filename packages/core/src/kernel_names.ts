@@ -25,3 +25,10 @@ export interface RegkitWarpAttrs {
   interpolation: 'linear' | 'nearest';
   padding: 'zeros' | 'border';
 }
+
+/** `boxSum`: zero-padded 'same' box sum over the spatial axes, input `x` `[B, ...S, C]`. */
+export const RegkitBoxSum = 'RegkitBoxSum';
+/** Attributes of {@link RegkitBoxSum}: odd window size per spatial axis. */
+export interface RegkitBoxSumAttrs {
+  window: number[];
+}
