@@ -1,0 +1,16 @@
+/**
+ * @regkit/losses — similarity measures and regularisers for registration, as plain
+ * differentiable functions of `@regkit/core` tensors. Every loss is a scalar to minimise,
+ * works in 2D and 3D and averages over the batch.
+ *
+ * @packageDocumentation
+ */
+export { l1Loss, mseLoss, rmsLoss } from './intensity.js';
+export { globalNccLoss, type LocalNccOptions, localNccLoss } from './ncc.js';
+export {
+  bendingEnergyLoss,
+  diffusionLoss,
+  inverseConsistencyLoss,
+  type JacobianFoldingOptions,
+  jacobianFoldingLoss,
+} from './regularisers.js';
