@@ -6,6 +6,13 @@
  * @packageDocumentation
  */
 export { l1Loss, mseLoss, rmsLoss } from './intensity.js';
+export {
+  type LocalMutualInformationOptions,
+  localMutualInformationLoss,
+  type MutualInformationOptions,
+  mutualInformationLoss,
+  normalizedMutualInformation,
+} from './mutual_information.js';
 export { globalNccLoss, type LocalNccOptions, localNccLoss } from './ncc.js';
 export {
   bendingEnergyLoss,

@@ -1,0 +1,12 @@
+/**
+ * @regkit/metrics — evaluation measures for registration results. Every function takes
+ * `@regkit/core` tensors, downloads them once, returns plain numbers (async) and leaks no
+ * tensors.
+ *
+ * @packageDocumentation
+ */
+export { type DiceOptions, dice, type MeanDiceOptions, meanDice } from './dice.js';
+export { squaredDistanceTransform } from './edt.js';
+export { type HausdorffOptions, hausdorff95 } from './hausdorff.js';
+export { ncc, psnr } from './intensity.js';
+export { foldingFraction, jacobianStd, logJacobianStd } from './jacobian.js';
