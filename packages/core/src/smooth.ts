@@ -1,9 +1,9 @@
 import { tf } from './tf.js';
 import { assertImage, fail, perAxis } from './validate.js';
 
-/** Normalised 1D Gaussian of standard deviation `sigma` truncated at radius floor(4σ + 0.5) (scipy's default). */
-export function gaussianKernel1d(sigma: number): number[] {
-  const radius = Math.floor(4 * sigma + 0.5);
+/** Normalised 1D Gaussian of standard deviation `sigma` truncated at radius floor(truncate·σ + 0.5) (scipy's rule; default truncate 4). */
+export function gaussianKernel1d(sigma: number, truncate = 4): number[] {
+  const radius = Math.floor(truncate * sigma + 0.5);
   const w = Array.from({ length: 2 * radius + 1 }, (_, i) =>
     Math.exp(-0.5 * ((i - radius) / sigma) ** 2),
   );
@@ -35,13 +35,20 @@ function reflectPad(x: tf.Tensor, axis: number, amount: number): tf.Tensor {
  *
  * @param x `[B, ...S, C]` image or field.
  * @param sigma standard deviation in voxels: one value or one per spatial axis (0 skips an axis).
+ * @param options `truncate`: kernel radius in standard deviations (default 4, scipy's; skimage's SSIM uses 3.5).
  * @returns `[B, ...S, C]`.
  */
-export function gaussianSmooth(x: tf.Tensor, sigma: number | readonly number[]): tf.Tensor {
+export function gaussianSmooth(
+  x: tf.Tensor,
+  sigma: number | readonly number[],
+  options: { truncate?: number } = {},
+): tf.Tensor {
   const fn = 'gaussianSmooth';
   const nd = assertImage(fn, 'x', x);
   const sig = perAxis(fn, 'sigma', sigma, nd);
   if (sig.some((s) => s < 0)) fail(fn, `'sigma' must be ≥ 0, got ${JSON.stringify(sigma)}`);
+  const truncate = options.truncate ?? 4;
+  if (!(truncate > 0)) fail(fn, `'truncate' must be > 0, got ${truncate}`);
   return tf.tidy(() => {
     const [b, ...rest] = x.shape;
     const spatial = rest.slice(0, nd);
@@ -52,7 +59,7 @@ export function gaussianSmooth(x: tf.Tensor, sigma: number | readonly number[]):
     let y = tf.reshape(tf.transpose(xf, perm), [b! * c, ...spatial, 1]);
     for (let k = 0; k < nd; k++) {
       if (sig[k] === 0) continue;
-      const w = gaussianKernel1d(sig[k]!);
+      const w = gaussianKernel1d(sig[k]!, truncate);
       const r = (w.length - 1) / 2;
       const kshape = spatial.map((_, j) => (j === k ? w.length : 1));
       const kernel = tf.tensor(w, [...kshape, 1, 1]);

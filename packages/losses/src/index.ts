@@ -5,6 +5,14 @@
  *
  * @packageDocumentation
  */
+export {
+  cosineSimilarityLoss,
+  type InfoNceOptions,
+  infoNceLoss,
+  type MindSscOptions,
+  mindLoss,
+  mindSsc,
+} from './features.js';
 export { l1Loss, mseLoss, rmsLoss } from './intensity.js';
 export {
   type LocalMutualInformationOptions,

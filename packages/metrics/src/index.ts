@@ -8,5 +8,5 @@
 export { type DiceOptions, dice, type MeanDiceOptions, meanDice } from './dice.js';
 export { squaredDistanceTransform } from './edt.js';
 export { type HausdorffOptions, hausdorff95 } from './hausdorff.js';
-export { ncc, psnr } from './intensity.js';
+export { ncc, psnr, type SsimOptions, ssim, ssimMap } from './intensity.js';
 export { foldingFraction, jacobianStd, logJacobianStd } from './jacobian.js';

@@ -1,4 +1,4 @@
-import { assertImage, fail, fmtShape, tf } from '@regkit/core';
+import { assertImage, fail, fmtShape, gaussianSmooth, tf } from '@regkit/core';
 
 function assertPair(fn: string, a: tf.Tensor, b: tf.Tensor): number {
   const nd = assertImage(fn, 'a', a);
@@ -47,4 +47,64 @@ export async function psnr(
   t.dispose();
   const range = options.range ?? span!;
   return 10 * Math.log10((range * range) / mse!);
+}
+
+/** Options of {@link ssim}. */
+export interface SsimOptions {
+  /** Intensity range L in the constants (K1 L)², (K2 L)² (default: max(b) − min(b)). */
+  dataRange?: number;
+}
+
+/**
+ * Structural similarity map, scikit-image's `structural_similarity(gaussian_weights=True,
+ * sigma=1.5, use_sample_covariance=False, K1=0.01, K2=0.03)`: local statistics by an
+ * 11-tap Gaussian (σ 1.5, truncate 3.5, reflecting borders) per channel.
+ *
+ * @returns `[B, ...S, C]` SSIM map (a tensor the caller disposes).
+ */
+export function ssimMap(a: tf.Tensor, b: tf.Tensor, dataRange: number): tf.Tensor {
+  assertPair('ssimMap', a, b);
+  return tf.tidy(() => {
+    const g = (x: tf.Tensor) => gaussianSmooth(x, 1.5, { truncate: 3.5 });
+    const ma = g(a);
+    const mb = g(b);
+    const va = tf.sub(g(tf.square(a)), tf.square(ma));
+    const vb = tf.sub(g(tf.square(b)), tf.square(mb));
+    const vab = tf.sub(g(tf.mul(a, b)), tf.mul(ma, mb));
+    const c1 = (0.01 * dataRange) ** 2;
+    const c2 = (0.03 * dataRange) ** 2;
+    const num = tf.mul(tf.add(tf.mul(tf.mul(ma, mb), 2), c1), tf.add(tf.mul(vab, 2), c2));
+    const den = tf.mul(
+      tf.add(tf.add(tf.square(ma), tf.square(mb)), c1),
+      tf.add(tf.add(va, vb), c2),
+    );
+    return tf.div(num, den);
+  });
+}
+
+/**
+ * Mean SSIM (scikit-image convention): the {@link ssimMap} averaged over the voxels at least
+ * 5 voxels (half the window) from every border, then over channels and batch.
+ */
+export async function ssim(a: tf.Tensor, b: tf.Tensor, options: SsimOptions = {}): Promise<number> {
+  const nd = assertPair('ssim', a, b);
+  if (a.shape.slice(1, 1 + nd).some((s) => s < 11)) {
+    fail('ssim', `every spatial size must be at least 11 (the window), got ${fmtShape(a.shape)}`);
+  }
+  let range = options.dataRange;
+  if (range === undefined) {
+    const span = tf.tidy(() => tf.sub(tf.max(b), tf.min(b)));
+    range = (await span.data())[0]!;
+    span.dispose();
+  }
+  const dataRange = range;
+  const mean = tf.tidy(() => {
+    const map = ssimMap(a, b, dataRange);
+    const begin = map.shape.map((_, i) => (i >= 1 && i <= nd ? 5 : 0));
+    const size = map.shape.map((s, i) => (i >= 1 && i <= nd ? s - 10 : s));
+    return tf.mean(tf.slice(map, begin, size));
+  });
+  const out = (await mean.data())[0]!;
+  mean.dispose();
+  return out;
 }
