@@ -1,0 +1,547 @@
+/*
+ * regkit warp kernels: bi/trilinear and nearest sampling, zeros and border padding,
+ * forward and backward, float32. Freestanding C compiled to WebAssembly
+ * (scripts/build-wasm.sh); no libc, no imports.
+ *
+ * Semantics are those of @regkit/core's JavaScript kernel (packages/core/src/
+ * warp_kernel_js.ts): torch grid_sample(align_corners=True) with the sample position
+ * p = voxel index + field, 2D run as 3D with a depth of 1.
+ *   linear: each of the 2^nd corners with an index outside [0, S-1] contributes 0;
+ *   border: p is first clamped to [0, S-1] and the field gradient is 0 where p was outside;
+ *   nearest: index = round-half-to-even(p) (f64.nearest on the exact double position, as
+ *            JavaScript computes it), field gradient 0.
+ * Linear positions are formed in float32 (JavaScript: float64): below 1e-5 voxel apart at
+ * the sizes of medical images; it matters only within one float32 ulp of an integer
+ * position, where the gradient has a kink. Linear sampling multiplies outside corners by a
+ * weight of 0 instead of skipping them, so a non-finite neighbour of an in-range sample
+ * propagates.
+ *
+ * Memory: JS owns everything above heap_base() (a bump allocator in this module's
+ * exported memory, reset on every call). Layouts are channels last:
+ * image [B, D, H, W, C], field [B, Do, Ho, Wo, nd], out / dy [B, Do, Ho, Wo, C].
+ */
+
+typedef __SIZE_TYPE__ size_t;
+
+extern unsigned char __heap_base;
+
+/** First free byte after the stack and static data: JS allocates from here. */
+__attribute__((export_name("heap_base"))) size_t heap_base(void) {
+  return (size_t)&__heap_base;
+}
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Mode bits of the exported functions. */
+#define MODE_NEAREST 1
+#define MODE_BORDER 2
+
+/** One axis of a linear sample: clamped corner indices, weights and weight derivatives. */
+typedef struct {
+  int i0, i1;   /* corner indices, 0 when the corner is outside (its weight is then 0) */
+  float w0, w1; /* interpolation weights (0 for outside corners) */
+  float d0, d1; /* d(weight)/d(position): 0 for outside corners and clamped positions */
+} axis_t;
+
+INLINE axis_t linear_axis(float p, int size, int border) {
+  const float hi = (float)(size - 1);
+  float in = 1.0f;
+  if (border) {
+    if (p < 0.0f || p > hi) in = 0.0f;
+    p = p < 0.0f ? 0.0f : p;
+    p = p > hi ? hi : p;
+  }
+  const float f = __builtin_floorf(p);
+  const float t = p - f;
+  /* float comparisons: false for NaN; the int conversion saturates (nontrapping-fptoint) */
+  const int v0 = f >= 0.0f && f <= hi;
+  const int v1 = f >= -1.0f && f <= hi - 1.0f;
+  const int fi = (int)f;
+  axis_t a;
+  a.i0 = v0 ? fi : 0;
+  a.i1 = v1 ? fi + 1 : 0;
+  a.w0 = v0 ? 1.0f - t : 0.0f;
+  a.w1 = v1 ? t : 0.0f;
+  a.d0 = v0 ? -in : 0.0f;
+  a.d1 = v1 ? in : 0.0f;
+  return a;
+}
+
+/**
+ * Nearest index along one axis; -1 when outside (zeros padding). The position is
+ * formed in double (exact, as in JavaScript), so rounding at .5 matches core's kernel.
+ */
+INLINE int nearest_axis(int i, float u, int size, int border) {
+  double p = (double)i + (double)u;
+  const double hi = (double)(size - 1);
+  if (border) {
+    p = p < 0.0 ? 0.0 : p;
+    p = p > hi ? hi : p;
+  }
+  const double r = __builtin_rint(p); /* f64.nearest: round half to even */
+  if (!(r >= 0.0 && r <= hi)) return border ? (r > hi ? size - 1 : 0) : -1;
+  return (int)r;
+}
+
+INLINE void zero(float *p, size_t n) {
+  for (size_t i = 0; i < n; i++) p[i] = 0.0f;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* 4 output voxels at a time (linear, C = 1, W >= 2): positions, weights and indices in  */
+/* SIMD; the two x corners of a sample load as one 64-bit pair. Measured against the     */
+/* scalar code (-DWARP_SIMD=0, which clang auto-vectorises for the forward pass) and      */
+/* against gathering the 2^nd corners one float at a time: see README.md.               */
+/* ---------------------------------------------------------------------------------- */
+
+/* -DWARP_SIMD=0 builds the scalar code only (for measurements). */
+#ifndef WARP_SIMD
+#define WARP_SIMD 1
+#endif
+
+#if WARP_SIMD
+#include <wasm_simd128.h>
+
+typedef struct {
+  v128_t fi;             /* i32x4 floor of the position (saturated) */
+  v128_t i0, i1;         /* i32x4 corner indices (0 for outside corners) */
+  v128_t w0, w1, d0, d1; /* f32x4, as in axis_t */
+} axis4_t;
+
+INLINE axis4_t linear_axis4(v128_t p, int size, int border) {
+  const v128_t zero = wasm_f32x4_splat(0.0f);
+  const v128_t one = wasm_f32x4_splat(1.0f);
+  const v128_t hi = wasm_f32x4_splat((float)(size - 1));
+  v128_t in = one;
+  if (border) {
+    const v128_t below = wasm_f32x4_lt(p, zero), above = wasm_f32x4_gt(p, hi);
+    in = wasm_v128_andnot(one, wasm_v128_or(below, above));
+    p = wasm_v128_bitselect(zero, p, below);
+    p = wasm_v128_bitselect(hi, p, above);
+  }
+  const v128_t f = wasm_f32x4_floor(p);
+  const v128_t t = wasm_f32x4_sub(p, f);
+  const v128_t v0 = wasm_v128_and(wasm_f32x4_ge(f, zero), wasm_f32x4_le(f, hi));
+  const v128_t v1 = wasm_v128_and(wasm_f32x4_ge(f, wasm_f32x4_splat(-1.0f)),
+                                  wasm_f32x4_le(f, wasm_f32x4_sub(hi, one)));
+  const v128_t fi = wasm_i32x4_trunc_sat_f32x4(f);
+  axis4_t a;
+  a.fi = fi;
+  a.i0 = wasm_v128_and(v0, fi);
+  a.i1 = wasm_v128_and(v1, wasm_i32x4_add(fi, wasm_i32x4_splat(1)));
+  a.w0 = wasm_v128_and(v0, wasm_f32x4_sub(one, t));
+  a.w1 = wasm_v128_and(v1, t);
+  a.d0 = wasm_v128_and(v0, wasm_f32x4_neg(in));
+  a.d1 = wasm_v128_and(v1, in);
+  return a;
+}
+
+INLINE void scatter_add4(float *base, v128_t idx, v128_t v) {
+  base[wasm_i32x4_extract_lane(idx, 0)] += wasm_f32x4_extract_lane(v, 0);
+  base[wasm_i32x4_extract_lane(idx, 1)] += wasm_f32x4_extract_lane(v, 1);
+  base[wasm_i32x4_extract_lane(idx, 2)] += wasm_f32x4_extract_lane(v, 2);
+  base[wasm_i32x4_extract_lane(idx, 3)] += wasm_f32x4_extract_lane(v, 3);
+}
+
+#define F4(a, b) wasm_f32x4_mul(a, b)
+#define A4(a, b) wasm_f32x4_add(a, b)
+#define I4(a, b) wasm_i32x4_add(a, b)
+
+/** Positions of 4 voxels (z, y, x .. x+3): field components deinterleaved, plus the grid. */
+INLINE void positions4(const float *field, int z, int y, int x, const int nd, v128_t *pz,
+                       v128_t *py, v128_t *px) {
+  const v128_t ramp = wasm_f32x4_make((float)x, (float)(x + 1), (float)(x + 2), (float)(x + 3));
+  if (nd == 2) {
+    const v128_t v0 = wasm_v128_load(field), v1 = wasm_v128_load(field + 4);
+    *pz = wasm_f32x4_splat(0.0f);
+    *py = A4(wasm_f32x4_splat((float)y), wasm_i32x4_shuffle(v0, v1, 0, 2, 4, 6));
+    *px = A4(ramp, wasm_i32x4_shuffle(v0, v1, 1, 3, 5, 7));
+  } else {
+    const v128_t v0 = wasm_v128_load(field), v1 = wasm_v128_load(field + 4);
+    const v128_t v2 = wasm_v128_load(field + 8);
+    const v128_t uz = wasm_i32x4_shuffle(wasm_i32x4_shuffle(v0, v1, 0, 3, 6, 0), v2, 0, 1, 2, 5);
+    const v128_t uy = wasm_i32x4_shuffle(wasm_i32x4_shuffle(v0, v1, 1, 4, 7, 0), v2, 0, 1, 2, 6);
+    const v128_t ux = wasm_i32x4_shuffle(wasm_i32x4_shuffle(v0, v1, 2, 5, 0, 0), v2, 0, 1, 4, 7);
+    *pz = A4(wasm_f32x4_splat((float)z), uz);
+    *py = A4(wasm_f32x4_splat((float)y), uy);
+    *px = A4(ramp, ux);
+  }
+}
+
+/**
+ * The x axis as one pair of adjacent voxels [bx, bx + 1] per sample (bx clamped to
+ * [0, W - 2], W >= 2), so both x corners load with one 64-bit load: the weights move to the
+ * slot of their corner (the corner f + 1 = 0 sits in slot lo, the corner f = W - 1 in hi).
+ */
+typedef struct {
+  v128_t bx;             /* i32x4 */
+  v128_t lo, hi, dlo, dhi;
+} xpair4_t;
+
+INLINE xpair4_t x_pairs4(const axis4_t *a, int W) {
+  const v128_t mlo = wasm_i32x4_eq(a->fi, wasm_i32x4_splat(-1));
+  const v128_t mhi = wasm_i32x4_eq(a->fi, wasm_i32x4_splat(W - 1));
+  xpair4_t x;
+  x.bx = wasm_i32x4_min(wasm_i32x4_max(a->fi, wasm_i32x4_splat(0)), wasm_i32x4_splat(W - 2));
+  x.lo = wasm_v128_bitselect(a->w1, wasm_v128_andnot(a->w0, mhi), mlo);
+  x.hi = wasm_v128_bitselect(a->w0, wasm_v128_andnot(a->w1, mlo), mhi);
+  x.dlo = wasm_v128_bitselect(a->d1, wasm_v128_andnot(a->d0, mhi), mlo);
+  x.dhi = wasm_v128_bitselect(a->d0, wasm_v128_andnot(a->d1, mlo), mhi);
+  return x;
+}
+
+/** Loads the pairs img[idx_k], img[idx_k + 1] of 4 samples as [first of each], [second of each]. */
+INLINE void load_pairs4(const float *img, v128_t idx, v128_t *first, v128_t *second) {
+  v128_t q0 = wasm_v128_load64_zero(img + wasm_i32x4_extract_lane(idx, 0));
+  q0 = wasm_v128_load64_lane(img + wasm_i32x4_extract_lane(idx, 1), q0, 1);
+  v128_t q1 = wasm_v128_load64_zero(img + wasm_i32x4_extract_lane(idx, 2));
+  q1 = wasm_v128_load64_lane(img + wasm_i32x4_extract_lane(idx, 3), q1, 1);
+  *first = wasm_i32x4_shuffle(q0, q1, 0, 2, 4, 6);
+  *second = wasm_i32x4_shuffle(q0, q1, 1, 3, 5, 7);
+}
+
+/**
+ * dimg[idx_k] += lo_k and dimg[idx_k + 1] += hi_k, one float at a time: neighbouring samples
+ * often share voxels, and 64-bit read-modify-writes of overlapping pairs stall on store
+ * forwarding (measured slower).
+ */
+INLINE void scatter_pairs4(float *dimg, v128_t idx, v128_t lo, v128_t hi) {
+  scatter_add4(dimg, idx, lo);
+  scatter_add4(dimg + 1, idx, hi);
+}
+
+INLINE void forward4(const float *img, const float *field, float *out, int z, int y, int x,
+                     int D, int H, int W, const int nd, const int border) {
+  v128_t pz, py, px;
+  positions4(field, z, y, x, nd, &pz, &py, &px);
+  const axis4_t ay = linear_axis4(py, H, border);
+  const axis4_t ax = linear_axis4(px, W, border);
+  const xpair4_t xp = x_pairs4(&ax, W);
+  const v128_t Wv = wasm_i32x4_splat(W);
+  const v128_t y0 = I4(wasm_i32x4_mul(ay.i0, Wv), xp.bx), y1 = I4(wasm_i32x4_mul(ay.i1, Wv), xp.bx);
+  v128_t a, b;
+  if (nd == 2) {
+    load_pairs4(img, y0, &a, &b);
+    const v128_t r0 = A4(F4(xp.lo, a), F4(xp.hi, b));
+    load_pairs4(img, y1, &a, &b);
+    const v128_t r1 = A4(F4(xp.lo, a), F4(xp.hi, b));
+    wasm_v128_store(out, A4(F4(ay.w0, r0), F4(ay.w1, r1)));
+  } else {
+    const axis4_t az = linear_axis4(pz, D, border);
+    const v128_t P = wasm_i32x4_splat(H * W);
+    const v128_t z0 = wasm_i32x4_mul(az.i0, P), z1 = wasm_i32x4_mul(az.i1, P);
+    v128_t s[2];
+    for (int k = 0; k < 2; k++) {
+      const v128_t zk = k ? z1 : z0;
+      load_pairs4(img, I4(zk, y0), &a, &b);
+      const v128_t r0 = A4(F4(xp.lo, a), F4(xp.hi, b));
+      load_pairs4(img, I4(zk, y1), &a, &b);
+      const v128_t r1 = A4(F4(xp.lo, a), F4(xp.hi, b));
+      s[k] = A4(F4(ay.w0, r0), F4(ay.w1, r1));
+    }
+    wasm_v128_store(out, A4(F4(az.w0, s[0]), F4(az.w1, s[1])));
+  }
+}
+
+INLINE void backward4(const float *dy, const float *img, const float *field, float *dimg,
+                      float *d_field, int z, int y, int x, int D, int H, int W, const int nd,
+                      const int border) {
+  v128_t pz, py, px;
+  positions4(field, z, y, x, nd, &pz, &py, &px);
+  const v128_t g = wasm_v128_load(dy);
+  const axis4_t ay = linear_axis4(py, H, border);
+  const axis4_t ax = linear_axis4(px, W, border);
+  const xpair4_t xp = x_pairs4(&ax, W);
+  const v128_t Wv = wasm_i32x4_splat(W);
+  const v128_t y0 = I4(wasm_i32x4_mul(ay.i0, Wv), xp.bx), y1 = I4(wasm_i32x4_mul(ay.i1, Wv), xp.bx);
+  v128_t m0, m1;
+  if (nd == 2) {
+    load_pairs4(img, y0, &m0, &m1);
+    const v128_t r0 = A4(F4(xp.lo, m0), F4(xp.hi, m1)), e0 = A4(F4(xp.dlo, m0), F4(xp.dhi, m1));
+    load_pairs4(img, y1, &m0, &m1);
+    const v128_t r1 = A4(F4(xp.lo, m0), F4(xp.hi, m1)), e1 = A4(F4(xp.dlo, m0), F4(xp.dhi, m1));
+    const v128_t gy0 = F4(g, ay.w0), gy1 = F4(g, ay.w1);
+    scatter_pairs4(dimg, y0, F4(gy0, xp.lo), F4(gy0, xp.hi));
+    scatter_pairs4(dimg, y1, F4(gy1, xp.lo), F4(gy1, xp.hi));
+    const v128_t gy = F4(g, A4(F4(ay.d0, r0), F4(ay.d1, r1)));
+    const v128_t gx = F4(g, A4(F4(ay.w0, e0), F4(ay.w1, e1)));
+    wasm_v128_store(d_field, wasm_i32x4_shuffle(gy, gx, 0, 4, 1, 5));
+    wasm_v128_store(d_field + 4, wasm_i32x4_shuffle(gy, gx, 2, 6, 3, 7));
+  } else {
+    const axis4_t az = linear_axis4(pz, D, border);
+    const v128_t P = wasm_i32x4_splat(H * W);
+    const v128_t z0 = wasm_i32x4_mul(az.i0, P), z1 = wasm_i32x4_mul(az.i1, P);
+    v128_t a[2], ey[2], ex[2];
+    for (int k = 0; k < 2; k++) {
+      const v128_t zk = k ? z1 : z0;
+      const v128_t wz = F4(g, k ? az.w1 : az.w0);
+      const v128_t b0 = I4(zk, y0), b1 = I4(zk, y1);
+      load_pairs4(img, b0, &m0, &m1);
+      const v128_t r0 = A4(F4(xp.lo, m0), F4(xp.hi, m1));
+      const v128_t e0 = A4(F4(xp.dlo, m0), F4(xp.dhi, m1));
+      load_pairs4(img, b1, &m0, &m1);
+      const v128_t r1 = A4(F4(xp.lo, m0), F4(xp.hi, m1));
+      const v128_t e1 = A4(F4(xp.dlo, m0), F4(xp.dhi, m1));
+      const v128_t wzy0 = F4(wz, ay.w0), wzy1 = F4(wz, ay.w1);
+      scatter_pairs4(dimg, b0, F4(wzy0, xp.lo), F4(wzy0, xp.hi));
+      scatter_pairs4(dimg, b1, F4(wzy1, xp.lo), F4(wzy1, xp.hi));
+      a[k] = A4(F4(ay.w0, r0), F4(ay.w1, r1));
+      ey[k] = A4(F4(ay.d0, r0), F4(ay.d1, r1));
+      ex[k] = A4(F4(ay.w0, e0), F4(ay.w1, e1));
+    }
+    const v128_t gz = F4(g, A4(F4(az.d0, a[0]), F4(az.d1, a[1])));
+    const v128_t gy = F4(g, A4(F4(az.w0, ey[0]), F4(az.w1, ey[1])));
+    const v128_t gx = F4(g, A4(F4(az.w0, ex[0]), F4(az.w1, ex[1])));
+    wasm_v128_store(d_field,
+                    wasm_i32x4_shuffle(wasm_i32x4_shuffle(gz, gy, 0, 4, 1, 5), gx, 0, 1, 4, 2));
+    wasm_v128_store(d_field + 4,
+                    wasm_i32x4_shuffle(wasm_i32x4_shuffle(gy, gx, 1, 5, 2, 6), gz, 0, 1, 6, 2));
+    wasm_v128_store(d_field + 8,
+                    wasm_i32x4_shuffle(gx, wasm_i32x4_shuffle(gz, gy, 3, 7, 3, 7), 2, 4, 5, 3));
+  }
+}
+#endif /* WARP_SIMD */
+
+/* ---------------------------------------------------------------------------------- */
+/* forward                                                                             */
+/* ---------------------------------------------------------------------------------- */
+
+INLINE void forward_linear(const float *restrict image, const float *restrict field,
+                           float *restrict out, int B, int D, int H, int W, int C, int Do,
+                           int Ho, int Wo, const int nd, const int border, const int C1) {
+  if (C1) C = 1;
+  const size_t plane = (size_t)H * W;
+  for (int b = 0; b < B; b++) {
+    const float *img = image + (size_t)b * D * plane * C;
+    for (int z = 0; z < Do; z++) {
+      for (int y = 0; y < Ho; y++) {
+        int x = 0;
+#if WARP_SIMD
+        if (C1 && W >= 2)
+          for (; x + 4 <= Wo; x += 4, field += 4 * nd, out += 4)
+            forward4(img, field, out, z, y, x, D, H, W, nd, border);
+#endif
+        for (; x < Wo; x++, field += nd, out += C) {
+          const axis_t ay = linear_axis((float)y + field[nd - 2], H, border);
+          const axis_t ax = linear_axis((float)x + field[nd - 1], W, border);
+          const size_t y0 = (size_t)ay.i0 * W, y1 = (size_t)ay.i1 * W;
+          const float w00 = ay.w0 * ax.w0, w01 = ay.w0 * ax.w1;
+          const float w10 = ay.w1 * ax.w0, w11 = ay.w1 * ax.w1;
+          if (nd == 2) {
+            const float *p00 = img + (y0 + ax.i0) * C, *p01 = img + (y0 + ax.i1) * C;
+            const float *p10 = img + (y1 + ax.i0) * C, *p11 = img + (y1 + ax.i1) * C;
+            for (int c = 0; c < C; c++)
+              out[c] = w00 * p00[c] + w01 * p01[c] + w10 * p10[c] + w11 * p11[c];
+          } else {
+            const axis_t az = linear_axis((float)z + field[0], D, border);
+            const float *s0 = img + (size_t)az.i0 * plane * C;
+            const float *s1 = img + (size_t)az.i1 * plane * C;
+            const size_t o00 = (y0 + ax.i0) * C, o01 = (y0 + ax.i1) * C;
+            const size_t o10 = (y1 + ax.i0) * C, o11 = (y1 + ax.i1) * C;
+            for (int c = 0; c < C; c++) {
+              const float a = w00 * s0[o00 + c] + w01 * s0[o01 + c] + w10 * s0[o10 + c] +
+                              w11 * s0[o11 + c];
+              const float e = w00 * s1[o00 + c] + w01 * s1[o01 + c] + w10 * s1[o10 + c] +
+                              w11 * s1[o11 + c];
+              out[c] = az.w0 * a + az.w1 * e;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+INLINE void forward_nearest(const float *restrict image, const float *restrict field,
+                            float *restrict out, int B, int D, int H, int W, int C, int Do,
+                            int Ho, int Wo, const int nd, const int border) {
+  const size_t plane = (size_t)H * W;
+  for (int b = 0; b < B; b++) {
+    const float *img = image + (size_t)b * D * plane * C;
+    for (int z = 0; z < Do; z++) {
+      for (int y = 0; y < Ho; y++) {
+        for (int x = 0; x < Wo; x++, field += nd, out += C) {
+          const int iz = nd == 3 ? nearest_axis(z, field[0], D, border) : 0;
+          const int iy = nearest_axis(y, field[nd - 2], H, border);
+          const int ix = nearest_axis(x, field[nd - 1], W, border);
+          if ((iz | iy | ix) < 0) {
+            for (int c = 0; c < C; c++) out[c] = 0.0f;
+          } else {
+            const float *src = img + ((size_t)iz * plane + (size_t)iy * W + ix) * C;
+            for (int c = 0; c < C; c++) out[c] = src[c];
+          }
+        }
+      }
+    }
+  }
+}
+
+/**
+ * out[b, z, y, x, c] = image sampled at (z, y, x) + field[b, z, y, x].
+ * nd = 2 (then D = Do = 1) or 3; mode = MODE_NEAREST | MODE_BORDER bits.
+ */
+__attribute__((export_name("warp_forward"))) void warp_forward(
+    const float *image, const float *field, float *out, int B, int D, int H, int W, int C,
+    int Do, int Ho, int Wo, int nd, int mode) {
+  const int border = (mode & MODE_BORDER) != 0;
+  if (mode & MODE_NEAREST) {
+    if (nd == 2) forward_nearest(image, field, out, B, 1, H, W, C, 1, Ho, Wo, 2, border);
+    else forward_nearest(image, field, out, B, D, H, W, C, Do, Ho, Wo, 3, border);
+    return;
+  }
+#define FWD(ND, BORDER, C1) \
+  forward_linear(image, field, out, B, D, H, W, C, Do, Ho, Wo, ND, BORDER, C1)
+  if (nd == 2) {
+    D = Do = 1;
+    if (C == 1) border ? FWD(2, 1, 1) : FWD(2, 0, 1);
+    else border ? FWD(2, 1, 0) : FWD(2, 0, 0);
+  } else {
+    if (C == 1) border ? FWD(3, 1, 1) : FWD(3, 0, 1);
+    else border ? FWD(3, 1, 0) : FWD(3, 0, 0);
+  }
+#undef FWD
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* backward                                                                            */
+/* ---------------------------------------------------------------------------------- */
+
+INLINE void backward_linear(const float *restrict dy, const float *restrict image,
+                            const float *restrict field, float *restrict d_image,
+                            float *restrict d_field, int B, int D, int H, int W, int C, int Do,
+                            int Ho, int Wo, const int nd, const int border, const int C1) {
+  if (C1) C = 1;
+  const size_t plane = (size_t)H * W;
+  for (int b = 0; b < B; b++) {
+    const size_t base = (size_t)b * D * plane * C;
+    const float *img = image + base;
+    float *dimg = d_image + base;
+    for (int z = 0; z < Do; z++) {
+      for (int y = 0; y < Ho; y++) {
+        int x = 0;
+#if WARP_SIMD
+        if (C1 && W >= 2)
+          for (; x + 4 <= Wo; x += 4, field += 4 * nd, d_field += 4 * nd, dy += 4)
+            backward4(dy, img, field, dimg, d_field, z, y, x, D, H, W, nd, border);
+#endif
+        for (; x < Wo; x++, field += nd, d_field += nd, dy += C) {
+          const axis_t ay = linear_axis((float)y + field[nd - 2], H, border);
+          const axis_t ax = linear_axis((float)x + field[nd - 1], W, border);
+          const size_t y0 = (size_t)ay.i0 * W, y1 = (size_t)ay.i1 * W;
+          const size_t o00 = (y0 + ax.i0) * C, o01 = (y0 + ax.i1) * C;
+          const size_t o10 = (y1 + ax.i0) * C, o11 = (y1 + ax.i1) * C;
+          if (nd == 2) {
+            /* g_k = Σ_c dy_c · m_c at corner k */
+            float g00 = 0.0f, g01 = 0.0f, g10 = 0.0f, g11 = 0.0f;
+            const float w00 = ay.w0 * ax.w0, w01 = ay.w0 * ax.w1;
+            const float w10 = ay.w1 * ax.w0, w11 = ay.w1 * ax.w1;
+            for (int c = 0; c < C; c++) {
+              const float g = dy[c];
+              g00 += g * img[o00 + c];
+              g01 += g * img[o01 + c];
+              g10 += g * img[o10 + c];
+              g11 += g * img[o11 + c];
+              dimg[o00 + c] += w00 * g;
+              dimg[o01 + c] += w01 * g;
+              dimg[o10 + c] += w10 * g;
+              dimg[o11 + c] += w11 * g;
+            }
+            d_field[0] = ay.d0 * (ax.w0 * g00 + ax.w1 * g01) + ay.d1 * (ax.w0 * g10 + ax.w1 * g11);
+            d_field[1] = ay.w0 * (ax.d0 * g00 + ax.d1 * g01) + ay.w1 * (ax.d0 * g10 + ax.d1 * g11);
+          } else {
+            const axis_t az = linear_axis((float)z + field[0], D, border);
+            const size_t s0 = (size_t)az.i0 * plane * C, s1 = (size_t)az.i1 * plane * C;
+            float g000 = 0.0f, g001 = 0.0f, g010 = 0.0f, g011 = 0.0f;
+            float g100 = 0.0f, g101 = 0.0f, g110 = 0.0f, g111 = 0.0f;
+            const float w00 = ay.w0 * ax.w0, w01 = ay.w0 * ax.w1;
+            const float w10 = ay.w1 * ax.w0, w11 = ay.w1 * ax.w1;
+            for (int c = 0; c < C; c++) {
+              const float g = dy[c];
+              g000 += g * img[s0 + o00 + c];
+              g001 += g * img[s0 + o01 + c];
+              g010 += g * img[s0 + o10 + c];
+              g011 += g * img[s0 + o11 + c];
+              g100 += g * img[s1 + o00 + c];
+              g101 += g * img[s1 + o01 + c];
+              g110 += g * img[s1 + o10 + c];
+              g111 += g * img[s1 + o11 + c];
+              const float g0 = az.w0 * g, g1 = az.w1 * g;
+              dimg[s0 + o00 + c] += w00 * g0;
+              dimg[s0 + o01 + c] += w01 * g0;
+              dimg[s0 + o10 + c] += w10 * g0;
+              dimg[s0 + o11 + c] += w11 * g0;
+              dimg[s1 + o00 + c] += w00 * g1;
+              dimg[s1 + o01 + c] += w01 * g1;
+              dimg[s1 + o10 + c] += w10 * g1;
+              dimg[s1 + o11 + c] += w11 * g1;
+            }
+            /* bilinear sums of the corner products over y, x for each z slice, and the
+               derivatives of those sums along y and x */
+            const float a0 = w00 * g000 + w01 * g001 + w10 * g010 + w11 * g011;
+            const float a1 = w00 * g100 + w01 * g101 + w10 * g110 + w11 * g111;
+            const float ey0 = ay.d0 * (ax.w0 * g000 + ax.w1 * g001) +
+                              ay.d1 * (ax.w0 * g010 + ax.w1 * g011);
+            const float ey1 = ay.d0 * (ax.w0 * g100 + ax.w1 * g101) +
+                              ay.d1 * (ax.w0 * g110 + ax.w1 * g111);
+            const float ex0 = ay.w0 * (ax.d0 * g000 + ax.d1 * g001) +
+                              ay.w1 * (ax.d0 * g010 + ax.d1 * g011);
+            const float ex1 = ay.w0 * (ax.d0 * g100 + ax.d1 * g101) +
+                              ay.w1 * (ax.d0 * g110 + ax.d1 * g111);
+            d_field[0] = az.d0 * a0 + az.d1 * a1;
+            d_field[1] = az.w0 * ey0 + az.w1 * ey1;
+            d_field[2] = az.w0 * ex0 + az.w1 * ex1;
+          }
+        }
+      }
+    }
+  }
+}
+
+INLINE void backward_nearest(const float *restrict dy, const float *restrict field,
+                             float *restrict d_image, int B, int D, int H, int W, int C, int Do,
+                             int Ho, int Wo, const int nd, const int border) {
+  const size_t plane = (size_t)H * W;
+  for (int b = 0; b < B; b++) {
+    float *dimg = d_image + (size_t)b * D * plane * C;
+    for (int z = 0; z < Do; z++) {
+      for (int y = 0; y < Ho; y++) {
+        for (int x = 0; x < Wo; x++, field += nd, dy += C) {
+          const int iz = nd == 3 ? nearest_axis(z, field[0], D, border) : 0;
+          const int iy = nearest_axis(y, field[nd - 2], H, border);
+          const int ix = nearest_axis(x, field[nd - 1], W, border);
+          if ((iz | iy | ix) < 0) continue;
+          float *dst = dimg + ((size_t)iz * plane + (size_t)iy * W + ix) * C;
+          for (int c = 0; c < C; c++) dst[c] += dy[c];
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Gradients of warp_forward: d_image [B, D, H, W, C] and d_field [B, Do, Ho, Wo, nd]
+ * (both fully written; d_field is 0 for nearest).
+ */
+__attribute__((export_name("warp_backward"))) void warp_backward(
+    const float *dy, const float *image, const float *field, float *d_image, float *d_field,
+    int B, int D, int H, int W, int C, int Do, int Ho, int Wo, int nd, int mode) {
+  const int border = (mode & MODE_BORDER) != 0;
+  if (nd == 2) D = Do = 1;
+  zero(d_image, (size_t)B * D * H * W * C);
+  if (mode & MODE_NEAREST) {
+    zero(d_field, (size_t)B * Do * Ho * Wo * nd);
+    if (nd == 2) backward_nearest(dy, field, d_image, B, 1, H, W, C, 1, Ho, Wo, 2, border);
+    else backward_nearest(dy, field, d_image, B, D, H, W, C, Do, Ho, Wo, 3, border);
+    return;
+  }
+#define BWD(ND, BORDER, C1) \
+  backward_linear(dy, image, field, d_image, d_field, B, D, H, W, C, Do, Ho, Wo, ND, BORDER, C1)
+  if (nd == 2) {
+    if (C == 1) border ? BWD(2, 1, 1) : BWD(2, 0, 1);
+    else border ? BWD(2, 1, 0) : BWD(2, 0, 0);
+  } else {
+    if (C == 1) border ? BWD(3, 1, 1) : BWD(3, 0, 1);
+    else border ? BWD(3, 1, 0) : BWD(3, 0, 0);
+  }
+#undef BWD
+}

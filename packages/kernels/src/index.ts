@@ -1,0 +1,69 @@
+/**
+ * @regkit/kernels — WebAssembly-SIMD kernels for regkit's hot ops on the TensorFlow.js
+ * `cpu` and `wasm` backends. They replace `@regkit/core`'s JavaScript kernels under the
+ * same names and contracts (`RegkitWarp`, `RegkitWarpGrad`), so `warp()` and everything
+ * built on it (`composeFields`, `integrateVelocity`, …) get faster with no code change, and
+ * the stock tfjs `Conv3D`, `Conv3DBackpropInputV2`, `Conv3DBackpropFilterV2`,
+ * `Conv2DBackpropFilter` and `UnsortedSegmentSum` kernels (slow, missing or wrong on wasm).
+ *
+ * The compiled kernels are embedded in this bundle: no network, no file paths.
+ *
+ * @example
+ * ```ts
+ * import { initBackend, warp } from '@regkit/core';
+ * import { initKernels, registerKernels } from '@regkit/kernels';
+ *
+ * await initBackend('wasm'); // also loads @regkit/kernels by itself when it is installed
+ * await initKernels();
+ * registerKernels();
+ * const moved = warp(moving, field);
+ * ```
+ *
+ * @packageDocumentation
+ */
+import { RegkitWarp, RegkitWarpGrad, replaceKernel, tf } from '@regkit/core';
+import { CONV_KERNEL_NAMES, createConvKernels } from './conv.js';
+import { convModule, kernelsReady } from './loader.js';
+import { warpGradKernelFunc, warpKernelConfigs, warpKernelFunc } from './warp.js';
+
+export { CONV_KERNEL_NAMES, createConvKernels, createConvModule } from './conv.js';
+export { initKernels, kernelMemoryBytes, kernelsReady } from './loader.js';
+export { warpGradKernelFunc, warpKernelConfigs, warpKernelFunc } from './warp.js';
+
+/** Backends the kernels are registered for. */
+export const KERNEL_BACKENDS = ['cpu', 'wasm'] as const;
+
+/** Names of the kernels this package provides. */
+export const KERNEL_NAMES = [RegkitWarp, RegkitWarpGrad, ...CONV_KERNEL_NAMES] as const;
+
+let convRegistered = false;
+
+/**
+ * Registers the WebAssembly kernels for the `cpu` and `wasm` backends, replacing what is
+ * registered under the same names (core's JavaScript kernels). Synchronous; call it after
+ * `await initKernels()` (throws otherwise). Idempotent. `initBackend()` of `@regkit/core`
+ * does both when this package is installed.
+ */
+export function registerKernels(): void {
+  if (!kernelsReady()) {
+    throw new Error('@regkit/kernels: registerKernels() needs `await initKernels()` first');
+  }
+  for (const backendName of KERNEL_BACKENDS) {
+    for (const config of warpKernelConfigs(backendName)) replaceKernel(config);
+  }
+  if (!convRegistered) {
+    convRegistered = true;
+    for (const config of createConvKernels(convModule())) replaceKernel(config);
+  }
+}
+
+/**
+ * True when this package's kernels are the ones registered for `backendName` (default: the
+ * current backend), i.e. `warp` runs WebAssembly SIMD there.
+ */
+export function kernelsRegistered(backendName: string = tf.getBackend()): boolean {
+  return (
+    tf.getKernel(RegkitWarp, backendName)?.kernelFunc === warpKernelFunc &&
+    tf.getKernel(RegkitWarpGrad, backendName)?.kernelFunc === warpGradKernelFunc
+  );
+}

@@ -1,0 +1,104 @@
+/**
+ * `RegkitWarp` / `RegkitWarpGrad` kernels for the tfjs cpu and wasm backends, running
+ * `csrc/warp.c` (WebAssembly SIMD). Inputs are copied into the kernels' own memory,
+ * computed there and copied out into tensors of the calling backend.
+ */
+import {
+  RegkitWarp,
+  type RegkitWarpAttrs,
+  RegkitWarpGrad,
+  type RegkitWarpGradInputs,
+  type RegkitWarpInputs,
+  type tf,
+} from '@regkit/core';
+import { type BackendLike, isWasmBackend, makeWasmOutput, size } from './backend_io.js';
+import { Arena, wasmKernels } from './loader.js';
+
+/**
+ * Runs one computation in the kernels' memory: allocates `inputs` and float32 outputs of
+ * `outShapes` there, copies the inputs in, calls `compute` with the byte offsets
+ * (inputs then outputs), and returns the outputs as tensors of `backend`.
+ */
+function runInWasm(
+  backend: BackendLike,
+  inputs: tf.TensorInfo[],
+  outShapes: number[][],
+  compute: (ptrs: number[]) => void,
+): tf.TensorInfo[] {
+  const wasm = wasmKernels();
+  const arena = new Arena(wasm);
+  const inPtrs = inputs.map((t) => arena.alloc(size(t.shape)));
+  const outPtrs = outShapes.map((s) => arena.alloc(size(s)));
+  const wasmBackend = isWasmBackend(backend);
+  // wasm backend: allocate the outputs first, since growing tfjs's heap detaches its views
+  const outInfos = wasmBackend ? outShapes.map((s) => makeWasmOutput(backend, s)) : [];
+  const read = (t: tf.TensorInfo) =>
+    (wasmBackend ? backend.typedArrayFromHeap!(t) : backend.readSync(t.dataId)) as tf.TypedArray;
+  // views on this module's memory only now: every alloc above may have grown it
+  inputs.forEach((t, i) => {
+    arena.f32(inPtrs[i]!, size(t.shape)).set(read(t));
+  });
+  compute([...inPtrs, ...outPtrs]);
+  return outShapes.map((s, i) => {
+    const values = arena.f32(outPtrs[i]!, size(s));
+    if (wasmBackend) {
+      (backend.typedArrayFromHeap!(outInfos[i]!) as Float32Array).set(values);
+      return outInfos[i]!;
+    }
+    if (!backend.makeTensorInfo) {
+      throw new Error('@regkit/kernels: this backend cannot create tensors from values');
+    }
+    return backend.makeTensorInfo(s, 'float32', values.slice());
+  });
+}
+
+/** [B, D, H, W, C, Do, Ho, Wo, nd] of a warp, 2D as 3D with a depth of 1. */
+function warpDims(image: tf.TensorInfo, field: tf.TensorInfo): number[] {
+  const nd = field.shape.length - 2;
+  const s = image.shape;
+  const o = field.shape;
+  const C = s[s.length - 1]!;
+  return nd === 3
+    ? [s[0]!, s[1]!, s[2]!, s[3]!, C, o[1]!, o[2]!, o[3]!, 3]
+    : [s[0]!, 1, s[1]!, s[2]!, C, 1, o[1]!, o[2]!, 2];
+}
+
+function warpMode(attrs: tf.NamedAttrMap): number {
+  const { interpolation, padding } = attrs as unknown as RegkitWarpAttrs;
+  return (interpolation === 'nearest' ? 1 : 0) | (padding === 'border' ? 2 : 0);
+}
+
+/** Kernel function of `RegkitWarp` (forward): output `[B, ...So, C]`. */
+export const warpKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const { image, field } = inputs as unknown as RegkitWarpInputs;
+  const dims = warpDims(image, field);
+  const outShape = [...field.shape.slice(0, -1), dims[4]!];
+  const mode = warpMode(attrs ?? {});
+  return runInWasm(backend as BackendLike, [image, field], [outShape], ([img, u, out]) =>
+    wasmKernels().warp_forward(img!, u!, out!, ...(dims as Dims9), mode),
+  )[0]!;
+};
+
+/** Kernel function of `RegkitWarpGrad` (backward): outputs `[dImage, dField]`. */
+export const warpGradKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const { dy, image, field } = inputs as unknown as RegkitWarpGradInputs;
+  const dims = warpDims(image, field);
+  const mode = warpMode(attrs ?? {});
+  return runInWasm(
+    backend as BackendLike,
+    [dy, image, field],
+    [[...image.shape], [...field.shape]],
+    ([g, img, u, dImg, dU]) =>
+      wasmKernels().warp_backward(g!, img!, u!, dImg!, dU!, ...(dims as Dims9), mode),
+  );
+};
+
+type Dims9 = [number, number, number, number, number, number, number, number, number];
+
+/** The kernel configs of the WebAssembly warp (forward and gradient) for one backend. */
+export function warpKernelConfigs(backendName: string): tf.KernelConfig[] {
+  return [
+    { kernelName: RegkitWarp, backendName, kernelFunc: warpKernelFunc },
+    { kernelName: RegkitWarpGrad, backendName, kernelFunc: warpGradKernelFunc },
+  ];
+}

@@ -1,0 +1,52 @@
+/** Loading and registration: nothing happens on import; init is idempotent; replacing core's kernels. */
+import { RegkitWarp, RegkitWarpGrad, tf } from '@regkit/core';
+import * as kernels from '@regkit/kernels';
+import { describe, expect, it } from 'vitest';
+
+describe('initKernels / registerKernels', () => {
+  it('importing registers nothing and starts nothing', () => {
+    expect(kernels.kernelsReady()).toBe(false);
+    expect(kernels.kernelMemoryBytes()).toBe(0);
+    for (const backend of kernels.KERNEL_BACKENDS) {
+      expect(kernels.kernelsRegistered(backend)).toBe(false);
+      // core's JavaScript kernels are what runs until registerKernels()
+      expect(tf.getKernel(RegkitWarp, backend)).toBeDefined();
+    }
+  });
+
+  it('registerKernels() before initKernels() throws a clear error', () => {
+    expect(() => kernels.registerKernels()).toThrow(/initKernels/);
+  });
+
+  it('initKernels() is idempotent and then registerKernels() replaces core kernels', async () => {
+    const before = Object.fromEntries(
+      kernels.KERNEL_BACKENDS.flatMap((b) =>
+        kernels.CONV_KERNEL_NAMES.map((k) => [`${b}/${k}`, tf.getKernel(k, b)?.kernelFunc]),
+      ),
+    );
+    const p = kernels.initKernels();
+    expect(kernels.initKernels()).toBe(p);
+    await p;
+    expect(kernels.kernelsReady()).toBe(true);
+    kernels.registerKernels();
+    kernels.registerKernels();
+    for (const backend of kernels.KERNEL_BACKENDS) {
+      expect(kernels.kernelsRegistered(backend)).toBe(true);
+      expect(tf.getKernel(RegkitWarp, backend)!.kernelFunc).toBe(kernels.warpKernelFunc);
+      expect(tf.getKernel(RegkitWarpGrad, backend)!.kernelFunc).toBe(kernels.warpGradKernelFunc);
+    }
+    expect(kernels.KERNEL_NAMES).toEqual([
+      RegkitWarp,
+      RegkitWarpGrad,
+      ...kernels.CONV_KERNEL_NAMES,
+    ]);
+    // the convolution kernels replace the stock ones (and core's cpu delegates on wasm)
+    for (const backend of kernels.KERNEL_BACKENDS) {
+      for (const k of kernels.CONV_KERNEL_NAMES) {
+        expect(tf.getKernel(k, backend)!.kernelFunc, `${backend}/${k}`).not.toBe(
+          before[`${backend}/${k}`],
+        );
+      }
+    }
+  });
+});
