@@ -43,6 +43,7 @@ export { tf } from './tf.js';
 export {
   assertField,
   assertImage,
+  assertImagePair,
   assertSpatialShape,
   assertTensor,
   fail,

@@ -95,3 +95,18 @@ export function lookUpOption<T extends string>(
   }
   return value as T;
 }
+
+/**
+ * Checks two images of equal shape `[B, ...S, C]` (named `a` and `b` in messages) and
+ * returns the number of spatial axes.
+ */
+export function assertImagePair(fn: string, a: unknown, b: unknown): 2 | 3 {
+  const nd = assertImage(fn, 'a', a);
+  assertImage(fn, 'b', b);
+  const ta = a as tf.Tensor;
+  const tb = b as tf.Tensor;
+  if (!tf.util.arraysEqual(ta.shape, tb.shape)) {
+    fail(fn, `'a' ${fmtShape(ta.shape)} and 'b' ${fmtShape(tb.shape)} must have the same shape`);
+  }
+  return nd;
+}

@@ -40,6 +40,21 @@ function roundHalfEven(x: number): number {
 }
 
 /**
+ * Flat voxel index (without channels) read by nearest sampling at (pz, py, px) of batch item
+ * `b`, or −1 when the sample is outside the image with zeros padding. Border padding clamps
+ * the position first (then rounds half to even).
+ */
+function nearestVoxel(d: Dims, b: number, pz: number, py: number, px: number, border: boolean): number {
+  const [D, H, W] = d.s;
+  const pick = (p: number, n: number) => roundHalfEven(border ? Math.min(Math.max(p, 0), n - 1) : p);
+  const iz = pick(pz, D);
+  const iy = pick(py, H);
+  const ix = pick(px, W);
+  if (iz < 0 || iz > D - 1 || iy < 0 || iy > H - 1 || ix < 0 || ix > W - 1) return -1;
+  return ((b * D + iz) * H + iy) * W + ix;
+}
+
+/**
  * Visits every output voxel with its sample position (pz, py, px) in image voxels and
  * the flat output index `o`.
  */
@@ -110,17 +125,9 @@ function warpForward(
   const border = attrs.padding === 'border';
   if (attrs.interpolation === 'nearest') {
     forEachSample(d, field, (b, o, pz, py, px) => {
-      let iz = roundHalfEven(border ? Math.min(Math.max(pz, 0), D - 1) : pz);
-      let iy = roundHalfEven(border ? Math.min(Math.max(py, 0), H - 1) : py);
-      let ix = roundHalfEven(border ? Math.min(Math.max(px, 0), W - 1) : px);
-      if (iz < 0 || iz > D - 1 || iy < 0 || iy > H - 1 || ix < 0 || ix > W - 1) {
-        if (!border) return;
-        iz = Math.min(Math.max(iz, 0), D - 1);
-        iy = Math.min(Math.max(iy, 0), H - 1);
-        ix = Math.min(Math.max(ix, 0), W - 1);
-      }
-      const src = (((b * D + iz) * H + iy) * W + ix) * C;
-      for (let c = 0; c < C; c++) out[o * C + c] = image[src + c]!;
+      const src = nearestVoxel(d, b, pz, py, px, border);
+      if (src < 0) return;
+      for (let c = 0; c < C; c++) out[o * C + c] = image[src * C + c]!;
     });
     return;
   }
@@ -165,17 +172,9 @@ function warpBackward(
   const border = attrs.padding === 'border';
   if (attrs.interpolation === 'nearest') {
     forEachSample(d, field, (b, o, pz, py, px) => {
-      let iz = roundHalfEven(border ? Math.min(Math.max(pz, 0), D - 1) : pz);
-      let iy = roundHalfEven(border ? Math.min(Math.max(py, 0), H - 1) : py);
-      let ix = roundHalfEven(border ? Math.min(Math.max(px, 0), W - 1) : px);
-      if (iz < 0 || iz > D - 1 || iy < 0 || iy > H - 1 || ix < 0 || ix > W - 1) {
-        if (!border) return;
-        iz = Math.min(Math.max(iz, 0), D - 1);
-        iy = Math.min(Math.max(iy, 0), H - 1);
-        ix = Math.min(Math.max(ix, 0), W - 1);
-      }
-      const dst = (((b * D + iz) * H + iy) * W + ix) * C;
-      for (let c = 0; c < C; c++) dImage[dst + c]! += dy[o * C + c]!;
+      const dst = nearestVoxel(d, b, pz, py, px, border);
+      if (dst < 0) return;
+      for (let c = 0; c < C; c++) dImage[dst * C + c]! += dy[o * C + c]!;
     });
     return; // the field gradient of nearest sampling is zero
   }

@@ -1,5 +1,4 @@
-import { assertImage, fail, fmtShape, tf } from '@regkit/core';
-import { assertImagePair } from './validate.js';
+import { assertImage, assertImagePair, fail, fmtShape, tf } from '@regkit/core';
 
 /**
  * Cosine-similarity loss between feature maps (DNS): per voxel

@@ -1,5 +1,4 @@
-import { tf } from '@regkit/core';
-import { assertImagePair } from './validate.js';
+import { assertImagePair, tf } from '@regkit/core';
 
 /**
  * Mean squared error: mean((a − b)²) over every element (batch, voxels, channels).

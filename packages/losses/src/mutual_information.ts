@@ -1,5 +1,4 @@
-import { fail, perAxis, tf } from '@regkit/core';
-import { assertImagePair } from './validate.js';
+import { assertImagePair, fail, perAxis, tf } from '@regkit/core';
 
 /** Options of the Parzen-window mutual information losses. */
 export interface MutualInformationOptions {

@@ -1,5 +1,4 @@
-import { boxSum, fail, perAxis, tf } from '@regkit/core';
-import { assertImagePair } from './validate.js';
+import { assertImagePair, boxSum, fail, perAxis, tf } from '@regkit/core';
 
 /**
  * Global normalised cross-correlation loss: for each batch item and channel, with

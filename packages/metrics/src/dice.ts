@@ -1,5 +1,5 @@
-import type { tf } from '@regkit/core';
-import { assertLabelPair, labelsPresent } from './labels.js';
+import { assertImagePair, type tf } from '@regkit/core';
+import { labelsPresent } from './labels.js';
 
 /** Options of {@link dice}. */
 export interface DiceOptions {
@@ -21,7 +21,7 @@ export async function dice(
   b: tf.Tensor,
   options: DiceOptions = {},
 ): Promise<number[]> {
-  assertLabelPair('dice', a, b);
+  assertImagePair('dice', a, b);
   const [va, vb] = await Promise.all([a.data(), b.data()]);
   const labels = options.labels ?? labelsPresent(va as ArrayLike<number>, vb as ArrayLike<number>);
   const index = new Map(labels.map((l, i) => [l, i]));
@@ -58,7 +58,7 @@ export async function meanDice(
 ): Promise<number> {
   let labels = options.labels;
   if (!labels) {
-    assertLabelPair('meanDice', a, b);
+    assertImagePair('meanDice', a, b);
     const [va, vb] = await Promise.all([a.data(), b.data()]);
     labels = labelsPresent(va as ArrayLike<number>, vb as ArrayLike<number>).filter(
       (l) => options.includeBackground || l !== 0,

@@ -1,6 +1,6 @@
-import { fail, type tf } from '@regkit/core';
+import { assertImagePair, fail, type tf } from '@regkit/core';
 import { squaredDistanceTransform } from './edt.js';
-import { assertLabelPair, labelsPresent } from './labels.js';
+import { labelsPresent } from './labels.js';
 
 /** Options of {@link hausdorff95}. */
 export interface HausdorffOptions {
@@ -123,7 +123,7 @@ export async function hausdorff95(
   options: HausdorffOptions = {},
 ): Promise<number[]> {
   const fn = 'hausdorff95';
-  const nd = assertLabelPair(fn, a, b);
+  const nd = assertImagePair(fn, a, b);
   if (a.shape[0] !== 1) fail(fn, `batch size must be 1, got ${a.shape[0]}`);
   const shape = a.shape.slice(1, 1 + nd);
   const spacing = options.spacing ?? new Array<number>(nd).fill(1);

@@ -1,20 +1,11 @@
-import { assertImage, fail, fmtShape, gaussianSmooth, tf } from '@regkit/core';
-
-function assertPair(fn: string, a: tf.Tensor, b: tf.Tensor): number {
-  const nd = assertImage(fn, 'a', a);
-  assertImage(fn, 'b', b);
-  if (!tf.util.arraysEqual(a.shape, b.shape)) {
-    fail(fn, `'a' ${fmtShape(a.shape)} and 'b' ${fmtShape(b.shape)} must have the same shape`);
-  }
-  return nd;
-}
+import { assertImagePair, fail, fmtShape, gaussianSmooth, tf } from '@regkit/core';
 
 /**
  * Global normalised cross-correlation, Σa′b′ / sqrt(Σa′² Σb′² + 1e−5) with a′ = a − mean(a)
  * over the voxels of each batch item and channel, averaged (1 = perfect linear match).
  */
 export async function ncc(a: tf.Tensor, b: tf.Tensor): Promise<number> {
-  const nd = assertPair('ncc', a, b);
+  const nd = assertImagePair('ncc', a, b);
   const axes = Array.from({ length: nd }, (_, k) => k + 1);
   const value = tf.tidy(() => {
     const ac = tf.sub(a, tf.mean(a, axes, true));
@@ -39,7 +30,7 @@ export async function psnr(
   b: tf.Tensor,
   options: { range?: number } = {},
 ): Promise<number> {
-  assertPair('psnr', a, b);
+  assertImagePair('psnr', a, b);
   const t = tf.tidy(() =>
     tf.stack([tf.mean(tf.squaredDifference(a, b)), tf.sub(tf.max(b), tf.min(b))]),
   );
@@ -63,7 +54,7 @@ export interface SsimOptions {
  * @returns `[B, ...S, C]` SSIM map (a tensor the caller disposes).
  */
 export function ssimMap(a: tf.Tensor, b: tf.Tensor, dataRange: number): tf.Tensor {
-  assertPair('ssimMap', a, b);
+  assertImagePair('ssimMap', a, b);
   return tf.tidy(() => {
     const g = (x: tf.Tensor) => gaussianSmooth(x, 1.5, { truncate: 3.5 });
     const ma = g(a);
@@ -87,7 +78,7 @@ export function ssimMap(a: tf.Tensor, b: tf.Tensor, dataRange: number): tf.Tenso
  * 5 voxels (half the window) from every border, then over channels and batch.
  */
 export async function ssim(a: tf.Tensor, b: tf.Tensor, options: SsimOptions = {}): Promise<number> {
-  const nd = assertPair('ssim', a, b);
+  const nd = assertImagePair('ssim', a, b);
   if (a.shape.slice(1, 1 + nd).some((s) => s < 11)) {
     fail('ssim', `every spatial size must be at least 11 (the window), got ${fmtShape(a.shape)}`);
   }
