@@ -15,6 +15,8 @@ export {
 } from './features.js';
 export { l1Loss, mseLoss, rmsLoss } from './intensity.js';
 export {
+  type BarrierNmiOptions,
+  barrierNmiLoss,
   type LocalMutualInformationOptions,
   localMutualInformationLoss,
   type MutualInformationOptions,

@@ -1,4 +1,4 @@
-import { assertImagePair, fail, perAxis, tf } from '@regkit/core';
+import { assertImagePair, fail, lookUpOption, perAxis, tf } from '@regkit/core';
 
 /** Options of the Parzen-window mutual information losses. */
 export interface MutualInformationOptions {
@@ -167,4 +167,87 @@ export function localMutualInformationLoss(
       tf.mean(mutualInformation(histograms(toPatches(a), toPatches(b), o))),
     ) as tf.Scalar;
   });
+}
+
+/** Options of {@link barrierNmiLoss}. */
+export interface BarrierNmiOptions extends MutualInformationOptions {
+  /** The barrier b (default 5, as INNReg): the loss keeps the dissimilarity below it. */
+  bound?: number;
+  /**
+   * `'paper'` (default): INNReg's equation (11) with I = (H(A) + H(B)) / MI(A, B) on the
+   * Parzen histograms of {@link mutualInformationLoss} (I ≥ 2, 2 for identical images).
+   * `'code'`: the official code (`MeggieGuo/INNReg`, `util/losses.py` `NMI_Loss`):
+   * I = 1 − MI with 19 bin centres 0.05…0.95 (σ = 0.025), all batch items pooled into one
+   * histogram, p(a)p(b) + 1e−5 and log(p(a,b)/(p(a)p(b) + 1e−5) + 1e−5); `bins` and
+   * `sigmaRatio` are then ignored.
+   */
+  form?: 'paper' | 'code';
+  /**
+   * Where the log barrier is continued linearly (default 1e−3): for x = b − I < δ the loss is
+   * −log δ − (x − δ)/δ (value and slope continuous), so it stays finite — and keeps pushing I
+   * down — when I reaches or passes b instead of returning NaN or Infinity.
+   */
+  delta?: number;
+}
+
+/**
+ * INNReg's barrier NMI loss −log(b − I): grows without bound as the dissimilarity I nears
+ * the barrier b, and is nearly flat well below it. See {@link BarrierNmiOptions} for the
+ * paper's and the official code's definitions of I (they differ) and for the finite linear
+ * continuation past the barrier. Differentiable.
+ *
+ * @param a `[B, ...S, C]`, e.g. the warped source image.
+ * @param b same shape, e.g. the target image.
+ * @returns scalar to minimise.
+ */
+export function barrierNmiLoss(
+  a: tf.Tensor,
+  b: tf.Tensor,
+  options: BarrierNmiOptions = {},
+): tf.Scalar {
+  const fn = 'barrierNmiLoss';
+  assertImagePair(fn, a, b);
+  const bound = options.bound ?? 5;
+  const delta = options.delta ?? 1e-3;
+  const form = lookUpOption(fn, 'form', options.form ?? 'paper', ['paper', 'code'] as const);
+  if (!Number.isFinite(bound)) fail(fn, `'bound' must be finite, got ${bound}`);
+  if (!(delta > 0)) fail(fn, `'delta' must be > 0, got ${delta}`);
+  const o = checkOptions(fn, form === 'code' ? { ...options, bins: 19, sigmaRatio: 0.5 } : options);
+  return tf.tidy(() => {
+    let dissimilarity: tf.Tensor;
+    if (form === 'paper') {
+      const h = histograms(a, b, o);
+      const entropy = (p: tf.Tensor) => tf.neg(tf.sum(tf.mul(p, tf.log(tf.add(p, EPS))), [1, 2]));
+      const mi = tf.maximum(mutualInformation(h), EPS);
+      dissimilarity = tf.mean(tf.div(tf.add(entropy(h.pa), entropy(h.pb)), mi));
+    } else {
+      dissimilarity = tf.sub(1, codeMutualInformation(a, b, o.range));
+    }
+    const x = tf.sub(bound, dissimilarity);
+    const barrier = tf.neg(tf.log(tf.maximum(x, delta)));
+    const linear = tf.sub(-Math.log(delta), tf.div(tf.sub(x, delta), delta));
+    return tf.where(tf.greaterEqual(x, delta), barrier, linear) as tf.Scalar;
+  });
+}
+
+/** MI as INNReg's `NMI_Loss.global_mi`: one pooled histogram, bin centres 0.05…0.95. */
+function codeMutualInformation(
+  a: tf.Tensor,
+  b: tf.Tensor,
+  range: readonly [number, number],
+): tf.Tensor {
+  const [lo, hi] = range;
+  const centres = tf.linspace(0.05, 0.95, 19);
+  const preterm = 1 / (2 * 0.025 * 0.025);
+  const weights = (x: tf.Tensor) => {
+    const s = tf.reshape(tf.clipByValue(tf.div(tf.sub(x, lo), hi - lo), 0, 1), [-1, 1]);
+    const w = tf.exp(tf.mul(tf.square(tf.sub(s, centres)), -preterm));
+    return tf.div(w, tf.sum(w, 1, true)); // [N, 19]
+  };
+  const wa = weights(a);
+  const wb = weights(b);
+  const n = wa.shape[0]!;
+  const pab = tf.div(tf.matMul(wa, wb, true, false), n);
+  const papb = tf.add(tf.matMul(tf.mean(wa, 0, true), tf.mean(wb, 0, true), true, false), 1e-5);
+  return tf.sum(tf.mul(pab, tf.log(tf.add(tf.div(pab, papb), 1e-5))));
 }

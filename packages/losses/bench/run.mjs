@@ -1,0 +1,132 @@
+#!/usr/bin/env node
+/**
+ * Losses benchmark: median ms and peak RSS of localNccLoss (window 9), mutualInformationLoss
+ * (23 bins, Gaussian Parzen) — forward and forward+backward (tf.grads w.r.t. both images) —
+ * and the mindSsc descriptor (radius 1, dilation 2, forward), on the cpu and wasm backends,
+ * one child process per measurement (so peak RSS is per op).
+ *
+ *   node bench/run.mjs                       # all backends and ops at 96x112x96
+ *   node bench/run.mjs --backends wasm --ops lncc_fwd,mi_fwd --sizes 96x112x96
+ *
+ * Inputs: batch 1, C = 1, a and b independent uniform [0, 1] images (seeded tfjs
+ * randomUniform). Prints one JSON line per measurement; with --save also writes them to
+ * bench/results/regkit.jsonl (BENCHMARKS.md is generated from these files by
+ * scripts/benchmarks-md.mjs). The PyTorch reference is bench/pytorch_bench.py.
+ * Each measurement: 1 warm-up, then runs until 7 runs or REGKIT_BENCH_SECONDS (default 20 s);
+ * when the warm-up alone exceeds half that budget it is the single sample (runs = 1).
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const OPS = ['lncc_fwd', 'lncc_fwd_bwd', 'mi_fwd', 'mi_fwd_bwd', 'mind_ssc_fwd'];
+const SIZES = ['96x112x96'];
+const BACKENDS = ['cpu', 'wasm'];
+
+function arg(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+}
+
+async function one(backend, op, size) {
+  const losses = await import('../dist/index.js');
+  const core = await import('@regkit/core');
+  const { tf } = core;
+  await core.initBackend(backend);
+  const spatial = size.split('x').map(Number);
+  const a = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 1);
+  const b = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 2);
+  const lncc = (x, y) => losses.localNccLoss(x, y, { window: 9 });
+  const mi = (x, y) => losses.mutualInformationLoss(x, y);
+  const fns = {
+    lncc_fwd: () => lncc(a, b),
+    lncc_fwd_bwd: () => tf.grads(lncc)([a, b]),
+    mi_fwd: () => mi(a, b),
+    mi_fwd_bwd: () => tf.grads(mi)([a, b]),
+    mind_ssc_fwd: () => losses.mindSsc(a, { radius: 1, dilation: 2 }),
+  };
+  if (!fns[op]) throw new Error(`unknown op ${op}`);
+  const run = () => {
+    const t0 = performance.now();
+    const out = tf.tidy(fns[op]);
+    for (const t of [out].flat()) {
+      t.dataSync();
+      t.dispose();
+    }
+    return performance.now() - t0;
+  };
+  const budget = Number(process.env.REGKIT_BENCH_SECONDS ?? 20) * 1000;
+  const first = run(); // warm-up, kept as the only sample when one run exceeds half the budget
+  const times = first > budget / 2 ? [first] : [];
+  const start = performance.now();
+  while (times.length < 7 && (times.length < 1 || performance.now() - start < budget))
+    times.push(run());
+  times.sort((p, q) => p - q);
+  const ms = times[Math.floor(times.length / 2)];
+  const peak = process.resourceUsage().maxRSS / 1024;
+  return {
+    suite: 'losses',
+    impl: 'regkit',
+    backend,
+    threads: 1,
+    op,
+    size,
+    ms: Number(ms.toFixed(3)),
+    runs: times.length,
+    peak_rss_mb: Number(peak.toFixed(1)),
+  };
+}
+
+if (process.argv[2] === '--one') {
+  const [backend, op, size] = process.argv.slice(3);
+  process.stdout.write(`${JSON.stringify(await one(backend, op, size))}\n`);
+} else {
+  const sizes = arg('sizes', SIZES.join(',')).split(',');
+  const ops = arg('ops', OPS.join(',')).split(',');
+  const backends = arg('backends', BACKENDS.join(',')).split(',');
+  const save = process.argv.includes('--save');
+  const lines = [
+    JSON.stringify({
+      command: `${process.env.REGKIT_BENCH_SECONDS ? `REGKIT_BENCH_SECONDS=${process.env.REGKIT_BENCH_SECONDS} ` : ''}node packages/losses/bench/run.mjs ${process.argv.slice(2).join(' ')}`.trim(),
+    }),
+  ];
+  console.log(lines[0]);
+  const cases = [];
+  for (const size of sizes)
+    for (const backend of backends) for (const op of ops) cases.push([backend, op, size]);
+  for (const [backend, op, size] of cases) {
+    const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--one', backend, op, size], {
+      encoding: 'utf8',
+      maxBuffer: 1 << 24,
+    });
+    const line = (r.stdout || '')
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .pop();
+    if (r.status !== 0 || !line) {
+      const why = (r.stderr || '').trim().split('\n').slice(-3).join(' | ');
+      const fail = JSON.stringify({
+        suite: 'losses',
+        impl: 'regkit',
+        backend,
+        op,
+        size,
+        error: why || `exit ${r.status}`,
+      });
+      console.log(fail);
+      lines.push(fail);
+      continue;
+    }
+    console.log(line);
+    lines.push(line);
+  }
+  if (save) {
+    const out = join(here, 'results', 'regkit.jsonl');
+    mkdirSync(dirname(out), { recursive: true });
+    writeFileSync(`${out}.tmp`, `${lines.join('\n')}\n`);
+    renameSync(`${out}.tmp`, out);
+  }
+}
