@@ -7,7 +7,7 @@
 // Each input line that parses to a JSON object is either
 //   {"command": "..."}                       how the file was produced, or
 //   {"suite","impl","backend","threads","op","size","ms","runs","peak_rss_mb", ...}
-// a measurement. "impl":"pytorch" lines are the reference side; any other impl
+// a measurement. "impl":"pytorch" (or "scipy") lines are the reference side; any other impl
 // (normally "regkit") gives a table row per backend. Extra keys ("note", ...)
 // end up in a notes column. Other lines are ignored. Later duplicates of the
 // same (suite, impl, backend, threads, op, size) replace earlier ones.
@@ -68,7 +68,7 @@ function isObject(v) {
 }
 
 function isPytorch(rec) {
-  return /^(py)?torch/i.test(String(rec.impl ?? ''));
+  return /^((py)?torch|scipy)/i.test(String(rec.impl ?? ''));
 }
 
 function num(v) {
