@@ -44,9 +44,17 @@ function roundHalfEven(x: number): number {
  * `b`, or −1 when the sample is outside the image with zeros padding. Border padding clamps
  * the position first (then rounds half to even).
  */
-function nearestVoxel(d: Dims, b: number, pz: number, py: number, px: number, border: boolean): number {
+function nearestVoxel(
+  d: Dims,
+  b: number,
+  pz: number,
+  py: number,
+  px: number,
+  border: boolean,
+): number {
   const [D, H, W] = d.s;
-  const pick = (p: number, n: number) => roundHalfEven(border ? Math.min(Math.max(p, 0), n - 1) : p);
+  const pick = (p: number, n: number) =>
+    roundHalfEven(border ? Math.min(Math.max(p, 0), n - 1) : p);
   const iz = pick(pz, D);
   const iy = pick(py, H);
   const ix = pick(px, W);

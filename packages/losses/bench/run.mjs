@@ -89,7 +89,8 @@ if (process.argv[2] === '--one') {
   const save = process.argv.includes('--save');
   const lines = [
     JSON.stringify({
-      command: `${process.env.REGKIT_BENCH_SECONDS ? `REGKIT_BENCH_SECONDS=${process.env.REGKIT_BENCH_SECONDS} ` : ''}node packages/losses/bench/run.mjs ${process.argv.slice(2).join(' ')}`.trim(),
+      command:
+        `${process.env.REGKIT_BENCH_SECONDS ? `REGKIT_BENCH_SECONDS=${process.env.REGKIT_BENCH_SECONDS} ` : ''}node packages/losses/bench/run.mjs ${process.argv.slice(2).join(' ')}`.trim(),
     }),
   ];
   console.log(lines[0]);
@@ -97,10 +98,14 @@ if (process.argv[2] === '--one') {
   for (const size of sizes)
     for (const backend of backends) for (const op of ops) cases.push([backend, op, size]);
   for (const [backend, op, size] of cases) {
-    const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--one', backend, op, size], {
-      encoding: 'utf8',
-      maxBuffer: 1 << 24,
-    });
+    const r = spawnSync(
+      process.execPath,
+      [fileURLToPath(import.meta.url), '--one', backend, op, size],
+      {
+        encoding: 'utf8',
+        maxBuffer: 1 << 24,
+      },
+    );
     const line = (r.stdout || '')
       .trim()
       .split('\n')

@@ -42,9 +42,7 @@ export function labelMaps(shape) {
   const phase = [];
   for (let k = 0; k < LABELS; k++) {
     for (let j = 0; j < WAVES; j++) {
-      coef.push(
-        shape.map((n, a) => (2 * Math.PI * (1 + ((7 * k + 3 * j + 5 * a) % 4) / 2)) / n),
-      );
+      coef.push(shape.map((n, a) => (2 * Math.PI * (1 + ((7 * k + 3 * j + 5 * a) % 4) / 2)) / n));
       phase.push(1.7 * k + 2.3 * j);
     }
   }
@@ -136,16 +134,21 @@ if (process.argv[2] === '--one') {
     : '';
   const lines = [
     JSON.stringify({
-      command: `${env}node packages/metrics/bench/run.mjs ${process.argv.slice(2).join(' ')}`.trim(),
+      command:
+        `${env}node packages/metrics/bench/run.mjs ${process.argv.slice(2).join(' ')}`.trim(),
     }),
   ];
   console.log(lines[0]);
   for (const size of sizes) {
     for (const op of ops) {
-      const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--one', backend, op, size], {
-        encoding: 'utf8',
-        maxBuffer: 1 << 24,
-      });
+      const r = spawnSync(
+        process.execPath,
+        [fileURLToPath(import.meta.url), '--one', backend, op, size],
+        {
+          encoding: 'utf8',
+          maxBuffer: 1 << 24,
+        },
+      );
       if (r.stderr) process.stderr.write(r.stderr);
       const line = (r.stdout || '')
         .trim()
