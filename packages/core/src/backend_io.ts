@@ -26,6 +26,27 @@ export function isWasmBackend(backend: KernelBackendLike): boolean {
   );
 }
 
+/**
+ * A float32 or int32 tensor allocated on the tfjs wasm heap. Its malloc returns 0 when the
+ * heap (at most 4 GiB) is exhausted and `makeOutput` does not check: writing there would
+ * corrupt the heap, so this throws instead.
+ */
+export function makeWasmOutput(
+  backend: KernelBackendLike,
+  shape: number[],
+  dtype: tf.DataType = 'float32',
+  values?: tf.TypedArray,
+): tf.TensorInfo {
+  const info = backend.makeOutput!(shape, dtype, undefined, values);
+  if (shape.reduce((a, b) => a * b, 1) > 0 && backend.typedArrayFromHeap!(info).byteOffset === 0) {
+    backend.disposeData(info.dataId);
+    throw new Error(
+      `regkit: the tfjs wasm backend could not allocate a ${dtype} tensor of shape [${shape.join(', ')}] (its WebAssembly heap holds at most 4 GiB)`,
+    );
+  }
+  return info;
+}
+
 /** A tensor from values on either backend (copied to the heap on wasm). */
 export function makeOutput(
   backend: KernelBackendLike,
@@ -33,7 +54,7 @@ export function makeOutput(
   dtype: tf.DataType,
   values: tf.TypedArray,
 ): tf.TensorInfo {
-  if (isWasmBackend(backend)) return backend.makeOutput!(shape, dtype, undefined, values);
+  if (isWasmBackend(backend)) return makeWasmOutput(backend, shape, dtype, values);
   if (backend.makeTensorInfo) return backend.makeTensorInfo(shape, dtype, values);
   throw new Error('regkit: this backend cannot create tensors from values');
 }
@@ -50,7 +71,7 @@ export function runFloatKernel(
 ): tf.TensorInfo[] {
   const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
   if (isWasmBackend(backend)) {
-    const infos = outShapes.map((s) => backend.makeOutput!(s, 'float32'));
+    const infos = outShapes.map((s) => makeWasmOutput(backend, s));
     const outs = infos.map((i) => backend.typedArrayFromHeap!(i) as Float32Array);
     for (const o of outs) o.fill(0);
     const ins = inputs.map((t) => backend.typedArrayFromHeap!(t) as Float32Array);

@@ -1,3 +1,4 @@
+import { alongAxis } from './along_axis.js';
 import { type KernelBackendLike, runFloatKernel } from './backend_io.js';
 import { RegkitBoxSum, type RegkitBoxSumAttrs } from './kernel_names.js';
 import { tf } from './tf.js';
@@ -21,19 +22,9 @@ function boxRows(x: tf.Tensor, w: number): tf.Tensor {
   return tf.sub(tf.slice(c, [w, 0], [n, m]), tf.slice(c, [0, 0], [n, m]));
 }
 
-/** Box sum along one axis, moving it to the front so every slice is contiguous. */
+/** Box sum along one axis. */
 function boxAlong(x: tf.Tensor, axis: number, w: number): tf.Tensor {
-  const n = x.shape[axis]!;
-  if (x.shape.slice(0, axis).every((s) => s === 1)) {
-    return tf.reshape(boxRows(tf.reshape(x, [n, -1]), w), x.shape);
-  }
-  const perm = [axis, ...x.shape.map((_, i) => i).filter((i) => i !== axis)];
-  const moved = tf.transpose(x, perm);
-  const d = tf.reshape(boxRows(tf.reshape(moved, [n, -1]), w), moved.shape);
-  return tf.transpose(
-    d,
-    perm.map((_, i) => perm.indexOf(i)),
-  );
+  return alongAxis(x, axis, (rows) => boxRows(rows, w));
 }
 
 /**

@@ -15,6 +15,13 @@ import { registerJsKernels } from './register_kernels.js';
 registerJsKernels();
 
 export { type BackendName, initBackend, loadOptionalKernels } from './backend.js';
+export {
+  isWasmBackend,
+  type KernelBackendLike,
+  makeOutput,
+  makeWasmOutput,
+  runFloatKernel,
+} from './backend_io.js';
 export { boxSum } from './box_sum.js';
 export { type CubicBSplineOptions, cubicBSpline, cubicBSplineField } from './bspline.js';
 export {

@@ -1,3 +1,4 @@
+import { alongAxis } from './along_axis.js';
 import { tf } from './tf.js';
 import { assertField, assertTensor, fail, fmtShape } from './validate.js';
 
@@ -11,23 +12,9 @@ function gradientRows(x: tf.Tensor): tf.Tensor {
   return tf.concat([first, tf.mul(tf.sub(rows(2, n - 2), rows(0, n - 2)), 0.5), last], 0);
 }
 
-/**
- * Derivative of `x` along `axis`, as `numpy.gradient` (central inside, one-sided at the
- * borders, unit spacing). The axis is moved to the front first: slices across inner axes
- * are slow on the stock cpu backend, contiguous ones are not.
- */
+/** Derivative of `x` along `axis`, as `numpy.gradient` (central inside, one-sided at the borders, unit spacing). */
 function gradientAlong(x: tf.Tensor, axis: number): tf.Tensor {
-  const n = x.shape[axis]!;
-  if (x.shape.slice(0, axis).every((s) => s === 1)) {
-    return tf.reshape(gradientRows(tf.reshape(x, [n, -1])), x.shape);
-  }
-  const perm = [axis, ...x.shape.map((_, i) => i).filter((i) => i !== axis)];
-  const moved = tf.transpose(x, perm);
-  const d = tf.reshape(gradientRows(tf.reshape(moved, [n, -1])), moved.shape);
-  return tf.transpose(
-    d,
-    perm.map((_, i) => perm.indexOf(i)),
-  );
+  return alongAxis(x, axis, gradientRows);
 }
 
 /**

@@ -19,7 +19,6 @@ import { type KernelBackendLike, makeOutput } from './backend_io.js';
 import { tf } from './tf.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
-type AnyBackend = KernelBackendLike;
 
 /** Kernels never delegated (complex numbers and canvas drawing do not exist on wasm). */
 const NOT_DELEGATED = new Set(['Complex', 'ComplexAbs', 'FFT', 'IFFT', 'Real', 'Imag', 'Draw']);
@@ -37,11 +36,11 @@ export function replaceKernel(config: tf.KernelConfig): void {
 
 function cpuDelegate(kernelName: string): KernelFunc {
   return ({ inputs, backend, attrs }) => {
-    const cpu = tf.findBackend('cpu') as AnyBackend | null;
+    const cpu = tf.findBackend('cpu') as KernelBackendLike | null;
     const kernel = tf.getKernel(kernelName, 'cpu');
     if (!cpu || !kernel)
       throw new Error(`regkit: the cpu backend is needed to run ${kernelName} on wasm`);
-    const src = backend as AnyBackend;
+    const src = backend as KernelBackendLike;
     const cpuInputs: Record<string, tf.TensorInfo> = {};
     for (const [name, t] of Object.entries(inputs)) {
       if (!t) continue;
@@ -66,7 +65,7 @@ function cpuDelegate(kernelName: string): KernelFunc {
 
 /** Linear-time UnsortedSegmentSum: out[s, ...] = Σ_{i: ids[i] = s} x[i, ...]; ids outside [0, n) are dropped. */
 const unsortedSegmentSum: KernelFunc = ({ inputs, backend, attrs }) => {
-  const b = backend as AnyBackend;
+  const b = backend as KernelBackendLike;
   const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
   const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
   const xv = b.readSync(x.dataId) as Float32Array | Int32Array;
