@@ -32,6 +32,18 @@ export {
 export { RegkitBackendError, RegkitError } from './errors.js';
 export { affineField, identityGrid } from './grid.js';
 export { jacobianDeterminant, spatialGradient } from './jacobian.js';
+export {
+  avgPool,
+  Conv,
+  type ConvOptions,
+  Dense,
+  type DenseOptions,
+  GroupNorm,
+  type Initializer,
+  initialWeight,
+  maxPool,
+  upsampleNearest,
+} from './layers.js';
 export { registerKernelFixes, replaceKernel, WASM_KERNELS_REPLACED } from './kernel_fixes.js';
 export {
   RegkitBoxSum,
@@ -42,6 +54,7 @@ export {
   type RegkitWarpGradInputs,
   type RegkitWarpInputs,
 } from './kernel_names.js';
+export { Module, type NamedWeights } from './module.js';
 export { mulberry32, type RandomSmoothFieldOptions, randomSmoothField } from './random.js';
 export { registerJsKernels } from './register_kernels.js';
 export { resizeField, resizeImage } from './resize.js';
