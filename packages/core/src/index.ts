@@ -32,6 +32,22 @@ export {
 export { RegkitBackendError, RegkitError } from './errors.js';
 export { affineField, identityGrid } from './grid.js';
 export { jacobianDeterminant, spatialGradient } from './jacobian.js';
+export { registerKernelFixes, replaceKernel, WASM_KERNELS_REPLACED } from './kernel_fixes.js';
+export {
+  RegkitBoxSum,
+  type RegkitBoxSumAttrs,
+  RegkitMaxPool,
+  type RegkitMaxPoolAttrs,
+  RegkitMaxPoolGrad,
+  type RegkitUpsampleAttrs,
+  RegkitUpsampleNearest,
+  RegkitUpsampleNearestGrad,
+  RegkitWarp,
+  type RegkitWarpAttrs,
+  RegkitWarpGrad,
+  type RegkitWarpGradInputs,
+  type RegkitWarpInputs,
+} from './kernel_names.js';
 export {
   avgPool,
   Conv,
@@ -44,16 +60,6 @@ export {
   maxPool,
   upsampleNearest,
 } from './layers.js';
-export { registerKernelFixes, replaceKernel, WASM_KERNELS_REPLACED } from './kernel_fixes.js';
-export {
-  RegkitBoxSum,
-  type RegkitBoxSumAttrs,
-  RegkitWarp,
-  type RegkitWarpAttrs,
-  RegkitWarpGrad,
-  type RegkitWarpGradInputs,
-  type RegkitWarpInputs,
-} from './kernel_names.js';
 export { Module, type NamedWeights } from './module.js';
 export { mulberry32, type RandomSmoothFieldOptions, randomSmoothField } from './random.js';
 export { registerJsKernels } from './register_kernels.js';

@@ -32,3 +32,21 @@ export const RegkitBoxSum = 'RegkitBoxSum';
 export interface RegkitBoxSumAttrs {
   window: number[];
 }
+
+/** `upsampleNearest`: every voxel of `x` `[B, ...S, C]` repeated f times along each spatial axis. */
+export const RegkitUpsampleNearest = 'RegkitUpsampleNearest';
+/** Gradient of `upsampleNearest`: sums of `dy` `[B, ...fS, C]` over f×f(×f) blocks. */
+export const RegkitUpsampleNearestGrad = 'RegkitUpsampleNearestGrad';
+/** Attributes of both upsampling kernels: the integer factor. */
+export interface RegkitUpsampleAttrs {
+  factor: number;
+}
+
+/** `maxPool` of whole windows: window = stride = `size` along every spatial axis of `x` `[B, ...S, C]`. */
+export const RegkitMaxPool = 'RegkitMaxPool';
+/** Gradient of {@link RegkitMaxPool}: `dy` goes to the first maximum of each window of `x`. */
+export const RegkitMaxPoolGrad = 'RegkitMaxPoolGrad';
+/** Attributes of both max-pooling kernels. */
+export interface RegkitMaxPoolAttrs {
+  size: number;
+}

@@ -1,7 +1,11 @@
+import { RegkitMaxPool, RegkitMaxPoolGrad } from './kernel_names.js';
+import './max_pool.js';
 import { Module } from './module.js';
 import { mulberry32 } from './random.js';
 import { tf } from './tf.js';
+import { upsampleNearest } from './upsample.js';
 import { assertTensor, fail, fmtShape } from './validate.js';
+import { hasKernels } from './warp.js';
 
 /**
  * Initial values of a weight. `'torchDefault'`: PyTorch's `Conv`/`Linear` default
@@ -80,11 +84,63 @@ function dilateKernel(kernel: tf.Tensor, ndim: number, d: number): tf.Tensor {
       [0, d - 1],
       [0, 0],
     ]);
-    const taps = tf.slice(tf.reshape(padded, [outer, k * d, inner]), [0, 0, 0], [outer, (k - 1) * d + 1, inner]);
+    const taps = tf.slice(
+      tf.reshape(padded, [outer, k * d, inner]),
+      [0, 0, 0],
+      [outer, (k - 1) * d + 1, inner],
+    );
     shape[axis] = (k - 1) * d + 1;
     y = tf.reshape(taps, shape);
   }
   return y;
+}
+
+/** [before, after] zero padding of both axes of a stride-1 2D convolution, or null when the fast path does not apply. */
+function stride1Pads(
+  padding: 'same' | 'valid' | number,
+  kh: number,
+  kw: number,
+): number[][] | null {
+  const pads = [kh, kw].map((k) => {
+    if (padding === 'valid') return [0, 0];
+    if (padding === 'same') return [Math.floor((k - 1) / 2), k - 1 - Math.floor((k - 1) / 2)];
+    return [padding, padding];
+  });
+  const ks = [kh, kw];
+  return pads.every(([b, a], i) => b! <= ks[i]! - 1 && a! <= ks[i]! - 1) ? pads : null;
+}
+
+/**
+ * Stride-1 2D convolution whose input gradient is itself a convolution (of the padded dy
+ * with the flipped, transposed kernel): tfjs-backend-wasm's Conv2DBackpropInput is a scalar
+ * loop ~10× slower than its XNNPACK Conv2D (docs/tfjs-pitfalls.md).
+ */
+function conv2dStride1(x: tf.Tensor4D, kernel: tf.Tensor4D, pads: number[][]): tf.Tensor {
+  const [kh, kw] = kernel.shape;
+  const padOf = (t: tf.Tensor4D, p: number[][]) =>
+    p.every(([b, a]) => b === 0 && a === 0)
+      ? t
+      : tf.pad(t, [[0, 0], p[0] as [number, number], p[1] as [number, number], [0, 0]]);
+  const op = tf.customGrad(((xi: tf.Tensor4D, w: tf.Tensor4D, save: tf.GradSaveFunc) => {
+    save([xi, w]);
+    return {
+      value: tf.conv2d(padOf(xi, pads), w, 1, 'valid'),
+      gradFunc: (dy: tf.Tensor4D, saved: tf.Tensor[]) => {
+        const [xs, ws] = saved as [tf.Tensor4D, tf.Tensor4D];
+        const flipped = tf.transpose(tf.reverse(ws, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
+        const back = pads.map(([b, a], i) => [[kh, kw][i]! - 1 - b!, [kh, kw][i]! - 1 - a!]);
+        const dx = tf.conv2d(padOf(dy, back), flipped, 1, 'valid');
+        const dw = tf.engine().runKernel('Conv2DBackpropFilter', { x: padOf(xs, pads), dy }, {
+          strides: 1,
+          pad: 'valid',
+          dataFormat: 'NHWC',
+          filterShape: ws.shape,
+        } as unknown as tf.NamedAttrMap) as tf.Tensor;
+        return [dx, dw];
+      },
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return op(x, kernel);
 }
 
 /** Options of {@link Conv}. */
@@ -156,9 +212,13 @@ export class Conv extends Module {
     this.stride = options.stride ?? 1;
     this.dilation = options.dilation ?? 1;
     if (this.dilation > 1 && this.stride > 1) fail(fn, `'dilation' > 1 needs stride 1`);
-    const defaultPadding = this.kernelSize % 2 === 1 ? ((this.kernelSize - 1) / 2) * this.dilation : 'same';
+    const defaultPadding =
+      this.kernelSize % 2 === 1 ? ((this.kernelSize - 1) / 2) * this.dilation : 'same';
     this.padding = options.padding ?? defaultPadding;
-    if (typeof this.padding === 'number' && !(Number.isInteger(this.padding) && this.padding >= 0)) {
+    if (
+      typeof this.padding === 'number' &&
+      !(Number.isInteger(this.padding) && this.padding >= 0)
+    ) {
       fail(fn, `'padding' must be 'same', 'valid' or an integer ≥ 0, got ${this.padding}`);
     }
     const init = options.init ?? 'torchDefault';
@@ -194,9 +254,15 @@ export class Conv extends Module {
         input = tf.pad(x, [[0, 0], ...new Array(this.ndim).fill([p, p]), [0, 0]]);
       }
       // tfjs convolutions have no gradient for dilation > 1: dilate the kernel instead
-      const kernel = this.dilation > 1 ? dilateKernel(this.kernel, this.ndim, this.dilation) : this.kernel;
-      const y =
-        this.ndim === 2
+      const kernel =
+        this.dilation > 1 ? dilateKernel(this.kernel, this.ndim, this.dilation) : this.kernel;
+      const fast =
+        this.ndim === 2 && this.stride === 1
+          ? stride1Pads(this.padding, kernel.shape[0]!, kernel.shape[1]!)
+          : null;
+      const y = fast
+        ? conv2dStride1(x as tf.Tensor4D, kernel as tf.Tensor4D, fast)
+        : this.ndim === 2
           ? tf.conv2d(input as tf.Tensor4D, kernel as tf.Tensor4D, this.stride, pad, 'NHWC')
           : tf.conv3d(input as tf.Tensor5D, kernel as tf.Tensor5D, this.stride, pad, 'NDHWC');
       return this.bias ? tf.add(y, this.bias) : y;
@@ -231,7 +297,8 @@ export class Dense extends Module {
       ['inFeatures', inFeatures],
       ['outFeatures', outFeatures],
     ] as const) {
-      if (!Number.isInteger(v) || v < 1) fail('Dense', `'${name}' must be a positive integer, got ${v}`);
+      if (!Number.isInteger(v) || v < 1)
+        fail('Dense', `'${name}' must be a positive integer, got ${v}`);
     }
     const init = options.init ?? 'torchDefault';
     const seed = options.seed ?? 0;
@@ -285,7 +352,10 @@ export class GroupNorm extends Module {
   ) {
     super();
     if (!Number.isInteger(groups) || groups < 1 || channels % groups !== 0) {
-      fail('GroupNorm', `'groups' must be a positive divisor of ${channels} channels, got ${groups}`);
+      fail(
+        'GroupNorm',
+        `'groups' must be a positive divisor of ${channels} channels, got ${groups}`,
+      );
     }
     this.gamma = this.addWeight('gamma', tf.ones([channels]));
     this.beta = this.addWeight('beta', tf.zeros([channels]));
@@ -306,6 +376,8 @@ export class GroupNorm extends Module {
     });
   }
 }
+
+export { upsampleNearest };
 
 function spatialRankOf(fn: string, x: tf.Tensor): 2 | 3 {
   assertTensor(fn, 'x', x);
@@ -328,20 +400,54 @@ function cropToWindows(x: tf.Tensor, size: number): tf.Tensor {
 
 function checkPoolSize(fn: string, x: tf.Tensor, size: number): 2 | 3 {
   const nd = spatialRankOf(fn, x);
-  if (!Number.isInteger(size) || size < 1) fail(fn, `'size' must be a positive integer, got ${size}`);
+  if (!Number.isInteger(size) || size < 1)
+    fail(fn, `'size' must be a positive integer, got ${size}`);
   if (x.shape.slice(1, -1).some((n) => n < size)) {
     fail(fn, `every spatial size of 'x' ${fmtShape(x.shape)} must be ≥ the window ${size}`);
   }
   return nd;
 }
 
-/** Max pooling with window = stride = `size` ('valid': trailing voxels short of a window are dropped). */
+/**
+ * Max pooling with window = stride = `size` ('valid': trailing voxels short of a window are
+ * dropped); the gradient goes to the first maximum of each window (PyTorch's rule). Runs
+ * core's `RegkitMaxPool` kernel on cpu and wasm (tfjs-backend-wasm's MaxPool3D and
+ * MaxPoolGrad return wrong values for some shapes), stock pooling elsewhere.
+ */
 export function maxPool(x: tf.Tensor, size = 2): tf.Tensor {
   const nd = checkPoolSize('maxPool', x, size);
   return tf.tidy(() => {
     const c = cropToWindows(x, size);
-    return nd === 2 ? maxPool2d(c as tf.Tensor4D, size) : tf.maxPool3d(c as tf.Tensor5D, size, size, 'valid');
+    if (hasKernels(RegkitMaxPool, RegkitMaxPoolGrad)) {
+      const xf = c.dtype === 'float32' ? c : tf.cast(c, 'float32');
+      return tf
+        .engine()
+        .runKernel(RegkitMaxPool, { x: xf }, { size } as unknown as tf.NamedAttrMap) as tf.Tensor;
+    }
+    return nd === 2 ? maxPool2d(c as tf.Tensor4D, size) : maxPoolAxes(c, size);
   });
+}
+
+/**
+ * Portable max pooling of whole windows, one axis at a time (maximum over `size` strided
+ * slices): stock wasm MaxPool3D is wrong for non-cubic inputs (docs/tfjs-pitfalls.md).
+ */
+function maxPoolAxes(x: tf.Tensor, size: number): tf.Tensor {
+  let y = x;
+  const shape = [...x.shape];
+  for (let axis = 1; axis < x.rank - 1; axis++) {
+    const outer = shape.slice(0, axis).reduce((a, b) => a * b, 1);
+    const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+    const n = shape[axis]! / size;
+    const r = tf.reshape(y, [outer, n, size, inner]);
+    const parts = Array.from({ length: size }, (_, j) =>
+      tf.slice(r, [0, 0, j, 0], [outer, n, 1, inner]),
+    );
+    y = parts.reduce((a, b) => tf.maximum(a, b));
+    shape[axis] = n;
+    y = tf.reshape(y, shape);
+  }
+  return y;
 }
 
 /**
@@ -350,8 +456,8 @@ export function maxPool(x: tf.Tensor, size = 2): tf.Tensor {
  * their window's maximum (all of them on exact ties).
  */
 function maxPool2d(x: tf.Tensor4D, size: number): tf.Tensor {
-  const pool = tf.customGrad((input: tf.Tensor, save: tf.GradSaveFunc) => {
-    const y = tf.maxPool(input as tf.Tensor4D, size, size, 'valid');
+  const pool = tf.customGrad(((input: tf.Tensor, save: tf.GradSaveFunc) => {
+    const y: tf.Tensor = tf.maxPool(input as tf.Tensor4D, size, size, 'valid');
     save([input, y]);
     return {
       value: y,
@@ -361,7 +467,7 @@ function maxPool2d(x: tf.Tensor4D, size: number): tf.Tensor {
         return tf.mul(mask, upsampleNearest(dy, size));
       },
     };
-  });
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return pool(x);
 }
 
@@ -373,31 +479,5 @@ export function avgPool(x: tf.Tensor, size = 2): tf.Tensor {
     return nd === 2
       ? tf.avgPool(c as tf.Tensor4D, size, size, 'valid')
       : tf.avgPool3d(c as tf.Tensor5D, size, size, 'valid');
-  });
-}
-
-/**
- * Nearest-neighbour upsampling by an integer factor along every spatial axis (PyTorch's
- * `Upsample(scale_factor=f, mode='nearest')`): each voxel becomes an f×f(×f) block.
- */
-export function upsampleNearest(x: tf.Tensor, factor = 2): tf.Tensor {
-  const nd = spatialRankOf('upsampleNearest', x);
-  if (!Number.isInteger(factor) || factor < 1) {
-    fail('upsampleNearest', `'factor' must be a positive integer, got ${factor}`);
-  }
-  if (factor === 1) return tf.clone(x);
-  return tf.tidy(() => {
-    let y = x;
-    const shape = [...x.shape];
-    // one axis at a time, as a rank-4 tile, so every backend's kernels apply
-    for (let axis = 1; axis <= nd; axis++) {
-      const outer = shape.slice(0, axis).reduce((a, b) => a * b, 1);
-      const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
-      const n = shape[axis]!;
-      y = tf.tile(tf.reshape(y, [outer, n, 1, inner]), [1, 1, factor, 1]);
-      shape[axis] = n * factor;
-      y = tf.reshape(y, shape);
-    }
-    return y;
   });
 }

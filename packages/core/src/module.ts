@@ -22,7 +22,7 @@ export type NamedWeights = Record<string, tf.Tensor>;
 export abstract class Module {
   private readonly ownWeights = new Map<string, tf.Variable>();
   private readonly childModules = new Map<string, Module>();
-  private disposed = false;
+  private weightsDisposed = false;
 
   /** Registers `initial` (taken over, not copied) as the variable `name` of this module. */
   protected addWeight(name: string, initial: tf.Tensor, trainable = true): tf.Variable {
@@ -43,7 +43,10 @@ export abstract class Module {
 
   private checkName(name: string): void {
     if (!name || name.includes('/')) {
-      fail(this.constructor.name, `weight or module name must be non-empty without '/', got '${name}'`);
+      fail(
+        this.constructor.name,
+        `weight or module name must be non-empty without '/', got '${name}'`,
+      );
     }
     if (this.ownWeights.has(name) || this.childModules.has(name)) {
       fail(this.constructor.name, `duplicate weight or module name '${name}'`);
@@ -108,8 +111,8 @@ export abstract class Module {
 
   /** Frees every variable of this module and its children; the module is unusable after. */
   dispose(): void {
-    if (this.disposed) return;
-    this.disposed = true;
+    if (this.weightsDisposed) return;
+    this.weightsDisposed = true;
     for (const v of this.ownWeights.values()) v.dispose();
     for (const child of this.childModules.values()) child.dispose();
   }

@@ -37,4 +37,6 @@ export {
   inverseConsistencyLoss,
   type JacobianFoldingOptions,
   jacobianFoldingLoss,
+  type VelocityKlOptions,
+  velocityKlLoss,
 } from './regularisers.js';

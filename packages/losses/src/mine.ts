@@ -3,6 +3,7 @@ import {
   fail,
   fmtShape,
   lookUpOption,
+  Module,
   mulberry32,
   reflectIndex,
   tf,
@@ -100,7 +101,7 @@ function shuffleSeed(seed: number): number {
  * `reflectIndex`: −1 → 0, n → n − 1), so every partner stays within ±N of the voxel on every
  * axis; offsets are uniform in [−N, N] and include 0.
  */
-export class MineEstimator {
+export class MineEstimator extends Module {
   readonly features: number;
   readonly shuffle: MineShuffle;
   readonly neighbourhood: number;
@@ -115,6 +116,7 @@ export class MineEstimator {
   private readonly shuffleRand: () => number;
 
   constructor(options: MineOptions = {}) {
+    super();
     const fn = 'MineEstimator';
     const o = options ?? {};
     this.features = o.features ?? 30;
@@ -153,14 +155,9 @@ export class MineEstimator {
     if (o.channelsA !== undefined || o.channelsB !== undefined) {
       this.build(o.channelsA ?? 1, o.channelsB ?? 1);
     }
-    if (this.biasCorrection) this.ema = tf.variable(tf.scalar(1), false);
+    if (this.biasCorrection) this.ema = this.addWeight('ema', tf.scalar(1), false);
   }
 
-  /** The statistics network's weights and biases (empty until the network is built). */
-  get trainableVariables(): tf.Variable[] {
-    const n = this.net;
-    return n ? [n.w1, n.b1, n.w2, n.b2] : [];
-  }
 
   /** The moving average of mean exp T over the marginal samples (bias correction only). */
   get movingAverage(): tf.Variable | null {
@@ -272,11 +269,10 @@ export class MineEstimator {
   }
 
   /** Frees the network's variables and the moving average. Idempotent. */
-  dispose(): void {
+  override dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    tf.dispose(this.trainableVariables);
-    if (this.ema) this.ema.dispose();
+    super.dispose();
     this.net = null;
     this.ema = null;
   }
@@ -284,18 +280,13 @@ export class MineEstimator {
   private build(channelsA: number, channelsB: number): void {
     const rand = this.weightRand;
     const L = this.features;
-    const make = (init: tf.Tensor) => {
-      const v = tf.variable(init, true);
-      init.dispose();
-      return v;
-    };
     this.net = {
       channelsA,
       channelsB,
-      w1: make(glorot(rand, channelsA + channelsB, L)),
-      b1: make(tf.zeros([L])),
-      w2: make(glorot(rand, L, 1)),
-      b2: make(tf.zeros([1])),
+      w1: this.addWeight('w1', glorot(rand, channelsA + channelsB, L)),
+      b1: this.addWeight('b1', tf.zeros([L])),
+      w2: this.addWeight('w2', glorot(rand, L, 1)),
+      b2: this.addWeight('b2', tf.zeros([1])),
     };
   }
 

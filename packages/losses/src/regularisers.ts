@@ -109,3 +109,60 @@ export function jacobianFoldingLoss(
     fail('jacobianFoldingLoss', `'epsilon' must be finite, got ${epsilon}`);
   return tf.tidy(() => tf.mean(tf.relu(tf.sub(epsilon, jacobianDeterminant(field)))));
 }
+
+/** Options of {@link velocityKlLoss}. */
+export interface VelocityKlOptions {
+  /** λ, the precision scale of the smoothness prior (default 10, as Snaauw et al. and Dalca et al.). */
+  priorLambda?: number;
+}
+
+/**
+ * KL regulariser of probabilistic (diffeomorphic) VoxelMorph (Dalca et al. 2019, `vxm.losses.KL`):
+ * KL(N(μ, diag σ²) ‖ N(0, Λ⁻¹)) up to constants, with the Laplacian prior Λ = λ(D − A) of the
+ * grid graph (D the number of axis neighbours of each voxel inside the image, A adjacency):
+ *
+ *   ½·ndim·( mean(λ D σ² − log σ²) + λ · ½ (1/ndim) Σ_k mean((μ(x + e_k) − μ(x))²) ),
+ *
+ * means over batch, voxels and components, σ² = exp(logVariance).
+ *
+ * @param mean `[B, ...S, ndim]` posterior mean μ of the velocity.
+ * @param logVariance `[B, ...S, ndim]` posterior log-variance log σ² (VoxelMorph's "log_sigma").
+ * @returns scalar to minimise.
+ */
+export function velocityKlLoss(
+  mean: tf.Tensor,
+  logVariance: tf.Tensor,
+  options: VelocityKlOptions = {},
+): tf.Scalar {
+  const fn = 'velocityKlLoss';
+  const nd = assertField(fn, 'mean', mean);
+  assertField(fn, 'logVariance', logVariance);
+  if (!tf.util.arraysEqual(mean.shape, logVariance.shape)) {
+    fail(
+      fn,
+      `'mean' ${fmtShape(mean.shape)} and 'logVariance' ${fmtShape(logVariance.shape)} must have the same shape`,
+    );
+  }
+  const lambda = options.priorLambda ?? 10;
+  if (!(lambda > 0 && Number.isFinite(lambda))) {
+    fail(fn, `'priorLambda' must be a positive finite number, got ${lambda}`);
+  }
+  const spatial = mean.shape.slice(1, 1 + nd);
+  // number of in-image axis neighbours of every voxel: 2·ndim minus the borders it touches
+  const degree = new Float32Array(spatial.reduce((a, b) => a * b, 1));
+  const strides = spatial.map((_, k) => spatial.slice(k + 1).reduce((a, b) => a * b, 1));
+  for (let i = 0; i < degree.length; i++) {
+    let d = 0;
+    for (let k = 0; k < nd; k++) {
+      const c = Math.floor(i / strides[k]!) % spatial[k]!;
+      d += (c > 0 ? 1 : 0) + (c < spatial[k]! - 1 ? 1 : 0);
+    }
+    degree[i] = d;
+  }
+  return tf.tidy(() => {
+    const D = tf.tensor(degree, [1, ...spatial, 1]);
+    const sigmaTerm = tf.mean(tf.sub(tf.mul(tf.mul(D, lambda), tf.exp(logVariance)), logVariance));
+    const precTerm = tf.mul(diffusionLoss(mean), lambda * 0.5);
+    return tf.mul(tf.add(sigmaTerm, precTerm), 0.5 * nd) as tf.Scalar;
+  });
+}

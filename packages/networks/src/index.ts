@@ -1,0 +1,34 @@
+/**
+ * @regkit/networks — registration networks on `@regkit/core` tensors: the VoxelMorph U-Net,
+ * (diffeomorphic, probabilistic) VoxelMorph, a training loop that takes any `@regkit/losses`
+ * similarity, and weight directories (`model.json` + `weights.bin`).
+ *
+ * @packageDocumentation
+ */
+export {
+  type Regulariser,
+  type Similarity,
+  TrainingDivergedError,
+  type TrainingPair,
+  type TrainingProgress,
+  type TrainingResult,
+  type TrainRegistrationOptions,
+  trainRegistration,
+} from './train.js';
+export { createUnet, Unet, type UnetOptions } from './unet.js';
+export {
+  createVoxelMorph,
+  VoxelMorph,
+  type VoxelMorphCallOptions,
+  type VoxelMorphOptions,
+  type VoxelMorphOutput,
+} from './voxelmorph.js';
+export {
+  directoryHandler,
+  encodeNamedWeights,
+  loadWeights,
+  readWeights,
+  saveWeights,
+  type WeightsJson,
+  writeFileAtomic,
+} from './weights.js';

@@ -1,0 +1,417 @@
+import { fail, Module, type NamedWeights, RegkitError, tf } from '@regkit/core';
+import { diffusionLoss, velocityKlLoss } from '@regkit/losses';
+import type { VoxelMorph, VoxelMorphOutput } from './voxelmorph.js';
+import { directoryHandler, encodeNamedWeights, writeFileAtomic } from './weights.js';
+
+/** One training batch; the trainer disposes both tensors after the step. */
+export interface TrainingPair {
+  moving: tf.Tensor;
+  fixed: tf.Tensor;
+}
+
+/**
+ * The image similarity term: a loss function `(fixed, warped) => scalar to minimise`
+ * (e.g. `(f, w) => localNccLoss(w, f, { window: 9 })`), or a trainable {@link Module} with
+ * a `loss(fixed, warped)` method (e.g. a `MineEstimator`), whose weights then train with the
+ * model and go into checkpoints.
+ */
+export type Similarity =
+  | ((fixed: tf.Tensor, warped: tf.Tensor) => tf.Scalar)
+  | (Module & { loss(fixed: tf.Tensor, warped: tf.Tensor): tf.Scalar });
+
+/**
+ * The deformation regulariser: `'kl'` (probabilistic VoxelMorph's KL term on the posterior,
+ * {@link TrainRegistrationOptions.priorLambda}), `'diffusion'` (mean squared gradient of
+ * the pre-integration field) or a function of the model output.
+ */
+export type Regulariser = 'kl' | 'diffusion' | ((output: VoxelMorphOutput) => tf.Scalar);
+
+/** What the progress callback receives after every step. */
+export interface TrainingProgress {
+  /** 0-based epoch and step within it. */
+  epoch: number;
+  step: number;
+  epochs: number;
+  stepsPerEpoch: number;
+  /** Total loss, weighted similarity term and weighted regulariser of this step. */
+  loss: number;
+  similarity: number;
+  regularisation: number;
+  /** Milliseconds since training (or this resumed run) started. */
+  elapsedMs: number;
+}
+
+/** Options of {@link trainRegistration}. */
+export interface TrainRegistrationOptions {
+  /** The network (trained in place). */
+  model: VoxelMorph;
+  /** Returns the training pair of (epoch, step): make it deterministic for exact resumption. */
+  data: (epoch: number, step: number) => TrainingPair | Promise<TrainingPair>;
+  /** Number of epochs. */
+  epochs: number;
+  /** Optimiser steps per epoch (default 1). */
+  stepsPerEpoch?: number;
+  similarity: Similarity;
+  /** α, the weight of the similarity term (default 1). */
+  similarityWeight?: number;
+  /** Default: `'kl'` for probabilistic models, `'diffusion'` otherwise. */
+  regulariser?: Regulariser;
+  /** Weight of the regulariser (default 1). */
+  regulariserWeight?: number;
+  /** λ of the `'kl'` regulariser (default 10, as Snaauw et al.). */
+  priorLambda?: number;
+  /** Adam learning rate (default 1e-4) and moments (default 0.9, 0.999). */
+  learningRate?: number;
+  beta1?: number;
+  beta2?: number;
+  /**
+   * Checkpoint directory: the model, similarity and optimiser state are written atomically
+   * every `checkpointEvery` epochs and at the end; an existing checkpoint there is resumed.
+   */
+  checkpointDir?: string;
+  /** Epochs between checkpoints (default 1). */
+  checkpointEvery?: number;
+  /** Called after every step. */
+  onProgress?: (progress: TrainingProgress) => void;
+}
+
+/** What {@link trainRegistration} returns. */
+export interface TrainingResult {
+  /** Epochs completed in total (including those before a resumed checkpoint). */
+  epochs: number;
+  /** Epoch this run started from (0 unless resumed). */
+  resumedFromEpoch: number;
+  /** Mean loss of every completed epoch. */
+  history: number[];
+  /** Wall time of this run in milliseconds. */
+  elapsedMs: number;
+}
+
+/** Thrown when a training step's loss is not finite; the weights keep their last finite values. */
+export class TrainingDivergedError extends RegkitError {
+  constructor(
+    message: string,
+    readonly epoch: number,
+    readonly step: number,
+  ) {
+    super(message);
+    this.name = 'TrainingDivergedError';
+  }
+}
+
+interface CheckpointJson {
+  format: 'regkit-checkpoint';
+  epoch: number;
+  history: number[];
+  weightsDir: string;
+  paths: string[];
+}
+
+const CHECKPOINT = 'checkpoint.json';
+
+/** Every trained variable by path; `model/…` and `similarity/…`. */
+function namedTrainables(model: Module, similarity: Similarity): Array<[string, tf.Variable]> {
+  const out = model.namedVariables().map(([p, v]) => [`model/${p}`, v] as [string, tf.Variable]);
+  if (similarity instanceof Module) {
+    for (const [p, v] of similarity.namedVariables()) out.push([`similarity/${p}`, v]);
+  }
+  return out;
+}
+
+/**
+ * tfjs's Adam keeps its moments in a list ordered like the gradient map it was first given,
+ * whose keys are the variables' numeric registry names: ascending creation order.
+ */
+function optimizerOrder(vars: Array<[string, tf.Variable]>): Array<[string, tf.Variable]> {
+  return vars
+    .filter(([, v]) => v.trainable)
+    .sort(([, a], [, b]) => Number(a.name) - Number(b.name) || a.name.localeCompare(b.name));
+}
+
+async function saveCheckpoint(
+  dir: string,
+  epoch: number,
+  history: number[],
+  vars: Array<[string, tf.Variable]>,
+  optimizer: tf.AdamOptimizer,
+): Promise<void> {
+  const fs = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:fs/promises');
+  const path = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:path');
+  const named: NamedWeights = {};
+  for (const [p, v] of vars) named[p] = v;
+  const opt = await optimizer.getWeights();
+  const order = optimizerOrder(vars);
+  const moments = opt.length - 1;
+  if (moments > 0 && moments !== 2 * order.length) {
+    throw new RegkitError(
+      `checkpoint: the optimiser holds ${moments / 2} moment pairs for ${order.length} trainable variables`,
+    );
+  }
+  named['optimizer/iterations'] = opt[0]!.tensor;
+  for (let i = 0; i < moments / 2; i++) {
+    named[`optimizer/m/${order[i]![0]}`] = opt[1 + i]!.tensor;
+    named[`optimizer/v/${order[i]![0]}`] = opt[1 + moments / 2 + i]!.tensor;
+  }
+  // a fresh directory per checkpoint; checkpoint.json (renamed last) names the complete one
+  const weightsDir = `epoch-${String(epoch).padStart(6, '0')}`;
+  await directoryHandler(path.join(dir, weightsDir)).save!(await encodeNamedWeights(named));
+  const previous = await readCheckpointJson(dir).catch(() => null);
+  const json: CheckpointJson = {
+    format: 'regkit-checkpoint',
+    epoch,
+    history,
+    weightsDir,
+    paths: vars.map(([p]) => p),
+  };
+  await writeFileAtomic(path.join(dir, CHECKPOINT), `${JSON.stringify(json)}\n`);
+  if (previous && previous.weightsDir !== weightsDir) {
+    await fs.rm(path.join(dir, previous.weightsDir), { recursive: true, force: true });
+  }
+}
+
+async function readCheckpointJson(dir: string): Promise<CheckpointJson | null> {
+  const fs = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:fs/promises');
+  const path = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:path');
+  let text: string;
+  try {
+    text = await fs.readFile(path.join(dir, CHECKPOINT), 'utf8');
+  } catch {
+    return null;
+  }
+  const json = JSON.parse(text) as CheckpointJson;
+  if (json.format !== 'regkit-checkpoint') {
+    throw new RegkitError(`${path.join(dir, CHECKPOINT)} is not a regkit checkpoint`);
+  }
+  return json;
+}
+
+async function loadCheckpoint(
+  dir: string,
+  json: CheckpointJson,
+  vars: Array<[string, tf.Variable]>,
+  optimizer: tf.AdamOptimizer,
+): Promise<void> {
+  const path = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:path');
+  const artifacts = await directoryHandler(path.join(dir, json.weightsDir)).load!();
+  const saved = tf.io.decodeWeights(
+    artifacts.weightData as ArrayBuffer,
+    artifacts.weightSpecs ?? [],
+  ) as NamedWeights;
+  try {
+    const byPath = new Map(vars);
+    for (const p of json.paths) {
+      if (!byPath.has(p)) {
+        throw new RegkitError(
+          `checkpoint ${dir} holds '${p}', which this model and similarity lack`,
+        );
+      }
+    }
+    for (const [p, v] of vars) {
+      const w = saved[p];
+      if (!w)
+        throw new RegkitError(`checkpoint ${dir} lacks '${p}': a different model or similarity?`);
+      if (!tf.util.arraysEqual(w.shape, v.shape)) {
+        throw new RegkitError(
+          `checkpoint ${dir}: '${p}' has shape [${w.shape.join(', ')}], the model [${v.shape.join(', ')}]`,
+        );
+      }
+      v.assign(w);
+    }
+    const order = optimizerOrder(vars);
+    if (saved['optimizer/iterations'] && saved[`optimizer/m/${order[0]?.[0]}`]) {
+      const list: Array<{ name: string; tensor: tf.Tensor }> = [
+        { name: 'iter', tensor: saved['optimizer/iterations'] },
+      ];
+      for (const kind of ['m', 'v']) {
+        for (const [p] of order) {
+          const t = saved[`optimizer/${kind}/${p}`];
+          if (!t) throw new RegkitError(`checkpoint ${dir} lacks the optimiser state of '${p}'`);
+          list.push({ name: `${p}/${kind}`, tensor: t });
+        }
+      }
+      await optimizer.setWeights(list);
+    }
+  } finally {
+    tf.dispose(Object.values(saved));
+  }
+}
+
+/**
+ * Trains a registration network with any similarity and regulariser:
+ * loss = α · similarity(fixed, moving ∘ φ) + w · regulariser, minimised by Adam over the
+ * model's weights and those of a trainable similarity (MINE's statistics network maximises
+ * the same bound the model does). Probabilistic models train on posterior samples.
+ *
+ * - Progress: `onProgress` after every step.
+ * - Checkpoints: with `checkpointDir`, weights, similarity and Adam state are written
+ *   atomically every `checkpointEvery` epochs; a later call with the same directory resumes
+ *   after the last complete checkpoint (a kill at any moment loses at most the epochs since).
+ * - Divergence: a non-finite loss stops training with a {@link TrainingDivergedError}
+ *   naming the epoch, step and terms, before the update, so the weights stay finite.
+ * - Memory: every step runs in `tf.tidy`; the number of tensors is the same after every epoch.
+ *
+ * @example
+ * ```ts
+ * const model = createVoxelMorph({ ndim: 2, probabilistic: true });
+ * const mine = new MineEstimator({ shuffle: 'local', channelsA: 1, channelsB: 1 });
+ * await trainRegistration({
+ *   model, similarity: mine, similarityWeight: 2, epochs: 100,
+ *   data: (epoch, step) => pairs[(epoch + step) % pairs.length],
+ *   checkpointDir: 'runs/mine',
+ * });
+ * ```
+ */
+export async function trainRegistration(
+  options: TrainRegistrationOptions,
+): Promise<TrainingResult> {
+  const fn = 'trainRegistration';
+  const o = options;
+  const model = o.model;
+  if (!model || typeof model.apply !== 'function' || !(model instanceof Module)) {
+    fail(fn, `'model' must be a registration network such as createVoxelMorph(...)`);
+  }
+  const epochs = o.epochs;
+  const stepsPerEpoch = o.stepsPerEpoch ?? 1;
+  for (const [name, v] of [
+    ['epochs', epochs],
+    ['stepsPerEpoch', stepsPerEpoch],
+    ['checkpointEvery', o.checkpointEvery ?? 1],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1) fail(fn, `'${name}' must be a positive integer, got ${v}`);
+  }
+  const alpha = o.similarityWeight ?? 1;
+  const regWeight = o.regulariserWeight ?? 1;
+  const lambda = o.priorLambda ?? 10;
+  const lr = o.learningRate ?? 1e-4;
+  for (const [name, v] of [
+    ['similarityWeight', alpha],
+    ['regulariserWeight', regWeight],
+  ] as const) {
+    if (!(Number.isFinite(v) && v >= 0))
+      fail(fn, `'${name}' must be a finite number ≥ 0, got ${v}`);
+  }
+  if (!(lr > 0 && Number.isFinite(lr))) fail(fn, `'learningRate' must be > 0, got ${lr}`);
+  const regulariser = o.regulariser ?? (model.probabilistic ? 'kl' : 'diffusion');
+  if (regulariser === 'kl' && !model.probabilistic) {
+    fail(
+      fn,
+      `the 'kl' regulariser needs a probabilistic model (createVoxelMorph({ probabilistic: true }))`,
+    );
+  }
+  if (typeof regulariser === 'string' && regulariser !== 'kl' && regulariser !== 'diffusion') {
+    fail(fn, `'regulariser' must be 'kl', 'diffusion' or a function, got '${regulariser}'`);
+  }
+  const similarity = o.similarity;
+  const similarityLoss =
+    typeof similarity === 'function'
+      ? similarity
+      : similarity && typeof similarity.loss === 'function'
+        ? (f: tf.Tensor, w: tf.Tensor) => similarity.loss(f, w)
+        : fail(fn, `'similarity' must be a loss function or a module with a loss() method`);
+
+  const optimizer = tf.train.adam(lr, o.beta1 ?? 0.9, o.beta2 ?? 0.999);
+  const history: number[] = [];
+  let startEpoch = 0;
+  const t0 = Date.now();
+
+  const next = async (epoch: number, step: number): Promise<TrainingPair> => {
+    const pair = await o.data(epoch, step);
+    if (!pair || !(pair.moving instanceof tf.Tensor) || !(pair.fixed instanceof tf.Tensor)) {
+      fail(fn, `'data(${epoch}, ${step})' must return { moving, fixed } tensors`);
+    }
+    return pair;
+  };
+
+  const lossOf = (pair: TrainingPair, terms: tf.Scalar[], noiseSeed: number) => (): tf.Scalar => {
+    const out = model.apply(pair.moving, pair.fixed, { sample: true, noiseSeed });
+    const sim = tf.mul(similarityLoss(pair.fixed, out.warped), alpha) as tf.Scalar;
+    let reg: tf.Scalar;
+    if (regulariser === 'kl')
+      reg = velocityKlLoss(out.mean!, out.logVariance!, { priorLambda: lambda });
+    else if (regulariser === 'diffusion') reg = diffusionLoss(out.velocity);
+    else reg = regulariser(out);
+    reg = tf.mul(reg, regWeight) as tf.Scalar;
+    terms.push(tf.keep(sim), tf.keep(reg));
+    return tf.add(sim, reg) as tf.Scalar;
+  };
+
+  if (similarity instanceof Module && similarity.namedVariables().length === 0) {
+    // a lazily built similarity network (MINE without channel options) gets its weights
+    // from one call, so they train and checkpoint from the first step
+    const pair = await next(0, 0);
+    tf.tidy(() => {
+      similarityLoss(pair.fixed, pair.moving);
+    });
+    tf.dispose([pair.moving, pair.fixed]);
+  }
+  const vars = namedTrainables(model, similarity);
+  const trainable = vars.map(([, v]) => v).filter((v) => v.trainable);
+  if (o.checkpointDir) {
+    const json = await readCheckpointJson(o.checkpointDir);
+    if (json) {
+      await loadCheckpoint(o.checkpointDir, json, vars, optimizer);
+      startEpoch = json.epoch;
+      history.push(...json.history);
+    }
+  }
+
+  for (let epoch = startEpoch; epoch < epochs; epoch++) {
+    let sum = 0;
+    for (let step = 0; step < stepsPerEpoch; step++) {
+      const pair = await next(epoch, step);
+      const terms: tf.Scalar[] = [];
+      let value: tf.Scalar;
+      let grads: Record<string, tf.Variable | tf.Tensor>;
+      try {
+        ({ value, grads } = tf.variableGrads(
+          lossOf(pair, terms, epoch * stepsPerEpoch + step + 1),
+          trainable,
+        ));
+      } finally {
+        tf.dispose([pair.moving, pair.fixed]);
+      }
+      const [loss, sim, reg] = [
+        value.dataSync()[0]!,
+        terms[0]!.dataSync()[0]!,
+        terms[1]!.dataSync()[0]!,
+      ];
+      tf.dispose([value, ...terms]);
+      if (!Number.isFinite(loss)) {
+        tf.dispose(Object.values(grads));
+        throw new TrainingDivergedError(
+          `${fn}(): the loss became ${loss} at epoch ${epoch}, step ${step} (similarity term ${sim}, regulariser ${reg}); ` +
+            'the weights keep their last finite values' +
+            (o.checkpointDir ? ` and the last checkpoint in ${o.checkpointDir} is intact` : '') +
+            '. Lower the learning rate or the similarity weight, or check the images for NaN.',
+          epoch,
+          step,
+        );
+      }
+      optimizer.applyGradients(grads as tf.NamedTensorMap as never);
+      tf.dispose(Object.values(grads));
+      sum += loss;
+      o.onProgress?.({
+        epoch,
+        step,
+        epochs,
+        stepsPerEpoch,
+        loss,
+        similarity: sim,
+        regularisation: reg,
+        elapsedMs: Date.now() - t0,
+      });
+    }
+    history.push(sum / stepsPerEpoch);
+    const done = epoch + 1;
+    if (o.checkpointDir && (done % (o.checkpointEvery ?? 1) === 0 || done === epochs)) {
+      await saveCheckpoint(o.checkpointDir, done, history, vars, optimizer);
+    }
+  }
+  optimizer.dispose();
+  return {
+    epochs: Math.max(epochs, startEpoch),
+    resumedFromEpoch: startEpoch,
+    history,
+    elapsedMs: Date.now() - t0,
+  };
+}
