@@ -158,7 +158,6 @@ export class MineEstimator extends Module {
     if (this.biasCorrection) this.ema = this.addWeight('ema', tf.scalar(1), false);
   }
 
-
   /** The moving average of mean exp T over the marginal samples (bias correction only). */
   get movingAverage(): tf.Variable | null {
     return this.ema;
