@@ -246,13 +246,6 @@ export class Conv extends Module {
   apply(x: tf.Tensor): tf.Tensor {
     checkInput('Conv.apply', x, this.ndim, this.inChannels);
     return tf.tidy(() => {
-      let input = x;
-      let pad: 'same' | 'valid' = 'valid';
-      if (this.padding === 'same' || this.padding === 'valid') pad = this.padding;
-      else if (this.padding > 0) {
-        const p = this.padding;
-        input = tf.pad(x, [[0, 0], ...new Array(this.ndim).fill([p, p]), [0, 0]]);
-      }
       // tfjs convolutions have no gradient for dilation > 1: dilate the kernel instead
       const kernel =
         this.dilation > 1 ? dilateKernel(this.kernel, this.ndim, this.dilation) : this.kernel;
@@ -260,11 +253,22 @@ export class Conv extends Module {
         this.ndim === 2 && this.stride === 1
           ? stride1Pads(this.padding, kernel.shape[0]!, kernel.shape[1]!)
           : null;
-      const y = fast
-        ? conv2dStride1(x as tf.Tensor4D, kernel as tf.Tensor4D, fast)
-        : this.ndim === 2
-          ? tf.conv2d(input as tf.Tensor4D, kernel as tf.Tensor4D, this.stride, pad, 'NHWC')
-          : tf.conv3d(input as tf.Tensor5D, kernel as tf.Tensor5D, this.stride, pad, 'NDHWC');
+      let y: tf.Tensor;
+      if (fast) {
+        y = conv2dStride1(x as tf.Tensor4D, kernel as tf.Tensor4D, fast);
+      } else {
+        let input = x;
+        let pad: 'same' | 'valid' = 'valid';
+        if (this.padding === 'same' || this.padding === 'valid') pad = this.padding;
+        else if (this.padding > 0) {
+          const p = this.padding;
+          input = tf.pad(x, [[0, 0], ...new Array(this.ndim).fill([p, p]), [0, 0]]);
+        }
+        y =
+          this.ndim === 2
+            ? tf.conv2d(input as tf.Tensor4D, kernel as tf.Tensor4D, this.stride, pad, 'NHWC')
+            : tf.conv3d(input as tf.Tensor5D, kernel as tf.Tensor5D, this.stride, pad, 'NDHWC');
+      }
       return this.bias ? tf.add(y, this.bias) : y;
     });
   }
