@@ -1,5 +1,6 @@
 import { RegkitError } from '@regkit/core';
 import { RegkitIOError } from '@regkit/io';
+import { networkMethods } from '@regkit/networks';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { applyCommand } from './apply.js';
 import { deformCommand } from './deform.js';
@@ -114,7 +115,7 @@ export function buildProgram(io: CliIO = defaultIO): Command {
     program
       .command('register')
       .description(
-        'register --moving to --fixed by multi-resolution instance optimisation (no trained model), in the fixed grid',
+        'register --moving to --fixed in the fixed grid: multi-resolution instance optimisation (no trained model), or a trained network with --method and --weights',
       )
       .requiredOption('--fixed <file>', 'fixed image (NIfTI)')
       .requiredOption(
@@ -164,16 +165,43 @@ export function buildProgram(io: CliIO = defaultIO): Command {
         '--png <file>',
         'preview PNG: checkerboard of fixed and warped with the deformed grid',
       )
+      .option(
+        '--method <name>',
+        `register with a trained network of this method (${networkMethods().join(', ')}) instead of instance optimisation`,
+      )
+      .option('--weights <dir>', 'directory of the trained network (model.json + weights.bin)')
       .option('--force', 'replace existing outputs'),
-  ).action(async (o: Common & Parameters<typeof registerCommand>[0]) => {
+  ).action(async (o: Common & Parameters<typeof registerCommand>[0], command: Command) => {
+    if (o.method) {
+      const instanceOnly = {
+        similarity: '--similarity',
+        transform: '--transform',
+        levels: '--levels',
+        iterations: '--iterations',
+        learningRate: '--learning-rate',
+        regularisation: '--regularisation',
+        skipFinest: '--skip-finest',
+        seed: '--seed',
+      };
+      for (const [key, flag] of Object.entries(instanceOnly)) {
+        if (command.getOptionValueSource(key) === 'cli') {
+          throw new UsageError(`${flag} applies to instance optimisation, not to --method`);
+        }
+      }
+    }
     await setupBackend(o.backend);
     const summary = await registerCommand(o, createProgress(!!(o.json || o.quiet)));
     if (o.json) io.out(`${JSON.stringify(summary)}\n`);
     else {
       const last = summary.levels[summary.levels.length - 1];
-      io.out(
-        `registered ${o.moving} → ${o.fixed} (${summary.shape.join('×')}, ${summary.similarity}${summary.resampled ? ', moving resampled through the affines' : ''}) in ${fmt(summary.seconds, 1)} s; final ${summary.similarity} ${fmt(last?.similarity ?? Number.NaN, 4)}, folding ${fmt(summary.foldingPercent, 3)} %\n`,
-      );
+      if (summary.method !== 'instance') {
+        io.out(
+          `registered ${o.moving} → ${o.fixed} (${summary.shape.join('×')}) with the ${summary.method} network ${summary.weights} in ${fmt(summary.seconds, 1)} s; folding ${fmt(summary.foldingPercent, 3)} %\n`,
+        );
+      } else
+        io.out(
+          `registered ${o.moving} → ${o.fixed} (${summary.shape.join('×')}, ${summary.similarity}${summary.resampled ? ', moving resampled through the affines' : ''}) in ${fmt(summary.seconds, 1)} s; final ${summary.similarity} ${fmt(last?.similarity ?? Number.NaN, 4)}, folding ${fmt(summary.foldingPercent, 3)} %\n`,
+        );
       for (const [k, p] of Object.entries(summary.outputs)) io.out(`  ${k}: ${p}\n`);
     }
   });

@@ -1,4 +1,4 @@
-import { tf } from '@regkit/core';
+import { resizeField, resizeImage, tf } from '@regkit/core';
 import {
   type NiftiWriteDatatype,
   saveSlicePng,
@@ -8,6 +8,7 @@ import {
   writeNifti,
 } from '@regkit/io';
 import { foldingFraction } from '@regkit/metrics';
+import { loadRegistrationNetwork } from '@regkit/networks';
 import { UsageError } from './errors.js';
 import { checkOutputs, disposeVolumes, readInput } from './files.js';
 import { sameGrid, warpThroughAffines } from './geometry.js';
@@ -39,12 +40,20 @@ export interface RegisterCommandOptions {
   outLabels?: string;
   png?: string;
   force?: boolean;
+  /** Register with a trained network of this method instead of instance optimisation. */
+  method?: string;
+  /** Directory of the trained network (`saveRegistrationNetwork`), with `method`. */
+  weights?: string;
 }
 
 /** What `register` reports (printed with `--json`). */
 export interface RegisterSummary {
   fixed: string;
   moving: string;
+  /** `'instance'` (optimisation) or the network method. */
+  method: string;
+  /** The network directory, when a network registered. */
+  weights?: string;
   similarity: Similarity;
   transform: TransformModel;
   resampled: boolean;
@@ -79,8 +88,60 @@ export async function writeLabels(path: string, volume: Volume): Promise<void> {
 }
 
 /**
- * `regkit register`: instance-optimisation registration of a moving image to a fixed one,
- * in the fixed image's grid (the moving image is mapped through both affines when the grids
+ * Registers normalised `moving` to `fixed` (`[1, ...S, 1]`, same grid) with the trained
+ * network in `weights`: inputs resampled to the network's grid, the predicted displacement(s)
+ * resampled back to S (vectors rescaled).
+ */
+async function registerWithNetwork(
+  method: string,
+  weights: string,
+  fixed: tf.Tensor,
+  moving: tf.Tensor,
+  normalise: (image: tf.Tensor, lower: number, upper: number) => Promise<tf.Tensor>,
+  fixedRaw: tf.Tensor,
+  movingRaw: tf.Tensor,
+): Promise<{ field: tf.Tensor; inverseField?: tf.Tensor }> {
+  const net = await loadRegistrationNetwork(weights);
+  const toDispose: tf.Tensor[] = [];
+  try {
+    const { inputShape, normalisation } = net.metadata;
+    if (net.metadata.method !== method) {
+      throw new UsageError(
+        `--weights ${weights} holds a ${net.metadata.method} network, not ${method}`,
+      );
+    }
+    const shape = fixed.shape.slice(1, -1);
+    if (shape.length !== inputShape.length) {
+      throw new UsageError(
+        `the ${method} network in ${weights} registers ${inputShape.length}D images (${inputShape.join('×')}); the images are ${shape.length}D (${shape.join('×')})`,
+      );
+    }
+    let f = fixed;
+    let m = moving;
+    if (normalisation) {
+      f = await normalise(fixedRaw, normalisation.lower, normalisation.upper);
+      m = await normalise(movingRaw, normalisation.lower, normalisation.upper);
+      toDispose.push(f, m);
+    }
+    const same = tf.util.arraysEqual(shape, inputShape);
+    return tf.tidy(() => {
+      const fi = same ? f : resizeImage(f, inputShape);
+      const mi = same ? m : resizeImage(m, inputShape);
+      const p = net.predict(mi, fi);
+      const back = (u: tf.Tensor) => (same ? u : resizeField(u, shape));
+      return p.inverse
+        ? { field: back(p.forward), inverseField: back(p.inverse) }
+        : { field: back(p.forward) };
+    });
+  } finally {
+    tf.dispose(toDispose);
+    net.dispose();
+  }
+}
+
+/**
+ * `regkit register`: registration of a moving image to a fixed one by instance optimisation
+ * or, with `method` and `weights`, by a trained network, in the fixed image's grid (the moving image is mapped through both affines when the grids
  * differ). Writes the warped image and, when asked, the ITK/ANTs displacement field, its
  * inverse, warped labels and a PNG preview.
  */
@@ -96,6 +157,8 @@ export async function registerCommand(
   if (!['velocity', 'displacement'].includes(transform)) {
     throw new UsageError(`--transform must be velocity or displacement, got '${o.transform}'`);
   }
+  if (o.method && !o.weights) throw new UsageError('--method needs --weights <dir>');
+  if (o.weights && !o.method) throw new UsageError('--weights needs --method <name>');
   if (o.outLabels && !o.movingLabels) throw new UsageError('--out-labels needs --moving-labels');
   if (o.movingLabels && !o.outLabels) throw new UsageError('--moving-labels needs --out-labels');
   if (o.inverseField && !o.field && typeof o.inverseField !== 'string') {
@@ -165,7 +228,31 @@ export async function registerCommand(
     if (o.regularisation !== undefined) options.regularisation = o.regularisation;
     if (o.skipFinest !== undefined) options.skipFinest = o.skipFinest;
     if (o.seed !== undefined) options.seed = o.seed;
-    const result = await registerImages(f, m, options);
+    let result: {
+      field: tf.Tensor;
+      inverseField?: tf.Tensor;
+      levels: { shape: number[]; similarity: number; iterations: number }[];
+    };
+    if (o.method) {
+      progress.start(`registering with ${o.method}`, 1);
+      const movingRaw = (movingOnFixed ?? moving).data;
+      const r = await registerWithNetwork(
+        o.method,
+        o.weights!,
+        f,
+        m,
+        normalizeIntensity,
+        fixed.data,
+        movingRaw,
+      );
+      progress.update(1, o.method);
+      result = { ...r, levels: [] };
+      if (inversePath && !r.inverseField) {
+        throw new UsageError(`the ${o.method} network gives no inverse; drop --inverse-field`);
+      }
+    } else {
+      result = await registerImages(f, m, options);
+    }
     progress.stop();
     toDispose.push(result.field);
     if (result.inverseField) toDispose.push(result.inverseField);
@@ -196,6 +283,8 @@ export async function registerCommand(
     return {
       fixed: o.fixed,
       moving: o.moving,
+      method: o.method ?? 'instance',
+      ...(o.weights ? { weights: o.weights } : {}),
       similarity,
       transform,
       resampled,

@@ -113,6 +113,85 @@ describe('regkit command line', () => {
     expect(statSync(t1).mtimeMs).toBe(before);
   });
 
+  it('register --method voxelmorph --weights runs a saved network: a constant velocity gives the exact translation, resampled to the image grid', async () => {
+    const { initBackend, tf } = await import('@regkit/core');
+    const { createVoxelMorph, saveRegistrationNetwork } = await import('@regkit/networks');
+    const { readDisplacementField, readNifti } = await import('@regkit/io');
+    await initBackend('cpu');
+    const options = { ndim: 2, encoder: [4, 8], decoder: [8, 8, 4], seed: 3 } as const;
+    const model = createVoxelMorph(options);
+    tf.tidy(() => {
+      model.flow.kernel.assign(tf.zerosLike(model.flow.kernel));
+      model.flow.bias!.assign(tf.tensor1d([0.8, -0.5]));
+    });
+    const weights = join(dir, 'vxm-weights');
+    await saveRegistrationNetwork(weights, model, {
+      method: 'voxelmorph',
+      options: { ...options },
+      inputShape: [32, 32],
+    });
+    model.dispose();
+    const p = (n: string) => join(dir, n);
+    const base = ['register', '--fixed', pd, '--moving', t1, '--out', p('net_warped.nii.gz')];
+    const reg = await regkit(
+      [
+        ...base,
+        '--field',
+        p('net_field.nii.gz'),
+        '--inverse-field',
+        '--method',
+        'voxelmorph',
+        '--weights',
+        weights,
+        '--json',
+      ],
+      dir,
+    );
+    expect(reg.code, reg.stderr).toBe(0);
+    const summary = JSON.parse(reg.stdout);
+    expect(summary.method).toBe('voxelmorph');
+    expect(summary.foldingPercent).toBe(0);
+    // the images are 181×217: a translation of (0.8, −0.5) voxels of the 32×32 network grid
+    // is (0.8·180/31, −0.5·216/31) voxels of the image grid (corner-aligned resampling)
+    const reference = await readNifti(pd);
+    const expected = tf.tensor1d([(0.8 * 180) / 31, (-0.5 * 216) / 31]);
+    for (const [name, sign] of [
+      ['net_field.nii.gz', 1],
+      ['net_field_inverse.nii.gz', -1],
+    ] as const) {
+      const field = await readDisplacementField(p(name), reference);
+      const err = tf.tidy(
+        () => tf.max(tf.abs(tf.sub(field, tf.mul(expected, sign)))).dataSync()[0]!,
+      );
+      expect(err, name).toBeLessThan(2e-3);
+      field.dispose();
+    }
+    reference.data.dispose();
+    expected.dispose();
+
+    const usage = async (args: string[], message: RegExp) => {
+      const r = await regkit([...base, '--force', ...args], dir);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(message);
+    };
+    await usage(['--method', 'voxelmorph'], /--method needs --weights/);
+    await usage(['--weights', weights], /--weights needs --method/);
+    await usage(
+      ['--method', 'voxelmorph', '--weights', weights, '--similarity', 'mi'],
+      /--similarity applies to instance optimisation/,
+    );
+    await usage(
+      ['--method', 'sitreg', '--weights', weights],
+      /holds a voxelmorph network, not sitreg/,
+    );
+    const missing = await regkit(
+      [...base, '--force', '--method', 'voxelmorph', '--weights', p('nowhere')],
+      dir,
+    );
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/nowhere has no model\.json/);
+  });
+
   it('registers the 2D T1 → deformed PD pair: Dice of the labels improves, the field round-trips through apply', async () => {
     // labels of the T1 slice: automatic intensity classes, written by the library
     const { readNifti, volumeLike, writeNifti } = await import('@regkit/io');

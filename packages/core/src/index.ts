@@ -32,7 +32,12 @@ export {
 export { RegkitBackendError, RegkitError } from './errors.js';
 export { affineField, identityGrid } from './grid.js';
 export { jacobianDeterminant, spatialGradient } from './jacobian.js';
-export { registerKernelFixes, replaceKernel, WASM_KERNELS_REPLACED } from './kernel_fixes.js';
+export {
+  isInitialKernel,
+  registerKernelFixes,
+  replaceKernel,
+  WASM_KERNELS_REPLACED,
+} from './kernel_fixes.js';
 export {
   RegkitBoxSum,
   type RegkitBoxSumAttrs,

@@ -96,6 +96,19 @@ const unsortedSegmentSum: KernelFunc = ({ inputs, backend, attrs }) => {
 
 let installed = false;
 
+/** The kernel functions registered when core was imported, by `backend/kernel`. */
+const initialKernels = new Map<string, KernelFunc>();
+
+/**
+ * True when `kernelName` on `backendName` is still the kernel registered when `@regkit/core`
+ * was imported (the stock tfjs one or core's cpu delegate), i.e. nobody (such as
+ * `@regkit/kernels`) has replaced it since. Ops use this to route around slow stock kernels.
+ */
+export function isInitialKernel(kernelName: string, backendName: string): boolean {
+  const initial = initialKernels.get(`${backendName}/${kernelName}`);
+  return initial !== undefined && tf.getKernel(kernelName, backendName)?.kernelFunc === initial;
+}
+
 /** Registers the fixes above (idempotent; runs on import of `@regkit/core`). */
 export function registerKernelFixes(): void {
   if (installed) return;
@@ -114,6 +127,11 @@ export function registerKernelFixes(): void {
     const replace = (WASM_KERNELS_REPLACED as readonly string[]).includes(kernelName);
     if (replace || !tf.getKernel(kernelName, 'wasm')) {
       replaceKernel({ kernelName, backendName: 'wasm', kernelFunc: cpuDelegate(kernelName) });
+    }
+  }
+  for (const backendName of ['cpu', 'wasm']) {
+    for (const { kernelName, kernelFunc } of tf.getKernelsForBackend(backendName)) {
+      initialKernels.set(`${backendName}/${kernelName}`, kernelFunc);
     }
   }
 }

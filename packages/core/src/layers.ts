@@ -1,5 +1,6 @@
 import { RegkitMaxPool, RegkitMaxPoolGrad } from './kernel_names.js';
 import './max_pool.js';
+import { isInitialKernel } from './kernel_fixes.js';
 import { Module } from './module.js';
 import { mulberry32 } from './random.js';
 import { tf } from './tf.js';
@@ -111,6 +112,38 @@ function stride1Pads(
 }
 
 /**
+ * The filter gradient of a stride-1 'valid' 2D convolution of `x` `[B, Hp, Wp, ci]` giving
+ * `dy` `[B, H, W, co]`: dW[i, j, c, o] = Σ x[b, h + i, w + j, c]·dy[b, h, w, o]. On cpu and wasm
+ * without `@regkit/kernels` the stock Conv2DBackpropFilter is a scalar loop (12.7 s for a
+ * 96×112 32→16 3×3 layer); the same sum is a forward convolution of x with channels and batch
+ * swapped by dy as the filter (18 ms on wasm, docs/tfjs-pitfalls.md). Registered kernels
+ * (`@regkit/kernels`: 6 ms; GPU backends) are used as they are.
+ */
+function conv2dFilterGradient(
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  filterShape: [number, number, number, number],
+): tf.Tensor {
+  const backend = tf.getBackend();
+  if (
+    (backend === 'cpu' || backend === 'wasm') &&
+    isInitialKernel('Conv2DBackpropFilter', backend)
+  ) {
+    return tf.tidy(() => {
+      const xt = tf.transpose(x, [3, 1, 2, 0]) as tf.Tensor4D; // [ci, Hp, Wp, B]
+      const filter = tf.transpose(dy, [1, 2, 0, 3]) as tf.Tensor4D; // [H, W, B, co]
+      return tf.transpose(tf.conv2d(xt, filter, 1, 'valid'), [1, 2, 0, 3]); // [kh, kw, ci, co]
+    });
+  }
+  return tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, {
+    strides: 1,
+    pad: 'valid',
+    dataFormat: 'NHWC',
+    filterShape,
+  } as unknown as tf.NamedAttrMap) as tf.Tensor;
+}
+
+/**
  * Stride-1 2D convolution whose input gradient is itself a convolution (of the padded dy
  * with the flipped, transposed kernel): tfjs-backend-wasm's Conv2DBackpropInput is a scalar
  * loop ~10× slower than its XNNPACK Conv2D (docs/tfjs-pitfalls.md).
@@ -130,13 +163,7 @@ function conv2dStride1(x: tf.Tensor4D, kernel: tf.Tensor4D, pads: number[][]): t
         const flipped = tf.transpose(tf.reverse(ws, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
         const back = pads.map(([b, a], i) => [[kh, kw][i]! - 1 - b!, [kh, kw][i]! - 1 - a!]);
         const dx = tf.conv2d(padOf(dy, back), flipped, 1, 'valid');
-        const dw = tf.engine().runKernel('Conv2DBackpropFilter', { x: padOf(xs, pads), dy }, {
-          strides: 1,
-          pad: 'valid',
-          dataFormat: 'NHWC',
-          filterShape: ws.shape,
-        } as unknown as tf.NamedAttrMap) as tf.Tensor;
-        return [dx, dw];
+        return [dx, conv2dFilterGradient(padOf(xs, pads), dy, ws.shape)];
       },
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]);

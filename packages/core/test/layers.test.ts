@@ -5,8 +5,10 @@ import {
   Dense,
   GroupNorm,
   initialWeight,
+  isInitialKernel,
   Module,
   maxPool,
+  replaceKernel,
   tf,
   upsampleNearest,
 } from '@regkit/core';
@@ -104,6 +106,56 @@ class Pair extends Module {
   readonly b = this.addModule('b', new Dense(2, 3, { init: 'glorotUniform', seed: 2 }));
   readonly s = this.addWeight('scale', tf.ones([1]), false);
 }
+
+describe('Conv filter gradient: computed as a convolution unless the kernel was replaced', () => {
+  it.each(['cpu', 'wasm'])('%s', async (backend) => {
+    await useBackend(backend as 'cpu' | 'wasm', 'kernel');
+    const c = cases.find(
+      (k) => k.op === 'conv' && k.params.ndim === 2 && k.params.stride === 1 && k.params.dilation === 1,
+    )!;
+    const p = c.params as Record<string, number | string | boolean>;
+    const dkernel = () =>
+      tf.tidy(() => {
+        const conv = new Conv(2, p.inChannels as number, p.outChannels as number, {
+          kernelSize: p.kernelSize as number,
+          padding: p.padding as 'same' | 'valid' | number,
+          bias: false,
+        });
+        conv.setWeights({ kernel: tensorOf(c.inputs.kernel!) });
+        const x = tensorOf(c.inputs.x!);
+        const r = tensorOf(c.inputs.r!);
+        const out = tf.variableGrads(() => tf.sum(tf.mul(conv.apply(x), r)) as tf.Scalar, [
+          conv.kernel,
+        ]).grads[conv.kernel.name]!;
+        const copy = out.clone();
+        conv.dispose();
+        return copy;
+      });
+    expect(isInitialKernel('Conv2DBackpropFilter', backend)).toBe(true);
+    const viaConv = dkernel();
+    expectClose(viaConv, c.outputs.dkernel!, 2e-4);
+    const original = tf.getKernel('Conv2DBackpropFilter', backend)!;
+    let calls = 0;
+    replaceKernel({
+      ...original,
+      kernelFunc: (args) => {
+        calls++;
+        return original.kernelFunc(args);
+      },
+    });
+    try {
+      expect(isInitialKernel('Conv2DBackpropFilter', backend)).toBe(false);
+      const viaKernel = dkernel();
+      expect(calls).toBeGreaterThan(0);
+      expectClose(viaKernel, c.outputs.dkernel!, 2e-4);
+      tf.dispose(viaKernel);
+    } finally {
+      replaceKernel(original);
+    }
+    expect(isInitialKernel('Conv2DBackpropFilter', backend)).toBe(true);
+    tf.dispose(viaConv);
+  });
+});
 
 describe('Module', () => {
   beforeAll(async () => {

@@ -5,6 +5,17 @@
  *
  * @packageDocumentation
  */
+
+export {
+  loadRegistrationNetwork,
+  type NetworkBuilder,
+  type NetworkMetadata,
+  type NetworkPrediction,
+  networkMethods,
+  type RegistrationNetwork,
+  registerNetworkBuilder,
+  saveRegistrationNetwork,
+} from './pretrained.js';
 export {
   type Regulariser,
   type Similarity,
@@ -18,6 +29,7 @@ export {
 export { createUnet, Unet, type UnetOptions } from './unet.js';
 export {
   createVoxelMorph,
+  optimalLogVariance,
   VoxelMorph,
   type VoxelMorphCallOptions,
   type VoxelMorphOptions,

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { composeFields, jacobianDeterminant, tf } from '@regkit/core';
-import { createUnet, createVoxelMorph } from '@regkit/networks';
+import { velocityKlLoss } from '@regkit/losses';
+import { createUnet, createVoxelMorph, optimalLogVariance } from '@regkit/networks';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type ArrayFixture, BACKENDS, expectClose, tensorOf, useBackend } from './helpers.js';
 
@@ -116,6 +117,33 @@ describe('VoxelMorph', () => {
       const diff = tf.max(tf.abs(tf.sub(a.velocity, c.velocity))).dataSync()[0]!;
       expect(diff).toBeGreaterThan(1e-4); // σ = e^−5 ≈ 0.0067
       expect(diff).toBeLessThan(0.1);
+    });
+    model.dispose();
+  });
+
+  it('logVarianceBias sets the head; optimalLogVariance minimises the KL variance term', () => {
+    const s = optimalLogVariance(2, 10);
+    expect(s).toBeCloseTo(-Math.log(40), 12);
+    expect(() =>
+      createVoxelMorph({ ndim: 2, probabilistic: true, logVarianceBias: Number.NaN }),
+    ).toThrow(/logVarianceBias/);
+    const model = createVoxelMorph({
+      ndim: 2,
+      encoder: [4, 8],
+      decoder: [8, 8, 4],
+      probabilistic: true,
+      logVarianceBias: s,
+    });
+    tf.tidy(() => {
+      const m = tf.randomUniform([1, 16, 16, 1], 0, 1, 'float32', 1);
+      const out = model.apply(m, m);
+      expect(tf.mean(out.logVariance!).dataSync()[0]!).toBeCloseTo(s, 3);
+      // interior voxels have 4 neighbours: the KL of a constant log-variance c on a large grid
+      // is smallest near c = −log(4λ) (borders shift it by < 0.02)
+      const zero = tf.zeros([1, 128, 128, 2]);
+      const kl = (c: number) => velocityKlLoss(zero, tf.fill([1, 128, 128, 2], c)).dataSync()[0]!;
+      expect(kl(s)).toBeLessThan(kl(s - 0.05));
+      expect(kl(s)).toBeLessThan(kl(s + 0.05));
     });
     model.dispose();
   });
