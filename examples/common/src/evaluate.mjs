@@ -36,7 +36,9 @@ async function meanComposition(u, v) {
  * - `inverseConsistency` (mean |forward ∘ inverse − id| and |inverse ∘ forward − id|, voxels)
  *   when the method returns an inverse;
  * - `cycleConsistency` with `cycle: true`: the forward field of the swapped pair must be the
- *   inverse of this one: mean |forward(a, b) ∘ forward(b, a) − id|;
+ *   inverse of this one: mean |forward(a, b) ∘ forward(b, a) − id| (voxels; includes the
+ *   resampling error of the composition), and `swapError`, max |forward(b, a) − inverse(a, b)|,
+ *   for methods that return an inverse;
  * - `ms`: median wall time of `register` (forward field read back), and `before` metrics of
  *   the identity.
  * `register = null` evaluates the identity.
@@ -78,6 +80,13 @@ export async function evaluateMethod(
       if (cycle && register) {
         const swapped = await register(pair.fixed, pair.moving);
         row.cycleConsistency = await meanComposition(out.forward, swapped.forward);
+        if (out.inverse) {
+          // the swapped pair's forward field against this pair's inverse: 0 for a method
+          // that is inverse consistent by construction (SITReg), up to float rounding
+          const d = tf.tidy(() => tf.max(tf.abs(tf.sub(swapped.forward, out.inverse))));
+          row.swapError = (await d.data())[0];
+          d.dispose();
+        }
         tf.dispose(Object.values(swapped).filter((t) => t instanceof tf.Tensor));
       }
       tf.dispose([warped, field]);

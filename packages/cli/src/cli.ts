@@ -169,7 +169,10 @@ export function buildProgram(io: CliIO = defaultIO): Command {
         '--method <name>',
         `register with a trained network of this method (${networkMethods().join(', ')}) instead of instance optimisation`,
       )
-      .option('--weights <dir>', 'directory of the trained network (model.json + weights.bin)')
+      .option(
+        '--weights <dir>',
+        'directory of the trained network (model.json + weights.bin); default: the bundled weights of the method (sitreg)',
+      )
       .option('--force', 'replace existing outputs'),
   ).action(async (o: Common & Parameters<typeof registerCommand>[0], command: Command) => {
     if (o.method) {

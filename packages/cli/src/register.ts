@@ -8,7 +8,7 @@ import {
   writeNifti,
 } from '@regkit/io';
 import { foldingFraction } from '@regkit/metrics';
-import { loadRegistrationNetwork } from '@regkit/networks';
+import { BUNDLED_WEIGHTS, bundledWeights, loadRegistrationNetwork } from '@regkit/networks';
 import { UsageError } from './errors.js';
 import { checkOutputs, disposeVolumes, readInput } from './files.js';
 import { sameGrid, warpThroughAffines } from './geometry.js';
@@ -157,7 +157,15 @@ export async function registerCommand(
   if (!['velocity', 'displacement'].includes(transform)) {
     throw new UsageError(`--transform must be velocity or displacement, got '${o.transform}'`);
   }
-  if (o.method && !o.weights) throw new UsageError('--method needs --weights <dir>');
+  if (o.method && !o.weights) {
+    const bundled = bundledWeights(o.method);
+    if (!bundled) {
+      throw new UsageError(
+        `--method ${o.method} needs --weights <dir> (weights are bundled for: ${Object.keys(BUNDLED_WEIGHTS).join(', ')})`,
+      );
+    }
+    o = { ...o, weights: bundled };
+  }
   if (o.weights && !o.method) throw new UsageError('--weights needs --method <name>');
   if (o.outLabels && !o.movingLabels) throw new UsageError('--out-labels needs --moving-labels');
   if (o.movingLabels && !o.outLabels) throw new UsageError('--moving-labels needs --out-labels');

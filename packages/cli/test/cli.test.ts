@@ -174,7 +174,10 @@ describe('regkit command line', () => {
       expect(r.code, r.stderr).toBe(2);
       expect(r.stderr).toMatch(message);
     };
-    await usage(['--method', 'voxelmorph'], /--method needs --weights/);
+    await usage(
+      ['--method', 'voxelmorph'],
+      /--method voxelmorph needs --weights <dir> \(weights are bundled for: sitreg\)/,
+    );
     await usage(['--weights', weights], /--weights needs --method/);
     await usage(
       ['--method', 'voxelmorph', '--weights', weights, '--similarity', 'mi'],

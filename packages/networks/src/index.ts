@@ -7,6 +7,8 @@
  */
 
 export {
+  BUNDLED_WEIGHTS,
+  bundledWeights,
   loadRegistrationNetwork,
   type NetworkBuilder,
   type NetworkMetadata,
@@ -16,6 +18,20 @@ export {
   registerNetworkBuilder,
   saveRegistrationNetwork,
 } from './pretrained.js';
+/** SITReg: symmetric, inverse-consistent, topology-preserving multi-resolution registration. */
+export {
+  createSitreg,
+  Sitreg,
+  SitregFeatureExtractor,
+  SitregHead,
+  type SitregLossOptions,
+  type SitregLossTerms,
+  type SitregOptions,
+  type SitregOutput,
+  sitregLoss,
+  type TrainSitregOptions,
+  trainSitreg,
+} from './sitreg.js';
 export {
   type Regulariser,
   type Similarity,

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { fail, type Module, tf } from '@regkit/core';
 import { createVoxelMorph, type VoxelMorphOptions } from './voxelmorph.js';
 import { readWeights, saveWeights } from './weights.js';
@@ -54,6 +55,20 @@ const builders = new Map<string, NetworkBuilder>();
  */
 export function registerNetworkBuilder(method: string, builder: NetworkBuilder): void {
   builders.set(method, builder);
+}
+
+/**
+ * The trained weights shipped with this package (in its `weights/` folder), by method: a 2D
+ * SITReg trained by examples/sitreg (see its README for the data and the figures).
+ */
+export const BUNDLED_WEIGHTS: Readonly<Record<string, string>> = {
+  sitreg: fileURLToPath(new URL('../weights/sitreg-2d', import.meta.url)),
+};
+
+/** The directory of the bundled weights of `method`, or null when there are none. */
+export function bundledWeights(method: string): string | null {
+  const dir = BUNDLED_WEIGHTS[method];
+  return dir && existsSync(join(dir, 'model.json')) ? dir : null;
 }
 
 /** Methods `loadRegistrationNetwork` can rebuild. */

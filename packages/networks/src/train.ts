@@ -41,17 +41,36 @@ export interface TrainingProgress {
   elapsedMs: number;
 }
 
+/**
+ * A custom training objective: the weighted similarity and regularisation terms of one pair
+ * (their sum is minimised). `step` counts optimiser steps from 1 (a seed for sampling).
+ */
+export type TrainingObjective = (
+  pair: TrainingPair,
+  step: number,
+) => { similarity: tf.Scalar; regularisation: tf.Scalar };
+
 /** Options of {@link trainRegistration}. */
 export interface TrainRegistrationOptions {
-  /** The network (trained in place). */
-  model: VoxelMorph;
+  /**
+   * The network (trained in place): a VoxelMorph, or with {@link TrainRegistrationOptions.objective}
+   * any {@link Module} (SITReg, INNReg, ...).
+   */
+  model: VoxelMorph | Module;
+  /**
+   * Replaces the similarity and regulariser terms by a method's own loss (e.g. SITReg's
+   * symmetric LNCC): every trainable variable of `model` (and of a Module `similarity`)
+   * trains, with the same checkpoints, progress and divergence stop.
+   */
+  objective?: TrainingObjective;
   /** Returns the training pair of (epoch, step): make it deterministic for exact resumption. */
   data: (epoch: number, step: number) => TrainingPair | Promise<TrainingPair>;
   /** Number of epochs. */
   epochs: number;
   /** Optimiser steps per epoch (default 1). */
   stepsPerEpoch?: number;
-  similarity: Similarity;
+  /** The similarity (required unless `objective` is given). */
+  similarity?: Similarity;
   /** α, the weight of the similarity term (default 1). */
   similarityWeight?: number;
   /** Default: `'kl'` for probabilistic models, `'diffusion'` otherwise. */
@@ -110,7 +129,10 @@ interface CheckpointJson {
 const CHECKPOINT = 'checkpoint.json';
 
 /** Every trained variable by path; `model/…` and `similarity/…`. */
-function namedTrainables(model: Module, similarity: Similarity): Array<[string, tf.Variable]> {
+function namedTrainables(
+  model: Module,
+  similarity: Similarity | undefined,
+): Array<[string, tf.Variable]> {
   const out = model.namedVariables().map(([p, v]) => [`model/${p}`, v] as [string, tf.Variable]);
   if (similarity instanceof Module) {
     for (const [p, v] of similarity.namedVariables()) out.push([`similarity/${p}`, v]);
@@ -266,10 +288,17 @@ export async function trainRegistration(
 ): Promise<TrainingResult> {
   const fn = 'trainRegistration';
   const o = options;
-  const model = o.model;
-  if (!model || typeof model.apply !== 'function' || !(model instanceof Module)) {
+  const objective = o.objective;
+  if (objective !== undefined && typeof objective !== 'function') {
+    fail(fn, `'objective' must be a function (pair, step) => { similarity, regularisation }`);
+  }
+  if (
+    !(o.model instanceof Module) ||
+    (!objective && typeof (o.model as VoxelMorph).apply !== 'function')
+  ) {
     fail(fn, `'model' must be a registration network such as createVoxelMorph(...)`);
   }
+  const model = o.model as VoxelMorph;
   const epochs = o.epochs;
   const stepsPerEpoch = o.stepsPerEpoch ?? 1;
   for (const [name, v] of [
@@ -292,7 +321,7 @@ export async function trainRegistration(
   }
   if (!(lr > 0 && Number.isFinite(lr))) fail(fn, `'learningRate' must be > 0, got ${lr}`);
   const regulariser = o.regulariser ?? (model.probabilistic ? 'kl' : 'diffusion');
-  if (regulariser === 'kl' && !model.probabilistic) {
+  if (!objective && regulariser === 'kl' && !model.probabilistic) {
     fail(
       fn,
       `the 'kl' regulariser needs a probabilistic model (createVoxelMorph({ probabilistic: true }))`,
@@ -307,7 +336,9 @@ export async function trainRegistration(
       ? similarity
       : similarity && typeof similarity.loss === 'function'
         ? (f: tf.Tensor, w: tf.Tensor) => similarity.loss(f, w)
-        : fail(fn, `'similarity' must be a loss function or a module with a loss() method`);
+        : objective && similarity === undefined
+          ? null
+          : fail(fn, `'similarity' must be a loss function or a module with a loss() method`);
 
   const optimizer = tf.train.adam(lr, o.beta1 ?? 0.9, o.beta2 ?? 0.999);
   const history: number[] = [];
@@ -323,8 +354,13 @@ export async function trainRegistration(
   };
 
   const lossOf = (pair: TrainingPair, terms: tf.Scalar[], noiseSeed: number) => (): tf.Scalar => {
+    if (objective) {
+      const t = objective(pair, noiseSeed);
+      terms.push(tf.keep(t.similarity), tf.keep(t.regularisation));
+      return tf.add(t.similarity, t.regularisation) as tf.Scalar;
+    }
     const out = model.apply(pair.moving, pair.fixed, { sample: true, noiseSeed });
-    const sim = tf.mul(similarityLoss(pair.fixed, out.warped), alpha) as tf.Scalar;
+    const sim = tf.mul(similarityLoss!(pair.fixed, out.warped), alpha) as tf.Scalar;
     let reg: tf.Scalar;
     if (regulariser === 'kl')
       reg = velocityKlLoss(out.mean!, out.logVariance!, { priorLambda: lambda });
@@ -340,7 +376,7 @@ export async function trainRegistration(
     // from one call, so they train and checkpoint from the first step
     const pair = await next(0, 0);
     tf.tidy(() => {
-      similarityLoss(pair.fixed, pair.moving);
+      similarityLoss!(pair.fixed, pair.moving);
     });
     tf.dispose([pair.moving, pair.fixed]);
   }
