@@ -78,7 +78,8 @@ const METHODS = {
 
 async function run(dataset, taskKey, methodKey) {
   const method = METHODS[methodKey];
-  if (!method) throw new Error(`unknown method '${methodKey}' (${Object.keys(METHODS).join(', ')})`);
+  if (!method)
+    throw new Error(`unknown method '${methodKey}' (${Object.keys(METHODS).join(', ')})`);
   const tag = `${taskKey}-${methodKey}-s${steps}`;
   const checkpointDir = join(args.out, 'checkpoints', tag);
   const data = (epoch, step) => trainingPair(dataset, epoch * STEPS_PER_EPOCH + step);

@@ -247,7 +247,7 @@ describe('regkit command line', () => {
     const truth = await readDisplacementField(p('sitreg_true.nii.gz'), reference);
     const field = await readDisplacementField(p('sitreg_field.nii.gz'), reference);
     const inverse = await readDisplacementField(p('sitreg_field_inverse.nii.gz'), reference);
-    const meanNorm = (t: tf.Tensor) =>
+    const meanNorm = (t: import('@tensorflow/tfjs-core').Tensor) =>
       tf.tidy(() => tf.mean(tf.sqrt(tf.sum(tf.square(t), -1))).dataSync()[0]!);
     const before = meanNorm(truth);
     const after = tf.tidy(() => meanNorm(tf.sub(field, truth)));

@@ -111,7 +111,8 @@ describe('Conv filter gradient: computed as a convolution unless the kernel was 
   it.each(['cpu', 'wasm'])('%s', async (backend) => {
     await useBackend(backend as 'cpu' | 'wasm', 'kernel');
     const c = cases.find(
-      (k) => k.op === 'conv' && k.params.ndim === 2 && k.params.stride === 1 && k.params.dilation === 1,
+      (k) =>
+        k.op === 'conv' && k.params.ndim === 2 && k.params.stride === 1 && k.params.dilation === 1,
     )!;
     const p = c.params as Record<string, number | string | boolean>;
     const dkernel = () =>
@@ -124,9 +125,10 @@ describe('Conv filter gradient: computed as a convolution unless the kernel was 
         conv.setWeights({ kernel: tensorOf(c.inputs.kernel!) });
         const x = tensorOf(c.inputs.x!);
         const r = tensorOf(c.inputs.r!);
-        const out = tf.variableGrads(() => tf.sum(tf.mul(conv.apply(x), r)) as tf.Scalar, [
-          conv.kernel,
-        ]).grads[conv.kernel.name]!;
+        const out = tf.variableGrads(
+          () => tf.sum(tf.mul(conv.apply(x), r)) as tf.Scalar,
+          [conv.kernel],
+        ).grads[conv.kernel.name]!;
         const copy = out.clone();
         conv.dispose();
         return copy;
