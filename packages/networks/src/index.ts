@@ -6,6 +6,23 @@
  * @packageDocumentation
  */
 
+/** INNReg: invertible translation network T + residual U-Net registration network R. */
+export {
+  createInnreg,
+  createInnregRegistrationNet,
+  Innreg,
+  type InnregLossOptions,
+  type InnregLossTerms,
+  type InnregLossWeights,
+  type InnregOptions,
+  InnregRegistrationNet,
+  type InnregRegistrationOptions,
+  type InnregRegistrationOutput,
+  InnregResidualBlock,
+  type InnregTrainingProgress,
+  type TrainInnregOptions,
+  trainInnreg,
+} from './innreg.js';
 export {
   BUNDLED_WEIGHTS,
   bundledWeights,
