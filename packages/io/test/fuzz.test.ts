@@ -2,7 +2,7 @@
  * Fuzzing readNifti: a few hundred seeded mutations of small valid files (.nii NIfTI-1 and
  * NIfTI-2, .nii.gz): header bytes flipped, random dims / datatype / vox_offset / scaling /
  * orientation fields, truncation, garbage appended, gzip corruption. Every call must either
- * succeed or throw a RegkitIOError (message starting with the file name) within 2 s.
+ * succeed or throw a RegkitIOError (message starting with the file name) within 10 s (a hang guard).
  */
 import { initBackend, mulberry32, tf } from '@regkit/core';
 import { RegkitIOError, readNifti } from '@regkit/io';
@@ -281,57 +281,69 @@ const BASES: Array<{ name: string; bytes: () => Uint8Array; mutations: Mutation[
 ];
 
 describe('readNifti fuzz (seeded)', () => {
-  it.each(BASES)('$name: every mutation reads or throws RegkitIOError within 2 s', async (base) => {
-    const before = tf.memory().numTensors;
-    const r = mulberry32(SEED + base.name.length);
-    const original = base.bytes();
-    const outcomes: Record<string, number> = {};
-    for (let n = 0; n < CASES_PER_BASE; n++) {
-      let bytes = original;
-      const applied: string[] = [];
-      const rounds = r() < 0.25 ? 2 : 1;
-      for (let k = 0; k < rounds; k++) {
-        const m = pick(r, base.mutations);
-        applied.push(m.name);
-        bytes = m.apply(bytes, r);
-      }
-      const name = `fuzz-${base.name}-${n}`;
-      const t0 = performance.now();
-      let outcome: string;
-      try {
-        const vol = await readNifti(bytes, { name, maxVoxels: 4096 });
-        vol.data.dispose();
-        outcome = 'ok';
-      } catch (e) {
-        if (!(e instanceof RegkitIOError)) {
-          throw new Error(
-            `case ${n} (${applied.join(' + ')}): ${String(e)}\n${(e as Error).stack}`,
-          );
+  it.each(BASES)(
+    '$name: every mutation reads or throws RegkitIOError within 10 s',
+    async (base) => {
+      const before = tf.memory().numTensors;
+      const r = mulberry32(SEED + base.name.length);
+      const original = base.bytes();
+      const outcomes: Record<string, number> = {};
+      for (let n = 0; n < CASES_PER_BASE; n++) {
+        let bytes = original;
+        const applied: string[] = [];
+        const rounds = r() < 0.25 ? 2 : 1;
+        for (let k = 0; k < rounds; k++) {
+          const m = pick(r, base.mutations);
+          applied.push(m.name);
+          bytes = m.apply(bytes, r);
         }
-        expect(e.message.startsWith(`${name}: `), e.message).toBe(true);
-        outcome = e.code;
+        const name = `fuzz-${base.name}-${n}`;
+        const t0 = performance.now();
+        let outcome: string;
+        try {
+          const vol = await readNifti(bytes, { name, maxVoxels: 4096 });
+          vol.data.dispose();
+          outcome = 'ok';
+        } catch (e) {
+          if (!(e instanceof RegkitIOError)) {
+            throw new Error(
+              `case ${n} (${applied.join(' + ')}): ${String(e)}\n${(e as Error).stack}`,
+            );
+          }
+          expect(e.message.startsWith(`${name}: `), e.message).toBe(true);
+          outcome = e.code;
+        }
+        const ms = performance.now() - t0;
+        // a hang guard, not a speed target: generous enough for a loaded CI machine
+        expect(ms, `case ${n} (${applied.join(' + ')}) took ${ms.toFixed(0)} ms`).toBeLessThan(
+          10_000,
+        );
+        outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
       }
-      const ms = performance.now() - t0;
-      expect(ms, `case ${n} (${applied.join(' + ')}) took ${ms.toFixed(0)} ms`).toBeLessThan(2000);
-      outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
-    }
-    console.log(`${base.name}: ${JSON.stringify(outcomes)}`);
-    expect(tf.memory().numTensors).toBe(before);
-  });
+      console.log(`${base.name}: ${JSON.stringify(outcomes)}`);
+      expect(tf.memory().numTensors).toBe(before);
+    },
+  );
 });
 
 describe('gzip bombs', () => {
-  it('a small header followed by 64 MB of zeros is read quickly, stopping at the bytes it needs', async () => {
+  it('a small header followed by 64 MB of zeros is read by inflating only the bytes it needs', async () => {
     const raw = gunzipSync(fixtureBytes('dt_int16_scaled.nii.gz'));
     const bomb = new Uint8Array(raw.length + 64 * 1024 * 1024);
     bomb.set(raw);
     const packed = gzipSync(bomb, { level: 9, mtime: GZ_DATE });
     expect(packed.length).toBeLessThan(200_000);
-    const t0 = performance.now();
     const vol = await readNifti(packed, { name: 'bomb.nii.gz' });
-    expect(performance.now() - t0).toBeLessThan(2000);
     expect(vol.data.shape).toEqual([1, 5, 4, 3, 1]);
     vol.data.dispose();
+    // it stops inflating once it has the voxels: a stream whose tail (megabytes of zeros
+    // later) is corrupt still reads, which a full decompression would refuse
+    const torn = packed.slice();
+    for (let i = torn.length - 2000; i < torn.length - 8; i++) torn[i] = 0xff;
+    expect(() => gunzipSync(torn)).toThrow();
+    const early = await readNifti(torn, { name: 'torn-bomb.nii.gz' });
+    expect(early.data.shape).toEqual([1, 5, 4, 3, 1]);
+    early.data.dispose();
     // the same stream claiming 4096³ voxels is refused from its header alone
     const dv = new DataView(bomb.buffer);
     for (const at of [42, 44, 46]) dv.setInt16(at, 4096, true);
