@@ -35,7 +35,7 @@ const { values: args } = parseArgs({
     tasks: { type: 'string', default: 't2,itk' },
     methods: {
       type: 'string',
-      default: 'innreg,innreg-no-cross,innreg-plain-nmi,vm-lncc,vm-mi',
+      default: 'innreg,innreg-no-cross,innreg-plain-nmi,innreg-code-barrier,vm-lncc,vm-mi',
     },
     steps: { type: 'string', default: '200' },
     'translator-blocks': { type: 'string', default: '4' },
@@ -72,6 +72,10 @@ const METHODS = {
     innreg: { crossTranslation: false },
   },
   'innreg-plain-nmi': { label: 'INNReg with plain NMI', innreg: { nmi: 'plain' } },
+  'innreg-code-barrier': {
+    label: "INNReg, the official code's barrier −log(b − (1 − MI))",
+    innreg: { barrierForm: 'code' },
+  },
   'vm-lncc': {
     label: 'VoxelMorph-diff, LNCC (window 9)',
     similarity: (f, w) => localNccLoss(w, f, { window: 9 }),

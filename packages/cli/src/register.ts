@@ -141,8 +141,8 @@ async function registerWithNetwork(
 
 /**
  * `regkit register`: registration of a moving image to a fixed one by instance optimisation
- * or, with `method` and `weights`, by a trained network, in the fixed image's grid (the moving image is mapped through both affines when the grids
- * differ). Writes the warped image and, when asked, the ITK/ANTs displacement field, its
+ * or, with `method` and `weights`, by a trained network, in the fixed image's grid (the
+ * moving image is mapped through both affines when the grids differ). Writes the warped image and, when asked, the ITK/ANTs displacement field, its
  * inverse, warped labels and a PNG preview.
  */
 export async function registerCommand(
