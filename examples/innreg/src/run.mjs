@@ -17,7 +17,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { initBackend } from '@regkit/core';
+import { initExampleBackend } from '@regkit/example-common/backend';
 import { cell, evaluateMethod, markdownTable } from '@regkit/example-common/evaluate';
 import { bratsDataset, itkPairDataset, trainingPair } from '@regkit/example-common/slices';
 import { localNccLoss, mutualInformationLoss } from '@regkit/losses';
@@ -52,14 +52,7 @@ const lr = Number(args['learning-rate']);
 const translatorBlocks = Number(args['translator-blocks']);
 const subnet = args.subnet;
 
-const backend = await initBackend(args.backend);
-try {
-  const kernels = await import('@regkit/kernels');
-  await kernels.initKernels();
-  kernels.registerKernels();
-} catch {
-  // optional: the JavaScript kernels of core are used instead
-}
+const backend = await initExampleBackend(args.backend);
 console.log(
   `backend ${backend}; ${epochs} epochs × ${STEPS_PER_EPOCH} steps; Adam lr ${lr}; translator ${translatorBlocks} ${subnet} blocks`,
 );

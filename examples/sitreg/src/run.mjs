@@ -19,7 +19,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { initBackend } from '@regkit/core';
+import { initExampleBackend } from '@regkit/example-common/backend';
 import { cell, evaluateMethod, markdownTable } from '@regkit/example-common/evaluate';
 import { colinDataset, trainingPair, voxelmorphDataset } from '@regkit/example-common/slices';
 import { localNccLoss } from '@regkit/losses';
@@ -51,14 +51,7 @@ const epochs = Math.max(1, Math.round(steps / STEPS_PER_EPOCH));
 const lr = Number(args['learning-rate']);
 const width = Number(args.width);
 
-const backend = await initBackend(args.backend);
-try {
-  const kernels = await import('@regkit/kernels');
-  await kernels.initKernels();
-  kernels.registerKernels();
-} catch {
-  // optional: the JavaScript kernels of core are used instead
-}
+const backend = await initExampleBackend(args.backend);
 console.log(`backend ${backend}; ${epochs} epochs × ${STEPS_PER_EPOCH} steps; Adam lr ${lr}`);
 
 const LABELS = {
