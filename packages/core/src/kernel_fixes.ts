@@ -20,7 +20,7 @@
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { type KernelBackendLike, makeOutput } from './backend_io.js';
-import { fastSliceKernel } from './fast_slice.js';
+import { fastSliceKernel, fastSplitKernel } from './fast_slice.js';
 import { tf } from './tf.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -29,7 +29,7 @@ type KernelFunc = tf.KernelConfig['kernelFunc'];
 const NOT_DELEGATED = new Set(['Complex', 'ComplexAbs', 'FFT', 'IFFT', 'Real', 'Imag', 'Draw']);
 
 /** Kernels replaced by JavaScript on both backends (never delegated to cpu). */
-const REPLACED_ON_BOTH = new Set(['Slice', 'UnsortedSegmentSum']);
+const REPLACED_ON_BOTH = new Set(['Slice', 'SplitV', 'UnsortedSegmentSum']);
 
 /** Kernel names whose stock wasm implementation is wrong and is replaced by the cpu delegate. */
 export const WASM_KERNELS_REPLACED = ['Conv3DBackpropInputV2', 'Conv3DBackpropFilterV2'] as const;
@@ -115,7 +115,9 @@ export function registerKernelFixes(): void {
   installed = true;
   for (const backendName of ['cpu', 'wasm']) {
     const stockSlice = tf.getKernel('Slice', backendName)?.kernelFunc;
-    replaceKernel({ kernelName: 'Slice', backendName, kernelFunc: fastSliceKernel(stockSlice) });
+    const fastSlice = fastSliceKernel(stockSlice);
+    replaceKernel({ kernelName: 'Slice', backendName, kernelFunc: fastSlice });
+    replaceKernel({ kernelName: 'SplitV', backendName, kernelFunc: fastSplitKernel(fastSlice) });
     replaceKernel({
       kernelName: 'UnsortedSegmentSum',
       backendName,

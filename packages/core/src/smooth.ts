@@ -19,13 +19,23 @@ export function reflectIndex(i: number, n: number): number {
 }
 
 /**
- * Reflect-pads `amount` voxels on both sides of `axis` with a gather, so the gradient
- * sums the reflected contributions (tfjs's MirrorPad gradient only slices, which is wrong).
+ * Reflect-pads `amount` voxels on both sides of `axis`: reversed edge slabs when they fit
+ * (cheap on every backend), a gather for multiple reflections. Both keep the gradient right,
+ * summing the reflected contributions (tfjs's MirrorPad gradient only slices, which is wrong).
  */
 function reflectPad(x: tf.Tensor, axis: number, amount: number): tf.Tensor {
   const n = x.shape[axis]!;
-  const idx = Array.from({ length: n + 2 * amount }, (_, i) => reflectIndex(i - amount, n));
-  return tf.gather(x, tf.tensor1d(idx, 'int32'), axis);
+  if (amount === 0) return x;
+  if (amount > n) {
+    const idx = Array.from({ length: n + 2 * amount }, (_, i) => reflectIndex(i - amount, n));
+    return tf.gather(x, tf.tensor1d(idx, 'int32'), axis);
+  }
+  const slab = (start: number) => {
+    const begin = x.shape.map((_, k) => (k === axis ? start : 0));
+    const size = x.shape.map((s, k) => (k === axis ? amount : s));
+    return tf.reverse(tf.slice(x, begin, size), axis);
+  };
+  return tf.concat([slab(0), x, slab(n - amount)], axis);
 }
 
 /**

@@ -337,3 +337,74 @@ describe.each(BACKENDS)('tf.slice on %s', (backend) => {
     x.dispose();
   });
 });
+
+describe.each(BACKENDS)('tf.split (SplitV) on %s', (backend) => {
+  beforeAll(() => useBackend(backend));
+
+  it.each(['float32', 'int32', 'bool'] as const)(
+    'every axis of a [2, 7, 6, 5, 3] %s tensor, equal and uneven sizes, equals the reference',
+    (dtype) => {
+      const rand = mulberry32(17 + dtype.length);
+      const shape = [2, 7, 6, 5, 3];
+      const values = randomValues(rand, sizeOf(shape), dtype);
+      const x = tf.tensor(values as number[], shape, dtype);
+      for (let axis = 0; axis < shape.length; axis++) {
+        const n = shape[axis]!;
+        const splits: Array<number | number[]> = [1, [1, n - 1], [n - 2, -1, 1]];
+        if (n % 2 === 0) splits.push(2);
+        for (const s of splits) {
+          const sizes =
+            typeof s === 'number'
+              ? new Array<number>(s).fill(n / s)
+              : s.map((v) => (v === -1 ? n - s.reduce((p, q) => (q === -1 ? p : p + q), 0) : v));
+          const parts = tf.split(x, s, axis);
+          expect(parts.length).toBe(sizes.length);
+          let start = 0;
+          parts.forEach((part, i) => {
+            const begin = shape.map((_, k) => (k === axis ? start : 0));
+            const size = shape.map((d, k) => (k === axis ? sizes[i]! : d));
+            expect(part.shape).toEqual(size);
+            expect(Array.from(part.dataSync() as ArrayLike<Value>)).toEqual(
+              referenceSlice(values, shape, begin, size),
+            );
+            start += sizes[i]!;
+          });
+          tf.dispose(parts);
+        }
+      }
+      x.dispose();
+    },
+  );
+
+  it('the gradient of concat (a SplitV) routes each part back to its input', () => {
+    const rand = mulberry32(9);
+    const shapes = [
+      [1, 3, 4, 5, 2],
+      [1, 6, 4, 5, 2],
+      [1, 2, 4, 5, 2],
+    ];
+    const xs = shapes.map((s) =>
+      tf.tensor(randomValues(rand, sizeOf(s), 'float32') as number[], s),
+    );
+    const wv = randomValues(rand, sizeOf([1, 11, 4, 5, 2]), 'float32') as number[];
+    const w = tf.tensor(wv, [1, 11, 4, 5, 2]);
+    const grads = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) =>
+      tf.sum(tf.mul(tf.concat([a, b, c], 1), w)),
+    )(xs);
+    let start = 0;
+    grads.forEach((g, i) => {
+      const size = shapes[i]!;
+      expect(Array.from(g.dataSync())).toEqual(
+        referenceSlice(wv, [1, 11, 4, 5, 2], [0, start, 0, 0, 0], size),
+      );
+      start += size[1]!;
+    });
+    tf.dispose([...xs, w, ...grads]);
+  });
+
+  it('rejects sizes that do not add up to the axis', () => {
+    const x = tf.zeros([4, 5]);
+    expect(() => tf.split(x, [2, 2], 1)).toThrow();
+    x.dispose();
+  });
+});
