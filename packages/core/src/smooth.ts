@@ -1,3 +1,4 @@
+import { type AxisMatrix, mapAlongAxes } from './separable.js';
 import { tf } from './tf.js';
 import { assertImage, fail, perAxis } from './validate.js';
 
@@ -38,6 +39,22 @@ function reflectPad(x: tf.Tensor, axis: number, amount: number): tf.Tensor {
   return tf.concat([slab(0), x, slab(n - amount)], axis);
 }
 
+/** Largest axis that {@link gaussianSmooth} filters with a dense `[n, n]` matrix (reflection folded in) instead of a padded convolution. */
+const DENSE_MAX_AXIS = 96;
+
+/** `[n, n]` matrix of a symmetric 1D filter `w` with scipy's 'reflect' borders folded in. */
+function reflectFilterMatrix(
+  w: readonly number[],
+  n: number,
+): AxisMatrix {
+  const r = (w.length - 1) / 2;
+  const values = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let t = 0; t < w.length; t++) values[i * n + reflectIndex(i + t - r, n)]! += w[t]!;
+  }
+  return { values, rows: n };
+}
+
 /**
  * Separable Gaussian smoothing of every channel, with reflecting borders
  * (equal to `scipy.ndimage.gaussian_filter(mode='reflect', truncate=4.0)` per channel).
@@ -59,6 +76,18 @@ export function gaussianSmooth(
   if (sig.some((s) => s < 0)) fail(fn, `'sigma' must be ≥ 0, got ${JSON.stringify(sigma)}`);
   const truncate = options.truncate ?? 4;
   if (!(truncate > 0)) fail(fn, `'truncate' must be > 0, got ${truncate}`);
+  const spatialIn = x.shape.slice(1, 1 + nd);
+  if (spatialIn.every((n, k) => sig[k] === 0 || n <= DENSE_MAX_AXIS)) {
+    // short axes (velocity fields on coarse grids): one small matrix product per axis
+    return tf.tidy(() =>
+      mapAlongAxes(
+        x.dtype === 'float32' ? x : tf.cast(x, 'float32'),
+        spatialIn.map((n, k) =>
+          sig[k] === 0 ? null : reflectFilterMatrix(gaussianKernel1d(sig[k]!, truncate), n),
+        ),
+      ),
+    );
+  }
   return tf.tidy(() => {
     const [b, ...rest] = x.shape;
     const spatial = rest.slice(0, nd);

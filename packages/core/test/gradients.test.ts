@@ -114,6 +114,15 @@ describe.each(BACKEND_PATHS)('finite-difference gradients on %s (%s ops)', (back
         (x) => weighted(gaussianSmooth(x, [1.2, 0.8]), 12),
         [uniform([1, 9, 8, 2], -1, 1, 13)],
       );
+      // an axis over 96 voxels: the padded-convolution path; 3D with a wide kernel
+      checkGradient(
+        (x) => weighted(gaussianSmooth(x, [1.5, 0.7]), 18),
+        [uniform([1, 100, 3, 1], -1, 1, 19)],
+      );
+      checkGradient(
+        (x) => weighted(gaussianSmooth(x, [1, 2.5, 0.5]), 24),
+        [uniform([1, 5, 4, 6, 2], -1, 1, 25)],
+      );
       checkGradient(
         (x) => weighted(resizeField(x, [7, 9, 5]), 14),
         [uniform([1, 4, 5, 3, 3], -1, 1, 15)],
