@@ -127,6 +127,10 @@ describe.each(BACKEND_PATHS)('finite-difference gradients on %s (%s ops)', (back
         (x) => weighted(resizeField(x, [7, 9, 5]), 14),
         [uniform([1, 4, 5, 3, 3], -1, 1, 15)],
       );
+      checkGradient(
+        (x) => weighted(resizeField(x, [6, 8, 4]), 26),
+        [uniform([1, 4, 5, 3, 3], -1, 1, 27)],
+      );
       const m = tf.add(
         tf.tensor3d([
           [
