@@ -1,28 +1,31 @@
 #!/usr/bin/env node
 /**
  * Kernel benchmark: median ms and peak RSS of warp forward and forward+backward (linear,
- * zeros padding, C = 1, the field of packages/core/bench/run.mjs) on the cpu and wasm
+ * zeros padding, C = 1, the field of packages/core/bench/run.mjs), composeFields and
+ * integrateVelocity (7 squarings; core's definitions) on the cpu and wasm
  * backends, with this package's WebAssembly-SIMD kernels and, for comparison, with
  * @regkit/core's JavaScript kernels (what runs without this package). One child process per
  * measurement, so peak RSS is per measurement.
  *
  *   node bench/run.mjs                                   # everything
  *   node bench/run.mjs --sizes 192x192 --backends wasm --ops warp_fwd --kernels wasm-simd
+ *   node bench/run.mjs --save --append --ops compose_fields --kernels wasm-simd
  *
  * Prints one JSON line per measurement ({"suite":"kernels","impl":"regkit","backend":…});
  * rows of core's JavaScript kernel have the backend "cpu (core JS kernel)" /
- * "wasm (core JS kernel)". With --save also writes bench/results/regkit.jsonl.
+ * "wasm (core JS kernel)". With --save also writes bench/results/regkit.jsonl (with --append,
+ * after the rows already there).
  * Each measurement: warm-up calls (up to 20 within 2 s; core's benchmark makes 1), then runs
  * until 7 runs or REGKIT_BENCH_SECONDS (default 20 s); when the first call alone exceeds half
  * that budget it is the single sample (runs = 1).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const OPS = ['warp_fwd', 'warp_fwd_bwd'];
+const OPS = ['warp_fwd', 'warp_fwd_bwd', 'compose_fields', 'integrate_velocity'];
 const SIZES = ['192x192', '96x112x96', '160x192x224'];
 const BACKENDS = ['cpu', 'wasm'];
 const KERNELS = ['wasm-simd', 'core-js'];
@@ -64,9 +67,13 @@ async function one(backend, op, size, kernel) {
   });
   const image = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 2);
   const dy = tf.randomUniform([1, ...spatial, 1], -1, 1, 'float32', 3);
+  const small = tf.mul(field, 0.3);
   const fns = {
     warp_fwd: () => core.warp(image, field),
     warp_fwd_bwd: () => tf.grads((a, b) => tf.sum(tf.mul(core.warp(a, b), dy)))([image, field]),
+    // the definitions of packages/core/bench/run.mjs and pytorch_bench.py
+    compose_fields: () => core.composeFields(field, small),
+    integrate_velocity: () => core.integrateVelocity(field, { steps: 7 }),
   };
   const run = () => {
     const t0 = performance.now();
@@ -112,6 +119,7 @@ if (process.argv[2] === '--one') {
   const backends = arg('backends', BACKENDS.join(',')).split(',');
   const kernels = arg('kernels', KERNELS.join(',')).split(',');
   const save = process.argv.includes('--save');
+  const append = process.argv.includes('--append');
   const lines = [
     JSON.stringify({
       command: `node packages/kernels/bench/run.mjs ${process.argv.slice(2).join(' ')}`.trim(),
@@ -156,7 +164,10 @@ if (process.argv[2] === '--one') {
   if (save) {
     const out = join(here, 'results', 'regkit.jsonl');
     mkdirSync(dirname(out), { recursive: true });
-    writeFileSync(`${out}.tmp`, `${lines.join('\n')}\n`);
+    // --append keeps the rows already saved (a later row of the same op, size and backend
+    // replaces an earlier one in BENCHMARKS.md)
+    const kept = append && existsSync(out) ? readFileSync(out, 'utf8') : '';
+    writeFileSync(`${out}.tmp`, `${kept}${lines.join('\n')}\n`);
     renameSync(`${out}.tmp`, out);
   }
 }
