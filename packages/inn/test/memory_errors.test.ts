@@ -120,10 +120,12 @@ describe.each(BACKENDS)('memory-saving gradients on %s', (backend) => {
         for (let i = 0; i < 3; i++) {
           tf.dispose(out.grads);
           const { value, grads } = tf.variableGrads(() => {
+            // bytes the forward leaves alive for the backward (weights and input excluded)
+            const before = tf.memory().numBytes;
             const fake = t.translate(x);
             const recon = t.translateBack(tf.mul(fake, 1.1));
             const loss = tf.add(tf.mean(tf.abs(fake)), tf.mean(tf.square(tf.sub(recon, x))));
-            taped = tf.memory().numBytes;
+            taped = tf.memory().numBytes - before;
             return loss as tf.Scalar;
           }, t.trainableVariables);
           out = {
@@ -146,7 +148,8 @@ describe.each(BACKENDS)('memory-saving gradients on %s', (backend) => {
         const err = tf.tidy(() => tf.max(tf.abs(tf.sub(g, recomputed.grads[i]!))).dataSync()[0]!);
         expect(err / scale, `weight ${i}`).toBeLessThan(1e-4);
       });
-      expect(recomputed.taped).toBeLessThan(plain.taped / 2);
+      // only the blocks' inputs and outputs stay taped (~2 % of plain back-propagation here)
+      expect(recomputed.taped).toBeLessThan(plain.taped / 10);
       for (const r of results) {
         tf.dispose(r.grads);
         r.t.dispose();
