@@ -19,13 +19,13 @@
  * until 7 runs or REGKIT_BENCH_SECONDS (default 20 s); when the warm-up alone exceeds half
  * that budget it is the single sample (runs = 1).
  *
- * The kernels come from src/conv.ts, transpiled (TypeScript's transpileModule) into a
- * temporary .bench-out/conv-<pid>.mjs, and src/wasm/conv.wasm: no build step needed.
+ * The kernels come from the built package (dist/, `createConvModule` / `createConvKernels`)
+ * and src/wasm/conv.wasm: build first (`pnpm build`).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = join(here, '..');
@@ -48,30 +48,12 @@ function arg(name, fallback) {
   return i >= 0 ? process.argv[i + 1] : fallback;
 }
 
-/** createConvModule / createConvKernels from src/conv.ts (transpiled, no build needed). */
-async function loadConv() {
-  const ts = (await import('typescript')).default;
-  const src = readFileSync(join(pkg, 'src', 'conv.ts'), 'utf8');
-  const { outputText } = ts.transpileModule(src, {
-    compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-  });
-  const outDir = join(pkg, '.bench-out');
-  mkdirSync(outDir, { recursive: true });
-  const out = join(outDir, `conv-${process.pid}.mjs`);
-  writeFileSync(out, outputText);
-  try {
-    return await import(pathToFileURL(out).href);
-  } finally {
-    rmSync(out, { force: true });
-  }
-}
-
 async function one(backend, op, size, impl) {
   const core = await import('@regkit/core');
   const { tf } = core;
   await core.initBackend(backend);
   if (impl === 'regkit') {
-    const conv = await loadConv();
+    const conv = await import('../dist/index.js');
     const bytes = readFileSync(join(pkg, 'src', 'wasm', 'conv.wasm'));
     const module = await conv.createConvModule(new Uint8Array(bytes));
     for (const config of conv.createConvKernels(module)) core.replaceKernel(config);
@@ -156,7 +138,12 @@ if (process.argv[2] === '--one') {
             .filter((l) => l.startsWith('{'))
             .pop();
           if (r.status !== 0 || !line) {
-            const why = (r.stderr || '').trim().split('\n').slice(-3).join(' | ');
+            // the error's own line, not the stack or Node's banner
+            const why = (r.stderr || '')
+              .split('\n')
+              .filter((l) => /^\w*Error\b/.test(l.trim()))
+              .slice(-1)
+              .join(' | ');
             line = JSON.stringify({
               suite: 'kernels',
               impl,

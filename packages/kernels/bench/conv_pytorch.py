@@ -10,6 +10,7 @@ One child process per measurement, so peak RSS is per measurement. Prints JSON l
 
     /usr/bin/python3 bench/conv_pytorch.py
     /usr/bin/python3 bench/conv_pytorch.py --sizes 1x64x64x64x8_k3_8to16 --ops conv3d_fwd
+    /usr/bin/python3 bench/conv_pytorch.py --save   # also writes bench/results/conv_pytorch.jsonl
 Each measurement: 1 warm-up, then runs until 7 runs or REGKIT_BENCH_SECONDS (default 20 s);
 when the warm-up alone exceeds half that budget it is the single sample (runs = 1).
 """
@@ -92,7 +93,10 @@ def main():
     p.add_argument("--sizes", default=",".join(SIZES))
     p.add_argument("--ops", default=",".join(OPS))
     p.add_argument("--one", nargs=2, metavar=("OP", "SIZE"))
+    p.add_argument("--save", action="store_true", help="also write bench/results/conv_pytorch.jsonl")
     a = p.parse_args()
+    saved = [json.dumps({"command": "/usr/bin/python3 packages/kernels/bench/conv_pytorch.py "
+                         + " ".join(sys.argv[1:])})]
     if a.one:
         print(json.dumps(one(*a.one)))
         return
@@ -115,6 +119,13 @@ def main():
             else:
                 line = lines[-1]
             print(line, flush=True)
+            saved.append(line)
+    if a.save:
+        out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                           "conv_pytorch.jsonl")
+        with open(out + ".tmp", "w") as fh:
+            fh.write("\n".join(saved) + "\n")
+        os.replace(out + ".tmp", out)
 
 
 if __name__ == "__main__":
