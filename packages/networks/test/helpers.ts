@@ -52,3 +52,30 @@ export function expectClose(
     `max error ${worst} at ${at}: got ${got[at]}, expected ${expected.data[at]}`,
   ).toBeLessThanOrEqual(atol + rtol * scale);
 }
+
+/**
+ * The derivative of `loss` along a random direction d of the weights `v` (seeded uniform in
+ * [−1, 1]): `analytic` = ⟨∇loss, d⟩ from `tf.variableGrads`, `numeric` the central difference
+ * (loss(v + εd) − loss(v − εd)) / 2ε. Restores `v` and disposes what it made.
+ */
+export function directionalDerivative(
+  loss: () => tf.Scalar,
+  v: tf.Variable,
+  eps: number,
+  seed = 3,
+): { analytic: number; numeric: number } {
+  const { value, grads } = tf.variableGrads(loss, [v]);
+  const g = grads[v.name]!;
+  const d = tf.randomUniform(v.shape, -1, 1, 'float32', seed);
+  const analytic = tf.tidy(() => tf.sum(tf.mul(g, d)).dataSync()[0]!);
+  const original = v.clone();
+  const at = (sign: number) => {
+    tf.tidy(() => v.assign(tf.add(original, tf.mul(d, sign * eps))));
+    return tf.tidy(() => loss().dataSync()[0]!);
+  };
+  const plus = at(1);
+  const minus = at(-1);
+  v.assign(original);
+  tf.dispose([value, g, d, original]);
+  return { analytic, numeric: (plus - minus) / (2 * eps) };
+}

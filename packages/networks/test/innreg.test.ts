@@ -19,7 +19,14 @@ import {
   trainInnreg,
 } from '@regkit/networks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ArrayFixture, BACKENDS, expectClose, tensorOf, useBackend } from './helpers.js';
+import {
+  type ArrayFixture,
+  BACKENDS,
+  directionalDerivative,
+  expectClose,
+  tensorOf,
+  useBackend,
+} from './helpers.js';
 
 interface InnregCase {
   name: string;
@@ -173,24 +180,11 @@ describe.each(BACKENDS)('INNReg on %s', (backend) => {
       'translator/block1/invconv/lower',
       'translator/block2/invconv/logScale',
     ]) {
-      const v = byPath.get(path)!;
-      const { value, grads } = tf.variableGrads(loss, [v]);
-      const g = grads[v.name]!;
-      const d = tf.randomUniform(v.shape, -1, 1, 'float32', 3);
-      const analytic = scalar(tf.sum(tf.mul(g, d)));
-      const original = v.clone();
-      const eps = 1e-3;
-      tf.tidy(() => v.assign(tf.add(original, tf.mul(d, eps))));
-      const plus = scalar(loss());
-      tf.tidy(() => v.assign(tf.sub(original, tf.mul(d, eps))));
-      const minus = scalar(loss());
-      v.assign(original);
-      const numeric = (plus - minus) / (2 * eps);
+      const { analytic, numeric } = directionalDerivative(loss, byPath.get(path)!, 1e-3);
       expect(Math.abs(numeric), path).toBeGreaterThan(1e-3);
       expect(Math.abs(analytic - numeric), `${path}: ${analytic} vs ${numeric}`).toBeLessThan(
         2e-3 + 0.03 * Math.abs(numeric),
       );
-      tf.dispose([value, g, d, original]);
     }
     tf.dispose([x, y]);
     model.dispose();

@@ -15,7 +15,14 @@ import {
   trainSitreg,
 } from '@regkit/networks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ArrayFixture, BACKENDS, expectClose, tensorOf, useBackend } from './helpers.js';
+import {
+  type ArrayFixture,
+  BACKENDS,
+  directionalDerivative,
+  expectClose,
+  tensorOf,
+  useBackend,
+} from './helpers.js';
 
 interface SitregCase {
   name: string;
@@ -234,24 +241,11 @@ describe.each(BACKENDS)('SITReg on %s', (backend) => {
       'extractor/skip1/kernel',
       'extractor/level0/conv0/kernel',
     ]) {
-      const v = byPath.get(path)!;
-      const { value, grads } = tf.variableGrads(loss, [v]);
-      const g = grads[v.name]!;
-      const d = tf.randomUniform(v.shape, -1, 1, 'float32', 3);
-      const analytic = tf.sum(tf.mul(g, d)).dataSync()[0]!;
-      const original = v.clone();
-      const eps = 1e-3;
-      tf.tidy(() => v.assign(tf.add(original, tf.mul(d, eps))));
-      const plus = loss().dataSync()[0]!;
-      tf.tidy(() => v.assign(tf.sub(original, tf.mul(d, eps))));
-      const minus = loss().dataSync()[0]!;
-      v.assign(original);
-      const numeric = (plus - minus) / (2 * eps);
+      const { analytic, numeric } = directionalDerivative(loss, byPath.get(path)!, 1e-3);
       expect(Math.abs(numeric), path).toBeGreaterThan(1e-4);
       expect(Math.abs(analytic - numeric), `${path}: ${analytic} vs ${numeric}`).toBeLessThan(
         5e-5 + 0.03 * Math.abs(numeric),
       );
-      tf.dispose([value, g, d, original]);
     }
     tf.dispose([a, b]);
     model.dispose();
