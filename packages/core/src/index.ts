@@ -44,6 +44,9 @@ export {
   RegkitMaxPool,
   type RegkitMaxPoolAttrs,
   RegkitMaxPoolGrad,
+  RegkitResizeLinear,
+  type RegkitResizeLinearAttrs,
+  RegkitResizeLinearGrad,
   type RegkitUpsampleAttrs,
   RegkitUpsampleNearest,
   RegkitUpsampleNearestGrad,
@@ -68,7 +71,8 @@ export {
 export { Module, type NamedWeights } from './module.js';
 export { mulberry32, type RandomSmoothFieldOptions, randomSmoothField } from './random.js';
 export { registerJsKernels } from './register_kernels.js';
-export { resizeField, resizeImage } from './resize.js';
+export { resizeField, resizeImage, resizeLinear } from './resize.js';
+export { type ResizePass, resizeLinearPlan } from './resize_kernel_js.js';
 export { gaussianKernel1d, gaussianSmooth, reflectIndex } from './smooth.js';
 export { tf } from './tf.js';
 export {

@@ -50,3 +50,15 @@ export const RegkitMaxPoolGrad = 'RegkitMaxPoolGrad';
 export interface RegkitMaxPoolAttrs {
   size: number;
 }
+
+/**
+ * `resizeLinear`: `x` `[B, ...S, C]` resampled to `[B, ...S', C]` by separable linear
+ * interpolation with aligned corners (output i samples the input at i (S − 1)/(S' − 1)).
+ */
+export const RegkitResizeLinear = 'RegkitResizeLinear';
+/** Gradient (adjoint) of {@link RegkitResizeLinear}: `dy` `[B, ...S', C]` back to `[B, ...S, C]`. */
+export const RegkitResizeLinearGrad = 'RegkitResizeLinearGrad';
+/** Attributes of both resizing kernels: the spatial shape of the output (`shape`). */
+export interface RegkitResizeLinearAttrs {
+  shape: number[];
+}

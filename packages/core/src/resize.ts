@@ -1,12 +1,82 @@
 import { scaledGrid } from './grid.js';
+import {
+  RegkitResizeLinear,
+  type RegkitResizeLinearAttrs,
+  RegkitResizeLinearGrad,
+} from './kernel_names.js';
 import { gaussianSmooth } from './smooth.js';
 import { tf } from './tf.js';
 import { assertField, assertImage, assertSpatialShape, fail, fmtShape } from './validate.js';
-import { warp } from './warp.js';
+import { hasKernels, warp } from './warp.js';
 
 /** Aligned-corner sampling ratio (S − 1)/(S' − 1) per axis (0 where either size is 1). */
 function cornerRatios(from: readonly number[], to: readonly number[]): number[] {
   return to.map((s, k) => (s > 1 && from[k]! > 1 ? (from[k]! - 1) / (s - 1) : 0));
+}
+
+tf.registerGradient({
+  kernelName: RegkitResizeLinear,
+  inputsToSave: ['x'],
+  gradFunc: (dy, saved, attrs) => {
+    const [x] = saved as [tf.Tensor];
+    return {
+      x: () =>
+        tf
+          .engine()
+          .runKernel(
+            RegkitResizeLinearGrad,
+            { dy: dy as tf.Tensor, x },
+            attrs as unknown as tf.NamedAttrMap,
+          ) as tf.Tensor,
+    };
+  },
+});
+
+/** Portable `resizeLinear`: a border-padded warp onto the scaled grid. */
+function resizeLinearComposite(x: tf.Tensor, to: readonly number[]): tf.Tensor {
+  const ratio = cornerRatios(x.shape.slice(1, -1), to);
+  // sampling positions i (S − 1)/(S' − 1) written as the displacement i ((S − 1)/(S' − 1) − 1)
+  const grid = scaledGrid(
+    to,
+    ratio.map((r) => r - 1),
+  );
+  const positions =
+    x.shape[0] === 1 ? grid : tf.tile(grid, [x.shape[0]!, ...to.map(() => 1), 1]);
+  return warp(x, positions, { padding: 'border' });
+}
+
+/**
+ * Resamples `x` to a new grid over the same extent by linear interpolation with aligned
+ * corners (torch `interpolate(..., mode='bilinear'/'trilinear', align_corners=True)`): output
+ * voxel i samples the input at i (S − 1)/(S' − 1) along each axis. No smoothing, so use
+ * {@link resizeImage} to shrink images. Differentiable with respect to `x`. Runs the separable
+ * `RegkitResizeLinear` kernel on cpu and wasm, a border-padded warp elsewhere.
+ *
+ * @param x `[B, ...S, C]`; non-float tensors are cast to float32.
+ * @param spatialShape the new spatial shape S'.
+ * @returns `[B, ...S', C]` float32.
+ * @example
+ * ```ts
+ * const up = resizeLinear(features, [64, 64, 64]);
+ * ```
+ */
+export function resizeLinear(x: tf.Tensor, spatialShape: readonly number[]): tf.Tensor {
+  const fn = 'resizeLinear';
+  const nd = assertImage(fn, 'x', x);
+  const snd = assertSpatialShape(fn, 'spatialShape', spatialShape);
+  if (nd !== snd) {
+    fail(fn, `${fmtShape(x.shape)} cannot be resized to ${JSON.stringify(spatialShape)}`);
+  }
+  return tf.tidy(() => {
+    const xf = x.dtype === 'float32' ? x : tf.cast(x, 'float32');
+    if (hasKernels(RegkitResizeLinear, RegkitResizeLinearGrad)) {
+      const attrs: RegkitResizeLinearAttrs = { shape: [...spatialShape] };
+      return tf
+        .engine()
+        .runKernel(RegkitResizeLinear, { x: xf }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+    }
+    return resizeLinearComposite(xf, spatialShape);
+  });
 }
 
 /**
@@ -32,15 +102,7 @@ export function resizeImage(image: tf.Tensor, spatialShape: readonly number[]): 
   return tf.tidy(() => {
     const sigma = ratio.map((r) => (r > 1 ? 0.5 * r : 0));
     const smooth = sigma.some((v) => v > 0) ? gaussianSmooth(image, sigma) : image;
-    const grid = scaledGrid(
-      spatialShape,
-      ratio.map((r) => r - 1),
-    );
-    const positions =
-      image.shape[0] === 1
-        ? grid
-        : tf.tile(grid, [image.shape[0]!, ...spatialShape.map(() => 1), 1]);
-    return warp(smooth, positions, { padding: 'border' });
+    return resizeLinear(smooth, spatialShape);
   });
 }
 
@@ -66,16 +128,7 @@ export function resizeField(field: tf.Tensor, spatialShape: readonly number[]): 
   const out = [...spatialShape];
   const ratios = cornerRatios(inSpatial, out);
   const ratio = (k: number) => ratios[k]!;
-  return tf.tidy(() => {
-    // sampling positions i (S − 1)/(S' − 1) written as the displacement i ((S − 1)/(S' − 1) − 1);
-    // warp is linear in the image, so the vectors are rescaled on the (smaller) input first
-    const grid = scaledGrid(
-      out,
-      out.map((_, k) => ratio(k) - 1),
-    );
-    const positions =
-      field.shape[0] === 1 ? grid : tf.tile(grid, [field.shape[0]!, ...out.map(() => 1), 1]);
-    const vectorScale = out.map((_, k) => (ratio(k) > 0 ? 1 / ratio(k) : 1));
-    return warp(tf.mul(field, tf.tensor1d(vectorScale)), positions, { padding: 'border' });
-  });
+  // resizing is linear in the field, so the vectors are rescaled on the (smaller) input first
+  const vectorScale = out.map((_, k) => (ratio(k) > 0 ? 1 / ratio(k) : 1));
+  return tf.tidy(() => resizeLinear(tf.mul(field, tf.tensor1d(vectorScale)), out));
 }

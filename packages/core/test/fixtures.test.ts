@@ -12,6 +12,7 @@ import {
   integrateVelocity,
   jacobianDeterminant,
   resizeField,
+  resizeLinear,
   spatialGradient,
   tf,
   type WarpOptions,
@@ -99,6 +100,17 @@ describe.each(BACKEND_PATHS)('fixtures on %s (%s ops)', (backend, path) => {
         TOL,
       ),
     );
+  });
+
+  it.each(loadCases('resizeLinear'))('$name', (c) => {
+    tf.tidy(() => {
+      const x = tensorOf(c.inputs.x!);
+      const dy = tensorOf(c.inputs.dy!);
+      const shape = c.params.shape as number[];
+      expectClose(resizeLinear(x, shape), c.outputs.out!, TOL);
+      const dx = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(resizeLinear(a, shape), dy)))(x);
+      expectClose(dx, c.outputs.dx!, TOL);
+    });
   });
 
   it.each(loadCases('gaussianSmooth'))('$name', (c) => {

@@ -9,6 +9,7 @@ import {
   jacobianDeterminant,
   randomSmoothField,
   resizeField,
+  resizeLinear,
   spatialGradient,
   tf,
   warp,
@@ -108,7 +109,7 @@ describe.each(BACKEND_PATHS)('finite-difference gradients on %s (%s ops)', (back
     });
   });
 
-  it('gaussianSmooth, resizeField and affineField', () => {
+  it('gaussianSmooth, resizeField, resizeLinear and affineField', () => {
     tf.tidy(() => {
       checkGradient(
         (x) => weighted(gaussianSmooth(x, [1.2, 0.8]), 12),
@@ -130,6 +131,11 @@ describe.each(BACKEND_PATHS)('finite-difference gradients on %s (%s ops)', (back
       checkGradient(
         (x) => weighted(resizeField(x, [6, 8, 4]), 26),
         [uniform([1, 4, 5, 3, 3], -1, 1, 27)],
+      );
+      // resizeLinear: batch of 2, one axis shrinking, one of size 1 growing
+      checkGradient(
+        (x) => weighted(resizeLinear(x, [3, 6, 2]), 28),
+        [uniform([2, 1, 4, 5, 2], -1, 1, 29)],
       );
       const m = tf.add(
         tf.tensor3d([

@@ -545,3 +545,53 @@ __attribute__((export_name("warp_backward"))) void warp_backward(
   }
 #undef BWD
 }
+
+/* ---------------------------------------------------------------------------------- */
+/*
+ * One pass of separable linear resizing with aligned corners (@regkit/core's
+ * RegkitResizeLinear, packages/core/src/resize_kernel_js.ts): along the middle axis of
+ * src [outer, n, inner] to dst [outer, m, inner], output i sampling the input at
+ * p = i (n - 1)/(m - 1) (0 when n or m is 1): dst = (1 - t) src[j] + t src[j + 1] with
+ * j = min(floor(p), n - 2), t = p - j. The adjoint (adjoint != 0) takes src [outer, m, inner]
+ * and writes dst [outer, n, inner] (fully: it is zeroed first). Taps are computed in double
+ * precision, weights applied in float32.
+ */
+INLINE void resize_taps(int i, double r, int n, int *j0, int *j1, float *t) {
+  const double p = i * r;
+  int j = (int)p;
+  if (j > n - 2) j = n - 2 < 0 ? 0 : n - 2;
+  *j0 = j;
+  *j1 = j + 1 < n ? j + 1 : n - 1;
+  *t = n > 1 ? (float)(p - j) : 0.0f;
+}
+
+__attribute__((export_name("resize_axis"))) void resize_axis(const float *src, float *dst,
+                                                             int outer, int n, int m,
+                                                             int inner, int adjoint) {
+  const double r = n > 1 && m > 1 ? (double)(n - 1) / (double)(m - 1) : 0.0;
+  if (adjoint) zero(dst, (size_t)outer * n * inner);
+  for (int o = 0; o < outer; o++) {
+    for (int i = 0; i < m; i++) {
+      int j0, j1;
+      float w1;
+      resize_taps(i, r, n, &j0, &j1, &w1);
+      const float w0 = 1.0f - w1;
+      const size_t a = ((size_t)o * n + j0) * inner;
+      const size_t b = ((size_t)o * n + j1) * inner;
+      const size_t d = ((size_t)o * m + i) * inner;
+      if (adjoint) {
+        const float *g = src + d;
+        float *pa = dst + a, *pb = dst + b;
+        for (int q = 0; q < inner; q++) {
+          const float v = g[q];
+          pa[q] += w0 * v;
+          pb[q] += w1 * v;
+        }
+      } else {
+        const float *pa = src + a, *pb = src + b;
+        float *out = dst + d;
+        for (int q = 0; q < inner; q++) out[q] = w0 * pa[q] + w1 * pb[q];
+      }
+    }
+  }
+}

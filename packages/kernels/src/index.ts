@@ -21,20 +21,45 @@
  *
  * @packageDocumentation
  */
-import { RegkitWarp, RegkitWarpGrad, replaceKernel, tf } from '@regkit/core';
+import {
+  RegkitResizeLinear,
+  RegkitResizeLinearGrad,
+  RegkitWarp,
+  RegkitWarpGrad,
+  replaceKernel,
+  tf,
+} from '@regkit/core';
 import { CONV_KERNEL_NAMES, createConvKernels } from './conv.js';
 import { convModule, kernelsReady } from './loader.js';
-import { warpGradKernelFunc, warpKernelConfigs, warpKernelFunc } from './warp.js';
+import {
+  resizeLinearGradKernelFunc,
+  resizeLinearKernelFunc,
+  warpGradKernelFunc,
+  warpKernelConfigs,
+  warpKernelFunc,
+} from './warp.js';
 
 export { CONV_KERNEL_NAMES, createConvKernels, createConvModule } from './conv.js';
 export { initKernels, kernelMemoryBytes, kernelsReady } from './loader.js';
-export { warpGradKernelFunc, warpKernelConfigs, warpKernelFunc } from './warp.js';
+export {
+  resizeLinearGradKernelFunc,
+  resizeLinearKernelFunc,
+  warpGradKernelFunc,
+  warpKernelConfigs,
+  warpKernelFunc,
+} from './warp.js';
 
 /** Backends the kernels are registered for. */
 export const KERNEL_BACKENDS = ['cpu', 'wasm'] as const;
 
 /** Names of the kernels this package provides. */
-export const KERNEL_NAMES = [RegkitWarp, RegkitWarpGrad, ...CONV_KERNEL_NAMES] as const;
+export const KERNEL_NAMES = [
+  RegkitWarp,
+  RegkitWarpGrad,
+  RegkitResizeLinear,
+  RegkitResizeLinearGrad,
+  ...CONV_KERNEL_NAMES,
+] as const;
 
 let convRegistered = false;
 
@@ -59,11 +84,14 @@ export function registerKernels(): void {
 
 /**
  * True when this package's kernels are the ones registered for `backendName` (default: the
- * current backend), i.e. `warp` runs WebAssembly SIMD there.
+ * current backend), i.e. `warp` and `resizeLinear` run WebAssembly SIMD there.
  */
 export function kernelsRegistered(backendName: string = tf.getBackend()): boolean {
-  return (
-    tf.getKernel(RegkitWarp, backendName)?.kernelFunc === warpKernelFunc &&
-    tf.getKernel(RegkitWarpGrad, backendName)?.kernelFunc === warpGradKernelFunc
-  );
+  const ours: Array<[string, tf.KernelFunc]> = [
+    [RegkitWarp, warpKernelFunc],
+    [RegkitWarpGrad, warpGradKernelFunc],
+    [RegkitResizeLinear, resizeLinearKernelFunc],
+    [RegkitResizeLinearGrad, resizeLinearGradKernelFunc],
+  ];
+  return ours.every(([name, func]) => tf.getKernel(name, backendName)?.kernelFunc === func);
 }

@@ -43,6 +43,15 @@ export interface WarpExports {
     nd: number,
     mode: number,
   ): void;
+  resize_axis(
+    src: number,
+    dst: number,
+    outer: number,
+    n: number,
+    m: number,
+    inner: number,
+    adjoint: number,
+  ): void;
 }
 
 const PAGE = 65536;

@@ -1,34 +1,41 @@
 /**
- * `RegkitWarp` / `RegkitWarpGrad` kernels for the tfjs cpu and wasm backends, running
+ * `RegkitWarp` / `RegkitWarpGrad` and `RegkitResizeLinear` / `RegkitResizeLinearGrad` kernels for the tfjs cpu and wasm backends, running
  * `csrc/warp.c` (WebAssembly SIMD). Inputs are copied into the kernels' own memory,
  * computed there and copied out into tensors of the calling backend.
  */
 import {
+  RegkitResizeLinear,
+  type RegkitResizeLinearAttrs,
+  RegkitResizeLinearGrad,
   RegkitWarp,
   type RegkitWarpAttrs,
   RegkitWarpGrad,
   type RegkitWarpGradInputs,
   type RegkitWarpInputs,
+  resizeLinearPlan,
   type tf,
 } from '@regkit/core';
 import { type BackendLike, isWasmBackend, makeWasmOutput, size } from './backend_io.js';
 import { Arena, wasmKernels } from './loader.js';
 
 /**
- * Runs one computation in the kernels' memory: allocates `inputs` and float32 outputs of
- * `outShapes` there, copies the inputs in, calls `compute` with the byte offsets
- * (inputs then outputs), and returns the outputs as tensors of `backend`.
+ * Runs one computation in the kernels' memory: allocates `inputs`, float32 outputs of
+ * `outShapes` and float32 scratch buffers of `scratch` values there, copies the inputs in,
+ * calls `compute` with the byte offsets (inputs, outputs, then scratch), and returns the
+ * outputs as tensors of `backend`.
  */
 function runInWasm(
   backend: BackendLike,
   inputs: tf.TensorInfo[],
   outShapes: number[][],
   compute: (ptrs: number[]) => void,
+  scratch: number[] = [],
 ): tf.TensorInfo[] {
   const wasm = wasmKernels();
   const arena = new Arena(wasm);
   const inPtrs = inputs.map((t) => arena.alloc(size(t.shape)));
   const outPtrs = outShapes.map((s) => arena.alloc(size(s)));
+  const scratchPtrs = scratch.map((n) => arena.alloc(n));
   const wasmBackend = isWasmBackend(backend);
   // wasm backend: allocate the outputs first, since growing tfjs's heap detaches its views
   const outInfos = wasmBackend ? outShapes.map((s) => makeWasmOutput(backend, s)) : [];
@@ -38,7 +45,7 @@ function runInWasm(
   inputs.forEach((t, i) => {
     arena.f32(inPtrs[i]!, size(t.shape)).set(read(t));
   });
-  compute([...inPtrs, ...outPtrs]);
+  compute([...inPtrs, ...outPtrs, ...scratchPtrs]);
   return outShapes.map((s, i) => {
     const values = arena.f32(outPtrs[i]!, size(s));
     if (wasmBackend) {
@@ -93,12 +100,72 @@ export const warpGradKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) =>
   );
 };
 
+/**
+ * Resizing (`adjoint` false) or its adjoint by separable passes of `resize_axis`, in the order
+ * of core's `resizeLinearPlan`; intermediate results live in scratch buffers.
+ */
+function resizeInWasm(
+  backend: BackendLike,
+  src: tf.TensorInfo,
+  xShape: readonly number[],
+  to: readonly number[],
+  adjoint: boolean,
+): tf.TensorInfo {
+  const [batch, channels] = [xShape[0]!, xShape[xShape.length - 1]!];
+  const from = xShape.slice(1, -1);
+  const outShape = adjoint ? [...xShape] : [batch, ...to, channels];
+  const passes = resizeLinearPlan(batch, from, to, channels, adjoint);
+  const scratch = passes.slice(0, -1).map((p) => p.outer * p.m * p.inner);
+  return runInWasm(
+    backend,
+    [src],
+    [outShape],
+    ([input, output, ...tmp]) => {
+      if (passes.length === 0) {
+        const n = size(outShape);
+        new Float32Array(wasmKernels().memory.buffer, output!, n).set(
+          new Float32Array(wasmKernels().memory.buffer, input!, n),
+        );
+        return;
+      }
+      let from = input!;
+      passes.forEach((p, k) => {
+        const to = k === passes.length - 1 ? output! : tmp[k]!;
+        // the adjoint pass maps p.n values back to p.m: resize_axis takes the forward's sizes
+        if (adjoint) wasmKernels().resize_axis(from, to, p.outer, p.m, p.n, p.inner, 1);
+        else wasmKernels().resize_axis(from, to, p.outer, p.n, p.m, p.inner, 0);
+        from = to;
+      });
+    },
+    scratch,
+  )[0]!;
+}
+
+/** Kernel function of `RegkitResizeLinear`: output `[B, ...shape, C]`. */
+export const resizeLinearKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const { x } = inputs as { x: tf.TensorInfo };
+  const { shape } = attrs as unknown as RegkitResizeLinearAttrs;
+  return resizeInWasm(backend as BackendLike, x, x.shape, shape, false);
+};
+
+/** Kernel function of `RegkitResizeLinearGrad`: `dy` `[B, ...shape, C]` back to the shape of `x`. */
+export const resizeLinearGradKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const { dy, x } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
+  const { shape } = attrs as unknown as RegkitResizeLinearAttrs;
+  return resizeInWasm(backend as BackendLike, dy, x.shape, shape, true);
+};
+
 type Dims9 = [number, number, number, number, number, number, number, number, number];
 
-/** The kernel configs of the WebAssembly warp (forward and gradient) for one backend. */
+/**
+ * The kernel configs of the WebAssembly warp and linear resize (forward and gradient) for
+ * one backend.
+ */
 export function warpKernelConfigs(backendName: string): tf.KernelConfig[] {
   return [
     { kernelName: RegkitWarp, backendName, kernelFunc: warpKernelFunc },
     { kernelName: RegkitWarpGrad, backendName, kernelFunc: warpGradKernelFunc },
+    { kernelName: RegkitResizeLinear, backendName, kernelFunc: resizeLinearKernelFunc },
+    { kernelName: RegkitResizeLinearGrad, backendName, kernelFunc: resizeLinearGradKernelFunc },
   ];
 }

@@ -1,5 +1,11 @@
 /** Loading and registration: nothing happens on import; init is idempotent; replacing core's kernels. */
-import { RegkitWarp, RegkitWarpGrad, tf } from '@regkit/core';
+import {
+  RegkitResizeLinear,
+  RegkitResizeLinearGrad,
+  RegkitWarp,
+  RegkitWarpGrad,
+  tf,
+} from '@regkit/core';
 import * as kernels from '@regkit/kernels';
 import { describe, expect, it } from 'vitest';
 
@@ -34,10 +40,18 @@ describe('initKernels / registerKernels', () => {
       expect(kernels.kernelsRegistered(backend)).toBe(true);
       expect(tf.getKernel(RegkitWarp, backend)!.kernelFunc).toBe(kernels.warpKernelFunc);
       expect(tf.getKernel(RegkitWarpGrad, backend)!.kernelFunc).toBe(kernels.warpGradKernelFunc);
+      expect(tf.getKernel(RegkitResizeLinear, backend)!.kernelFunc).toBe(
+        kernels.resizeLinearKernelFunc,
+      );
+      expect(tf.getKernel(RegkitResizeLinearGrad, backend)!.kernelFunc).toBe(
+        kernels.resizeLinearGradKernelFunc,
+      );
     }
     expect(kernels.KERNEL_NAMES).toEqual([
       RegkitWarp,
       RegkitWarpGrad,
+      RegkitResizeLinear,
+      RegkitResizeLinearGrad,
       ...kernels.CONV_KERNEL_NAMES,
     ]);
     // the convolution kernels replace the stock ones (and core's cpu delegates on wasm)

@@ -1,10 +1,14 @@
-/** The WebAssembly warp against core's PyTorch fixtures (grid_sample + autograd), ≤ 1e-4. */
+/**
+ * The WebAssembly warp and linear resize against core's PyTorch fixtures (grid_sample,
+ * interpolate + autograd), ≤ 1e-4.
+ */
 import { tf, type WarpOptions, warp } from '@regkit/core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   BACKENDS,
   loadCoreCases,
   maxDiff,
+  resizeWithGrad,
   tensorOf,
   useKernels,
   warpWithGrads,
@@ -12,6 +16,7 @@ import {
 
 const TOL = 1e-4;
 const CASES = loadCoreCases('warp');
+const RESIZE_CASES = loadCoreCases('resizeLinear');
 
 describe.each(BACKENDS)('PyTorch fixtures on %s', (backend) => {
   beforeAll(() => useKernels(backend));
@@ -31,6 +36,22 @@ describe.each(BACKENDS)('PyTorch fixtures on %s', (backend) => {
         expect(maxDiff(dI, c.outputs.dImage!), 'dImage').toBeLessThanOrEqual(TOL);
         expect(maxDiff(dU, c.outputs.dField!), 'dField').toBeLessThanOrEqual(TOL);
       }
+    });
+  });
+
+  it('has the resizeLinear cases', () => {
+    expect(RESIZE_CASES.length).toBeGreaterThanOrEqual(4);
+  });
+
+  it.each(RESIZE_CASES)('$name', (c) => {
+    tf.tidy(() => {
+      const [out, dx] = resizeWithGrad(
+        tensorOf(c.inputs.x!),
+        c.params.shape as number[],
+        tensorOf(c.inputs.dy!),
+      );
+      expect(maxDiff(out, c.outputs.out!), 'out').toBeLessThanOrEqual(TOL);
+      expect(maxDiff(dx, c.outputs.dx!), 'dx').toBeLessThanOrEqual(TOL);
     });
   });
 });

@@ -3,9 +3,12 @@ import {
   type BackendName,
   initBackend,
   PORTABLE_OPS_FLAG,
+  RegkitResizeLinear,
+  RegkitResizeLinearGrad,
   RegkitWarp,
   RegkitWarpGrad,
   registerJsKernels,
+  resizeLinear,
   tf,
   type WarpOptions,
   warp,
@@ -41,8 +44,9 @@ export async function useKernels(name: BackendName): Promise<void> {
  */
 export function withCoreJsKernels<T>(fn: () => T): T {
   for (const backend of ['cpu', 'wasm']) {
-    tf.unregisterKernel(RegkitWarp, backend);
-    tf.unregisterKernel(RegkitWarpGrad, backend);
+    for (const name of [RegkitWarp, RegkitWarpGrad, RegkitResizeLinear, RegkitResizeLinearGrad]) {
+      tf.unregisterKernel(name, backend);
+    }
   }
   registerJsKernels();
   try {
@@ -76,6 +80,16 @@ export function warpWithGrads(
     field,
   ]);
   return [out, dI!, dU!];
+}
+
+/** resizeLinear(x, shape) and the gradient of sum(resizeLinear · dy) with respect to x. */
+export function resizeWithGrad(
+  x: tf.Tensor,
+  shape: number[],
+  dy: tf.Tensor,
+): [tf.Tensor, tf.Tensor] {
+  const dx = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(resizeLinear(a, shape), dy)))(x);
+  return [resizeLinear(x, shape), dx];
 }
 
 /** max |a − b| (same shapes required). */

@@ -1,5 +1,5 @@
 /**
- * The WebAssembly warp against core's portable composite of stock tfjs ops and against
+ * The WebAssembly warp and linear resize against core's portable composite of stock tfjs ops and against
  * core's JavaScript kernel (the contract's reference implementation), on random inputs.
  */
 import { randomSmoothField, tf } from '@regkit/core';
@@ -8,6 +8,7 @@ import {
   BACKENDS,
   MODES,
   maxDiff,
+  resizeWithGrad,
   useKernels,
   warpWithGrads,
   withCoreJsKernels,
@@ -151,4 +152,55 @@ describe.each(BACKENDS)('warp kernels on %s', (backend) => {
       }
     });
   });
+});
+
+describe.each(BACKENDS)('resizeLinear kernels on %s', (backend) => {
+  beforeAll(() => useKernels(backend));
+
+  /** [x shape, output spatial shape]: up, down, mixed, unit axes, batches, 2D and 3D. */
+  const CASES: Array<[number[], number[]]> = [
+    [
+      [1, 12, 14, 12, 3],
+      [23, 27, 23],
+    ],
+    [
+      [2, 7, 9, 5, 2],
+      [4, 17, 5],
+    ],
+    [
+      [1, 1, 6, 4, 1],
+      [5, 1, 9],
+    ],
+    [
+      [3, 13, 8, 4],
+      [5, 15],
+    ],
+    [
+      [1, 2, 2, 1],
+      [1, 1],
+    ],
+  ];
+
+  it.each(CASES.map(([x, to]) => [label(x), label(to), x, to] as const))(
+    'x %s to %s: output and gradient match core JavaScript kernel and the portable composite',
+    (_a, _b, xShape, to) => {
+      tf.tidy(() => {
+        const x = tf.randomUniform(xShape as number[], -1, 1, 'float32', 11);
+        const dy = tf.randomUniform(
+          [xShape[0]!, ...(to as number[]), xShape[xShape.length - 1]!],
+          -1,
+          1,
+          'float32',
+          12,
+        );
+        const ours = resizeWithGrad(x, to as number[], dy);
+        const js = withCoreJsKernels(() => resizeWithGrad(x, to as number[], dy));
+        const portable = withPortableOps(() => resizeWithGrad(x, to as number[], dy));
+        ['out', 'dx'].forEach((name, i) => {
+          expect(maxDiff(ours[i]!, js[i]!), `${name} vs js`).toBeLessThanOrEqual(1e-5);
+          expect(maxDiff(ours[i]!, portable[i]!), `${name} vs portable`).toBeLessThanOrEqual(1e-5);
+        });
+      });
+    },
+  );
 });

@@ -1,5 +1,8 @@
-/** 1000 forward + backward calls leak no tensors, and the kernels' memory stays bounded. */
-import { randomSmoothField, tf, warp } from '@regkit/core';
+/**
+ * 1000 forward + backward calls (warp, resizeLinear) leak no tensors, and the kernels' memory
+ * stays bounded.
+ */
+import { randomSmoothField, resizeLinear, tf, warp } from '@regkit/core';
 import { kernelMemoryBytes } from '@regkit/kernels';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { BACKENDS, MODES, useKernels } from './helpers.js';
@@ -17,10 +20,12 @@ describe.each(BACKENDS)('memory on %s', (backend) => {
     const dy = tf.randomUniform([2, 9, 10, 11, 2], -1, 1, 'float32', 2);
     const loss = (a: tf.Tensor, b: tf.Tensor, i: number) =>
       tf.sum(tf.mul(warp(a, b, MODES[i % MODES.length]), dy));
+    const resized = (a: tf.Tensor) => tf.sum(tf.mul(resizeLinear(a, [17, 5, 21]), 0.5));
     const step = (i: number) => {
       const [dI, dU] = tf.grads((a: tf.Tensor, b: tf.Tensor) => loss(a, b, i))([image, field]);
       tf.dispose([dI!, dU!]);
       warp(image, field, MODES[i % MODES.length]).dispose();
+      tf.grad(resized)(image).dispose();
     };
     for (let i = 0; i < 4; i++) step(i); // warm-up: every mode once
     const tensors = tf.memory().numTensors;
