@@ -40,8 +40,7 @@ function resizeLinearComposite(x: tf.Tensor, to: readonly number[]): tf.Tensor {
     to,
     ratio.map((r) => r - 1),
   );
-  const positions =
-    x.shape[0] === 1 ? grid : tf.tile(grid, [x.shape[0]!, ...to.map(() => 1), 1]);
+  const positions = x.shape[0] === 1 ? grid : tf.tile(grid, [x.shape[0]!, ...to.map(() => 1), 1]);
   return warp(x, positions, { padding: 'border' });
 }
 

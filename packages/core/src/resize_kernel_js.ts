@@ -190,11 +190,8 @@ export function jsResizeKernels(backendName: string): tf.KernelConfig[] {
         const { dy, x } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
         const { shape } = attrs as unknown as RegkitResizeLinearAttrs;
         const [b, from, c] = splitShape(x.shape);
-        return runFloatKernel(
-          backend as KernelBackendLike,
-          [dy],
-          [[...x.shape]],
-          ([g], [dst]) => resizeLinearValues(g!, dst!, b, from, shape, c, true),
+        return runFloatKernel(backend as KernelBackendLike, [dy], [[...x.shape]], ([g], [dst]) =>
+          resizeLinearValues(g!, dst!, b, from, shape, c, true),
         )[0]!;
       },
     },
