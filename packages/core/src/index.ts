@@ -41,6 +41,8 @@ export {
 export {
   RegkitBoxSum,
   type RegkitBoxSumAttrs,
+  RegkitLocalNcc,
+  type RegkitLocalNccAttrs,
   RegkitMaxPool,
   type RegkitMaxPoolAttrs,
   RegkitMaxPoolGrad,

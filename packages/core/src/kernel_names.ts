@@ -62,3 +62,15 @@ export const RegkitResizeLinearGrad = 'RegkitResizeLinearGrad';
 export interface RegkitResizeLinearAttrs {
   shape: number[];
 }
+
+/**
+ * Fused local NCC (`lncc` of `@regkit/losses`): inputs `a`, `b` `[B, ...S, C]` float32;
+ * outputs `[loss]`, or `[loss, dLoss/da, dLoss/db]` with `withGrad`. The loss is −mean(cc)
+ * over zero-padded 'same' windows (VoxelMorph's NCC); see packages/losses/src/lncc_kernel.ts.
+ */
+export const RegkitLocalNcc = 'RegkitLocalNcc';
+/** Attributes of {@link RegkitLocalNcc}: odd window per spatial axis, and whether to return the gradients. */
+export interface RegkitLocalNccAttrs {
+  window: number[];
+  withGrad: boolean;
+}

@@ -1,8 +1,10 @@
 /**
  * @regkit/kernels — WebAssembly-SIMD kernels for regkit's hot ops on the TensorFlow.js
- * `cpu` and `wasm` backends. They replace `@regkit/core`'s JavaScript kernels under the
- * same names and contracts (`RegkitWarp`, `RegkitWarpGrad`), so `warp()` and everything
- * built on it (`composeFields`, `integrateVelocity`, …) get faster with no code change, and
+ * `cpu` and `wasm` backends. They replace the JavaScript kernels of `@regkit/core` and
+ * `@regkit/losses` under the same names and contracts (`RegkitWarp`, `RegkitWarpGrad`,
+ * `RegkitResizeLinear`, `RegkitResizeLinearGrad`, `RegkitLocalNcc`), so `warp()`,
+ * `resizeField()`, `localNccLoss()` and everything built on them (`composeFields`,
+ * `integrateVelocity`, training loops) get faster with no code change, and
  * the stock tfjs `Conv3D`, `Conv3DBackpropInputV2`, `Conv3DBackpropFilterV2`,
  * `Conv2DBackpropFilter` and `UnsortedSegmentSum` kernels (slow, missing or wrong on wasm).
  *
@@ -22,6 +24,7 @@
  * @packageDocumentation
  */
 import {
+  RegkitLocalNcc,
   RegkitResizeLinear,
   RegkitResizeLinearGrad,
   RegkitWarp,
@@ -30,6 +33,7 @@ import {
   tf,
 } from '@regkit/core';
 import { CONV_KERNEL_NAMES, createConvKernels } from './conv.js';
+import { localNccKernelConfig, localNccKernelFunc } from './lncc.js';
 import { convModule, kernelsReady } from './loader.js';
 import {
   resizeLinearGradKernelFunc,
@@ -40,6 +44,7 @@ import {
 } from './warp.js';
 
 export { CONV_KERNEL_NAMES, createConvKernels, createConvModule } from './conv.js';
+export { localNccKernelConfig, localNccKernelFunc } from './lncc.js';
 export { initKernels, kernelMemoryBytes, kernelsReady } from './loader.js';
 export {
   resizeLinearGradKernelFunc,
@@ -58,6 +63,7 @@ export const KERNEL_NAMES = [
   RegkitWarpGrad,
   RegkitResizeLinear,
   RegkitResizeLinearGrad,
+  RegkitLocalNcc,
   ...CONV_KERNEL_NAMES,
 ] as const;
 
@@ -75,6 +81,7 @@ export function registerKernels(): void {
   }
   for (const backendName of KERNEL_BACKENDS) {
     for (const config of warpKernelConfigs(backendName)) replaceKernel(config);
+    replaceKernel(localNccKernelConfig(backendName));
   }
   if (!convRegistered) {
     convRegistered = true;
@@ -84,7 +91,7 @@ export function registerKernels(): void {
 
 /**
  * True when this package's kernels are the ones registered for `backendName` (default: the
- * current backend), i.e. `warp` and `resizeLinear` run WebAssembly SIMD there.
+ * current backend), i.e. `warp`, `resizeLinear` and `localNccLoss` run WebAssembly SIMD there.
  */
 export function kernelsRegistered(backendName: string = tf.getBackend()): boolean {
   const ours: Array<[string, tf.KernelFunc]> = [
@@ -92,6 +99,7 @@ export function kernelsRegistered(backendName: string = tf.getBackend()): boolea
     [RegkitWarpGrad, warpGradKernelFunc],
     [RegkitResizeLinear, resizeLinearKernelFunc],
     [RegkitResizeLinearGrad, resizeLinearGradKernelFunc],
+    [RegkitLocalNcc, localNccKernelFunc],
   ];
   return ours.every(([name, func]) => tf.getKernel(name, backendName)?.kernelFunc === func);
 }

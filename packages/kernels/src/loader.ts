@@ -7,7 +7,7 @@ import { type ConvWasm, createConvModule } from './conv.js';
 import convWasm from './wasm/conv.wasm';
 import warpWasm from './wasm/warp.wasm';
 
-/** The functions exported by `csrc/warp.c`. */
+/** The functions exported by `csrc/warp.c` and `csrc/lncc.c`. */
 export interface WarpExports {
   memory: WebAssembly.Memory;
   heap_base(): number;
@@ -52,6 +52,23 @@ export interface WarpExports {
     inner: number,
     adjoint: number,
   ): void;
+  lncc_work_bytes(D: number, H: number, W: number, C: number, rD: number, withGrad: number): number;
+  lncc(
+    a: number,
+    b: number,
+    da: number,
+    db: number,
+    B: number,
+    D: number,
+    H: number,
+    W: number,
+    C: number,
+    rD: number,
+    rH: number,
+    rW: number,
+    withGrad: number,
+    work: number,
+  ): number;
 }
 
 const PAGE = 65536;

@@ -1,5 +1,6 @@
 /** Loading and registration: nothing happens on import; init is idempotent; replacing core's kernels. */
 import {
+  RegkitLocalNcc,
   RegkitResizeLinear,
   RegkitResizeLinearGrad,
   RegkitWarp,
@@ -46,12 +47,14 @@ describe('initKernels / registerKernels', () => {
       expect(tf.getKernel(RegkitResizeLinearGrad, backend)!.kernelFunc).toBe(
         kernels.resizeLinearGradKernelFunc,
       );
+      expect(tf.getKernel(RegkitLocalNcc, backend)!.kernelFunc).toBe(kernels.localNccKernelFunc);
     }
     expect(kernels.KERNEL_NAMES).toEqual([
       RegkitWarp,
       RegkitWarpGrad,
       RegkitResizeLinear,
       RegkitResizeLinearGrad,
+      RegkitLocalNcc,
       ...kernels.CONV_KERNEL_NAMES,
     ]);
     // the convolution kernels replace the stock ones (and core's cpu delegates on wasm)

@@ -1,9 +1,10 @@
 /**
- * 1000 forward + backward calls (warp, resizeLinear) leak no tensors, and the kernels' memory
+ * 1000 forward + backward calls (warp, resizeLinear, localNccLoss) leak no tensors, and the kernels' memory
  * stays bounded.
  */
 import { randomSmoothField, resizeLinear, tf, warp } from '@regkit/core';
 import { kernelMemoryBytes } from '@regkit/kernels';
+import { localNccLoss } from '@regkit/losses';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { BACKENDS, MODES, useKernels } from './helpers.js';
 
@@ -26,6 +27,11 @@ describe.each(BACKENDS)('memory on %s', (backend) => {
       tf.dispose([dI!, dU!]);
       warp(image, field, MODES[i % MODES.length]).dispose();
       tf.grad(resized)(image).dispose();
+      const [da, db] = tf.grads((a: tf.Tensor, b: tf.Tensor) => localNccLoss(a, b, { window: 5 }))([
+        image,
+        dy,
+      ]);
+      tf.dispose([da!, db!]);
     };
     for (let i = 0; i < 4; i++) step(i); // warm-up: every mode once
     const tensors = tf.memory().numTensors;

@@ -10,6 +10,11 @@
  *
  *   node bench/run.mjs                       # all backends and ops at 96x112x96
  *   node bench/run.mjs --backends wasm --ops lncc_fwd,mi_fwd --sizes 91x109x91,96x112x96
+ *   node bench/run.mjs --impls regkit,@regkit/kernels --ops lncc_fwd,lncc_fwd_bwd
+ *
+ * `--impls`: `regkit` (default) runs this package alone (its JavaScript kernels);
+ * `@regkit/kernels` also registers the WebAssembly kernels of packages/kernels (built dist/),
+ * as `initBackend()` does where that package is installed.
  *
  * Inputs: batch 1, C = 1, a and b independent uniform [0, 1] images (seeded tfjs
  * randomUniform). Prints one JSON line per measurement; with --save also merges them into
@@ -38,11 +43,16 @@ function arg(name, fallback) {
   return i >= 0 ? process.argv[i + 1] : fallback;
 }
 
-async function one(backend, op, size) {
+async function one(backend, op, size, impl = 'regkit') {
   const losses = await import('../dist/index.js');
   const core = await import('@regkit/core');
   const { tf } = core;
   await core.initBackend(backend);
+  if (impl === '@regkit/kernels') {
+    const kernels = await import('../../kernels/dist/index.js');
+    await kernels.initKernels();
+    kernels.registerKernels();
+  } else if (impl !== 'regkit') throw new Error(`unknown impl ${impl}`);
   const spatial = size.split('x').map(Number);
   const a = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 1);
   const b = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 2);
@@ -81,7 +91,7 @@ async function one(backend, op, size) {
   const peak = process.resourceUsage().maxRSS / 1024;
   return {
     suite: 'losses',
-    impl: 'regkit',
+    impl,
     backend,
     threads: 1,
     op,
@@ -123,12 +133,13 @@ function keptLines(file, fresh) {
 }
 
 if (process.argv[2] === '--one') {
-  const [backend, op, size] = process.argv.slice(3);
-  process.stdout.write(`${JSON.stringify(await one(backend, op, size))}\n`);
+  const [backend, op, size, impl] = process.argv.slice(3);
+  process.stdout.write(`${JSON.stringify(await one(backend, op, size, impl))}\n`);
 } else {
   const sizes = arg('sizes', SIZES.join(',')).split(',');
   const ops = arg('ops', OPS.join(',')).split(',');
   const backends = arg('backends', BACKENDS.join(',')).split(',');
+  const impls = arg('impls', 'regkit').split(',');
   const save = process.argv.includes('--save');
   const lines = [
     JSON.stringify({
@@ -139,11 +150,12 @@ if (process.argv[2] === '--one') {
   console.log(lines[0]);
   const cases = [];
   for (const size of sizes)
-    for (const backend of backends) for (const op of ops) cases.push([backend, op, size]);
-  for (const [backend, op, size] of cases) {
+    for (const backend of backends)
+      for (const op of ops) for (const impl of impls) cases.push([backend, op, size, impl]);
+  for (const [backend, op, size, impl] of cases) {
     const r = spawnSync(
       process.execPath,
-      [fileURLToPath(import.meta.url), '--one', backend, op, size],
+      [fileURLToPath(import.meta.url), '--one', backend, op, size, impl],
       {
         encoding: 'utf8',
         maxBuffer: 1 << 24,
@@ -158,7 +170,7 @@ if (process.argv[2] === '--one') {
       const why = (r.stderr || '').trim().split('\n').slice(-3).join(' | ');
       const fail = JSON.stringify({
         suite: 'losses',
-        impl: 'regkit',
+        impl,
         backend,
         op,
         size,

@@ -23,16 +23,13 @@
  * rows follow by the same H and W sums. Working memory: (2 r_D + 3) · 5 · H·W·C float64
  * values (5 MB at 96×112×96, window 9), kept for the next call with the same slice shape.
  */
-import { type KernelBackendLike, runFloatKernel, tf } from '@regkit/core';
-
-/** Kernel name of the fused local NCC (cpu and wasm only). */
-export const RegkitLocalNcc = 'RegkitLocalNcc';
-
-/** Attributes of `RegkitLocalNcc`: odd window per spatial axis; with `withGrad` the outputs are `[loss, dLoss/da, dLoss/db]`, else `[loss]`. */
-export interface RegkitLocalNccAttrs {
-  window: number[];
-  withGrad: boolean;
-}
+import {
+  type KernelBackendLike,
+  RegkitLocalNcc,
+  type RegkitLocalNccAttrs,
+  runFloatKernel,
+  tf,
+} from '@regkit/core';
 
 const EPS = 1e-5;
 /** Number of stacked maps: [a, b, a², b², ab] forward, the five gradient coefficients backward. */

@@ -1,9 +1,14 @@
-import { assertImagePair, boxSum, fail, hasKernels, perAxis, tf } from '@regkit/core';
 import {
+  assertImagePair,
+  boxSum,
+  fail,
+  hasKernels,
+  perAxis,
   RegkitLocalNcc,
   type RegkitLocalNccAttrs,
-  registerLocalNccKernels,
-} from './lncc_kernel.js';
+  tf,
+} from '@regkit/core';
+import { registerLocalNccKernels } from './lncc_kernel.js';
 
 /**
  * Global normalised cross-correlation loss: for each batch item and channel, with
@@ -46,7 +51,7 @@ export interface LocalNccOptions {
  * respect to both images is computed together with the value and scaled by the seed in
  * backprop. On the cpu and wasm backends everything runs in one fused JavaScript kernel
  * (`RegkitLocalNcc`: float64 running box sums streamed over depth slices, ~10x faster than
- * tfjs ops); elsewhere, or with `REGKIT_PORTABLE_OPS`, it is composed of tfjs ops and
+ * tfjs ops; `@regkit/kernels` registers a WebAssembly-SIMD version of it); elsewhere, or with `REGKIT_PORTABLE_OPS`, it is composed of tfjs ops and
  * core's `boxSum` (exact, O(1) per voxel for any window). Inside nested tapes (gradients of
  * gradients) it falls back to the tfjs-op composite under autodiff.
  *

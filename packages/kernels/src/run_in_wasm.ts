@@ -1,0 +1,45 @@
+/** Running one computation of `warp.wasm` (warp, resize, local NCC) on tensors of a tfjs backend. */
+import type { tf } from '@regkit/core';
+import { type BackendLike, isWasmBackend, makeWasmOutput, size } from './backend_io.js';
+import { Arena, wasmKernels } from './loader.js';
+
+/**
+ * Runs one computation in the kernels' memory: allocates `inputs`, float32 outputs of
+ * `outShapes` and float32 scratch buffers of `scratch` values there, copies the inputs in,
+ * calls `compute` with the byte offsets (inputs, outputs, then scratch), and returns the
+ * outputs as tensors of `backend`.
+ */
+export function runInWasm(
+  backend: BackendLike,
+  inputs: tf.TensorInfo[],
+  outShapes: number[][],
+  compute: (ptrs: number[]) => void,
+  scratch: number[] = [],
+): tf.TensorInfo[] {
+  const wasm = wasmKernels();
+  const arena = new Arena(wasm);
+  const inPtrs = inputs.map((t) => arena.alloc(size(t.shape)));
+  const outPtrs = outShapes.map((s) => arena.alloc(size(s)));
+  const scratchPtrs = scratch.map((n) => arena.alloc(n));
+  const wasmBackend = isWasmBackend(backend);
+  // wasm backend: allocate the outputs first, since growing tfjs's heap detaches its views
+  const outInfos = wasmBackend ? outShapes.map((s) => makeWasmOutput(backend, s)) : [];
+  const read = (t: tf.TensorInfo) =>
+    (wasmBackend ? backend.typedArrayFromHeap!(t) : backend.readSync(t.dataId)) as tf.TypedArray;
+  // views on this module's memory only now: every alloc above may have grown it
+  inputs.forEach((t, i) => {
+    arena.f32(inPtrs[i]!, size(t.shape)).set(read(t));
+  });
+  compute([...inPtrs, ...outPtrs, ...scratchPtrs]);
+  return outShapes.map((s, i) => {
+    const values = arena.f32(outPtrs[i]!, size(s));
+    if (wasmBackend) {
+      (backend.typedArrayFromHeap!(outInfos[i]!) as Float32Array).set(values);
+      return outInfos[i]!;
+    }
+    if (!backend.makeTensorInfo) {
+      throw new Error('@regkit/kernels: this backend cannot create tensors from values');
+    }
+    return backend.makeTensorInfo(s, 'float32', values.slice());
+  });
+}
