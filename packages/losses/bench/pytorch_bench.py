@@ -259,7 +259,7 @@ def main():
     ap.add_argument("--sizes", default=DEFAULT_SIZES)
     ap.add_argument("--ops", default="all")
     ap.add_argument("--save", action="store_true",
-                    help="also write bench/results/pytorch.jsonl (atomically)")
+                    help="also append to bench/results/pytorch.jsonl (atomically)")
     ap.add_argument("--one", nargs=2, metavar=("OP", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -311,8 +311,10 @@ def main():
     if args.save:
         path = os.path.join(os.path.dirname(script), "results", "pytorch.jsonl")
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        # append: earlier measurements stay (BENCHMARKS.md keeps the latest row per op and size)
+        old = open(path).read() if os.path.exists(path) else ""
         with open(path + ".tmp", "w") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write(old + "\n".join(lines) + "\n")
         os.replace(path + ".tmp", path)
     return 1 if failures else 0
 
