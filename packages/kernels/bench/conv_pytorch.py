@@ -93,7 +93,7 @@ def main():
     p.add_argument("--sizes", default=",".join(SIZES))
     p.add_argument("--ops", default=",".join(OPS))
     p.add_argument("--one", nargs=2, metavar=("OP", "SIZE"))
-    p.add_argument("--save", action="store_true", help="also write bench/results/conv_pytorch.jsonl")
+    p.add_argument("--save", action="store_true", help="also append to bench/results/conv_pytorch.jsonl")
     a = p.parse_args()
     saved = [json.dumps({"command": "/usr/bin/python3 packages/kernels/bench/conv_pytorch.py "
                          + " ".join(sys.argv[1:])})]
@@ -123,8 +123,10 @@ def main():
     if a.save:
         out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                            "conv_pytorch.jsonl")
+        # append: earlier measurements stay (BENCHMARKS.md keeps the latest row per op and size)
+        old = open(out).read() if os.path.exists(out) else ""
         with open(out + ".tmp", "w") as fh:
-            fh.write("\n".join(saved) + "\n")
+            fh.write(old + "\n".join(saved) + "\n")
         os.replace(out + ".tmp", out)
 
 
