@@ -1,6 +1,7 @@
 import { type KernelBackendLike, runFloatKernel } from './backend_io.js';
+import { registerGradientKernel } from './kernel_gradient.js';
 import { RegkitMaxPool, type RegkitMaxPoolAttrs, RegkitMaxPoolGrad } from './kernel_names.js';
-import { tf } from './tf.js';
+import type { tf } from './tf.js';
 
 /**
  * For every output voxel of `size`-pooling of `inShape` (sizes divisible by `size`), the flat
@@ -91,20 +92,4 @@ export function jsMaxPoolKernels(backendName: string): tf.KernelConfig[] {
   ];
 }
 
-tf.registerGradient({
-  kernelName: RegkitMaxPool,
-  inputsToSave: ['x'],
-  gradFunc: (dy, saved, attrs) => {
-    const [x] = saved as [tf.Tensor];
-    return {
-      x: () =>
-        tf
-          .engine()
-          .runKernel(
-            RegkitMaxPoolGrad,
-            { dy: dy as tf.Tensor, x },
-            attrs as unknown as tf.NamedAttrMap,
-          ) as tf.Tensor,
-    };
-  },
-});
+registerGradientKernel(RegkitMaxPool, RegkitMaxPoolGrad);

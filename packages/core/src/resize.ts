@@ -1,4 +1,5 @@
 import { scaledGrid } from './grid.js';
+import { registerGradientKernel } from './kernel_gradient.js';
 import {
   RegkitResizeLinear,
   type RegkitResizeLinearAttrs,
@@ -14,23 +15,7 @@ function cornerRatios(from: readonly number[], to: readonly number[]): number[] 
   return to.map((s, k) => (s > 1 && from[k]! > 1 ? (from[k]! - 1) / (s - 1) : 0));
 }
 
-tf.registerGradient({
-  kernelName: RegkitResizeLinear,
-  inputsToSave: ['x'],
-  gradFunc: (dy, saved, attrs) => {
-    const [x] = saved as [tf.Tensor];
-    return {
-      x: () =>
-        tf
-          .engine()
-          .runKernel(
-            RegkitResizeLinearGrad,
-            { dy: dy as tf.Tensor, x },
-            attrs as unknown as tf.NamedAttrMap,
-          ) as tf.Tensor,
-    };
-  },
-});
+registerGradientKernel(RegkitResizeLinear, RegkitResizeLinearGrad);
 
 /** Portable `resizeLinear`: a border-padded warp onto the scaled grid. */
 function resizeLinearComposite(x: tf.Tensor, to: readonly number[]): tf.Tensor {
