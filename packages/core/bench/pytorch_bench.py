@@ -34,6 +34,9 @@ Semantics (float32, batch 1, channels first as torch needs):
                           border);
   * integrate_velocity:   scaling and squaring, u = v / 128, then 7 times
                           u = compose(u, u);
+  * resize_field_fwd_bwd: a field on the grid ceil(S/2) resized to S (interpolate,
+                          bilinear/trilinear, align_corners=True, components scaled
+                          by (S - 1)/(S/2 - 1)) and backward(dy): regkit resizeField;
   * jacobian_determinant: det(I + grad u), torch.gradient (central inside,
                           one-sided at borders), closed-form 2x2 / 3x3 det.
 """
@@ -55,6 +58,7 @@ ALL_OPS = [
     "compose_fields",
     "integrate_velocity",
     "jacobian_determinant",
+    "resize_field_fwd_bwd",
 ]
 DEFAULT_SIZES = "192x192,96x112x96,160x192x224"
 WARMUP = 2
@@ -178,6 +182,21 @@ def run_one(op, size_str, threads):
             for _ in range(INTEGRATION_STEPS):
                 u = compose(u, u)
             return u
+
+    elif op == "resize_field_fwd_bwd":
+        half = [(n + 1) // 2 for n in shape]
+        coarse = torch.randn(1, ndim, *half, dtype=f32)
+        factor = torch.tensor([(n - 1.0) / (h - 1.0) for n, h in zip(shape, half)],
+                              dtype=f32).view(1, ndim, *([1] * ndim))
+        dy_field = torch.randn(1, ndim, *shape, dtype=f32)
+        mode = "bilinear" if ndim == 2 else "trilinear"
+
+        def fn():
+            with torch.enable_grad():
+                leaf = coarse.clone().requires_grad_(True)
+                out = F.interpolate(leaf, size=list(shape), mode=mode, align_corners=True)
+                (out * factor).backward(dy_field)
+            return leaf.grad
 
     elif op == "jacobian_determinant":
         spatial = tuple(range(ndim))

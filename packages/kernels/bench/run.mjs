@@ -2,7 +2,8 @@
 /**
  * Kernel benchmark: median ms and peak RSS of warp forward and forward+backward (linear,
  * zeros padding, C = 1, the field of packages/core/bench/run.mjs), composeFields and
- * integrateVelocity (7 squarings; core's definitions) on the cpu and wasm
+ * integrateVelocity (7 squarings; core's definitions), and resizeField forward + backward
+ * from the grid ceil(S/2) to S (`regkit register`'s parameter grid) on the cpu and wasm
  * backends, with this package's WebAssembly-SIMD kernels and, for comparison, with
  * @regkit/core's JavaScript kernels (what runs without this package). One child process per
  * measurement, so peak RSS is per measurement.
@@ -25,7 +26,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const OPS = ['warp_fwd', 'warp_fwd_bwd', 'compose_fields', 'integrate_velocity'];
+const OPS = [
+  'warp_fwd',
+  'warp_fwd_bwd',
+  'compose_fields',
+  'integrate_velocity',
+  'resize_field_fwd_bwd',
+];
 const SIZES = ['192x192', '96x112x96', '160x192x224'];
 const BACKENDS = ['cpu', 'wasm'];
 const KERNELS = ['wasm-simd', 'core-js'];
@@ -52,8 +59,13 @@ async function one(backend, op, size, kernel) {
   } else if (kernels.kernelsRegistered(backend)) {
     // initBackend() loaded @regkit/kernels by itself: put core's JavaScript kernels back
     for (const b of ['cpu', 'wasm']) {
-      tf.unregisterKernel(core.RegkitWarp, b);
-      tf.unregisterKernel(core.RegkitWarpGrad, b);
+      for (const k of [
+        core.RegkitWarp,
+        core.RegkitWarpGrad,
+        core.RegkitResizeLinear,
+        core.RegkitResizeLinearGrad,
+      ])
+        tf.unregisterKernel(k, b);
     }
     core.registerJsKernels();
   }
@@ -68,12 +80,17 @@ async function one(backend, op, size, kernel) {
   const image = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 2);
   const dy = tf.randomUniform([1, ...spatial, 1], -1, 1, 'float32', 3);
   const small = tf.mul(field, 0.3);
+  const half = spatial.map((n) => Math.ceil(n / 2));
+  const coarse = tf.randomNormal([1, ...half, spatial.length], 0, 1, 'float32', 4);
+  const dyField = tf.randomNormal([1, ...spatial, spatial.length], 0, 1, 'float32', 5);
   const fns = {
     warp_fwd: () => core.warp(image, field),
     warp_fwd_bwd: () => tf.grads((a, b) => tf.sum(tf.mul(core.warp(a, b), dy)))([image, field]),
     // the definitions of packages/core/bench/run.mjs and pytorch_bench.py
     compose_fields: () => core.composeFields(field, small),
     integrate_velocity: () => core.integrateVelocity(field, { steps: 7 }),
+    // backward seeded with dy directly, as torch's backward(dy)
+    resize_field_fwd_bwd: () => tf.grad((u) => core.resizeField(u, spatial))(coarse, dyField),
   };
   const run = () => {
     const t0 = performance.now();
