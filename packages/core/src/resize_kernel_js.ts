@@ -11,14 +11,14 @@ import {
 import type { tf } from './tf.js';
 
 /** Taps of one axis resized from `n` to `m` samples: output i = (1 − t) in[j0] + t in[j1]. */
-export interface AxisTaps {
+interface AxisTaps {
   j0: Int32Array;
   j1: Int32Array;
   t: Float64Array;
 }
 
 /** Aligned-corner taps: output i samples the input at i (n − 1)/(m − 1) (0 when n or m is 1). */
-export function axisTaps(n: number, m: number): AxisTaps {
+function axisTaps(n: number, m: number): AxisTaps {
   const j0 = new Int32Array(m);
   const j1 = new Int32Array(m);
   const t = new Float64Array(m);
@@ -136,7 +136,7 @@ function resizeAxisAdjoint(
  * Resizes `src` (`[B, ...from, C]`, row-major) to `dst` (`[B, ...to, C]`), or its adjoint
  * (`adjoint`: `src` is `[B, ...to, C]`, `dst` `[B, ...from, C]`, zero-filled), axis by axis.
  */
-export function resizeLinearValues(
+function resizeLinearValues(
   src: Float32Array,
   dst: Float32Array,
   batch: number,
