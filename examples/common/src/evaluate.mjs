@@ -3,7 +3,7 @@
  * tables, shared by the example apps.
  */
 import { composeFields, tf, warp } from '@regkit/core';
-import { foldingFraction, hausdorff95, meanDice, ncc, ssim } from '@regkit/metrics';
+import { foldingPercent, hausdorff95, meanDice, ncc, ssim } from '@regkit/metrics';
 import { disposePair, makePair } from './slices.mjs';
 
 const mean = (a) => (a.length ? a.reduce((p, q) => p + q, 0) / a.length : Number.NaN);
@@ -62,7 +62,7 @@ export async function evaluateMethod(
       }
       const field = out?.forward ?? tf.zeros([1, ...dataset.size, dataset.size.length]);
       const warped = warp(pair.moving, field);
-      row.ssim = await ssim(warped, pair.movingTruth, { dataRange: 1 });
+      row.ssim = await ssim(warped, pair.movingTruth, { intensityRange: 1 });
       row.ncc = await ncc(warped, pair.movingTruth);
       if (pair.movingLabels) {
         const wl = warp(pair.movingLabels, field, { interpolation: 'nearest' });
@@ -70,7 +70,7 @@ export async function evaluateMethod(
         if (withHd95) row.hd95 = summarise(await hausdorff95(wl, pair.fixedLabels)).mean;
         wl.dispose();
       }
-      row.folding = 100 * (await foldingFraction(field));
+      row.folding = await foldingPercent(field);
       if (out?.inverse) {
         row.inverseConsistency =
           ((await meanComposition(out.forward, out.inverse)) +

@@ -12,11 +12,15 @@ import {
   writeDisplacementField,
   writeNifti,
 } from '@regkit/io';
-import { dice, foldingFraction } from '@regkit/metrics';
+import { dice, foldingPercent } from '@regkit/metrics';
 import { UsageError } from './errors.js';
 import { presentLabels } from './evaluate.js';
 import { checkOutputs, disposeVolumes } from './files.js';
-import { normalizeIntensity, registerImages, type Similarity } from './instance.js';
+import {
+  normalizeIntensity,
+  registerImages,
+  type SimilarityName as Similarity,
+} from '@regkit/register';
 import type { Progress } from './progress.js';
 import { writeLabels } from './register.js';
 
@@ -175,9 +179,11 @@ async function runCase(c: CaseInput, dir: string, progress: Progress): Promise<D
       },
     });
     progress.stop();
-    keep.push(result.field);
-    const warpedData = warp(c.movingSource.data, result.field);
-    const warpedLabelsData = warp(c.labels.data, result.field, { interpolation: 'nearest' });
+    result.velocity?.dispose();
+    const field = result.forward;
+    keep.push(field);
+    const warpedData = warp(c.movingSource.data, field);
+    const warpedLabelsData = warp(c.labels.data, field, { interpolation: 'nearest' });
     keep.push(warpedData, warpedLabelsData);
     const seconds = (performance.now() - t0) / 1000;
 
@@ -187,10 +193,10 @@ async function runCase(c: CaseInput, dir: string, progress: Progress): Promise<D
     const mask = tf.tidy(() => tf.cast(tf.greater(fixedLabelsData, 0), 'float32'));
     keep.push(mask);
     const errBefore = await meanNorm(truth, mask);
-    const diff = tf.sub(result.field, truth);
+    const diff = tf.sub(field, truth);
     keep.push(diff);
     const errAfter = await meanNorm(diff, mask);
-    const folding = await foldingFraction(result.field);
+    const folding = await foldingPercent(field);
 
     const out = (n: string) => join(dir, n);
     const files: Array<[string, () => Promise<void>]> = [
@@ -209,7 +215,7 @@ async function runCase(c: CaseInput, dir: string, progress: Progress): Promise<D
         'warped_labels.nii.gz',
         () => writeLabels(out('warped_labels.nii.gz'), volumeLike(c.fixedSource, warpedLabelsData)),
       ],
-      ['field.nii.gz', () => writeDisplacementField(out('field.nii.gz'), result.field, fixed)],
+      ['field.nii.gz', () => writeDisplacementField(out('field.nii.gz'), field, fixed)],
       ['true_field.nii.gz', () => writeDisplacementField(out('true_field.nii.gz'), truth, fixed)],
       [
         'before.png',
@@ -225,7 +231,7 @@ async function runCase(c: CaseInput, dir: string, progress: Progress): Promise<D
       ],
       [
         'grid.png',
-        () => saveSlicePng(out('grid.png'), fixed, { grid: result.field, gridSpacing: 6 }),
+        () => saveSlicePng(out('grid.png'), fixed, { grid: field, gridSpacing: 6 }),
       ],
       [
         'labels.png',

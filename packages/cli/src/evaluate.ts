@@ -1,6 +1,6 @@
 import { tf } from '@regkit/core';
 import { readDisplacementField, readNifti } from '@regkit/io';
-import { dice, foldingFraction, hausdorff95, logJacobianStd } from '@regkit/metrics';
+import { dice, foldingPercent, hausdorff95, logJacobianStd } from '@regkit/metrics';
 import { UsageError } from './errors.js';
 import { disposeVolumes, readInput } from './files.js';
 
@@ -50,7 +50,7 @@ export async function evalCommand(o: EvalCommandOptions): Promise<EvalSummary> {
       try {
         const field = await readDisplacementField(o.field, grid);
         try {
-          summary.foldingPercent = await foldingFraction(field);
+          summary.foldingPercent = await foldingPercent(field);
           summary.logJacobianStd = await logJacobianStd(field);
         } finally {
           field.dispose();

@@ -1,6 +1,7 @@
 /**
- * @regkit/cli: the `regkit` command and its programmatic parts (instance-optimisation
- * registration, synthetic deformations for demos and tests).
+ * @regkit/cli: the `regkit` command and its programmatic parts (the commands as functions,
+ * synthetic deformations for demos and tests). The registration itself lives in
+ * `@regkit/register` (instance optimisation) and `@regkit/networks` (trained networks).
  */
 
 export { type ApplyCommandOptions, applyCommand } from './apply.js';
@@ -17,16 +18,6 @@ export { EXIT, UsageError } from './errors.js';
 export { type EvalCommandOptions, type EvalSummary, evalCommand } from './evaluate.js';
 export { sameGrid, warpThroughAffines } from './geometry.js';
 export { type InfoSummary, infoCommand } from './info.js';
-export {
-  invertDisplacement,
-  normalizeIntensity,
-  type RegisterImagesOptions,
-  type RegisterImagesResult,
-  type RegistrationProgress,
-  registerImages,
-  type Similarity,
-  type TransformModel,
-} from './instance.js';
 export { createProgress, type Progress } from './progress.js';
 export {
   inverseFieldPath,

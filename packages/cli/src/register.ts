@@ -7,7 +7,7 @@ import {
   writeDisplacementField,
   writeNifti,
 } from '@regkit/io';
-import { foldingFraction } from '@regkit/metrics';
+import { foldingPercent } from '@regkit/metrics';
 import { BUNDLED_WEIGHTS, bundledWeights, loadRegistrationNetwork } from '@regkit/networks';
 import { UsageError } from './errors.js';
 import { checkOutputs, disposeVolumes, readInput } from './files.js';
@@ -16,9 +16,9 @@ import {
   normalizeIntensity,
   type RegisterImagesOptions,
   registerImages,
-  type Similarity,
+  type SimilarityName as Similarity,
   type TransformModel,
-} from './instance.js';
+} from '@regkit/register';
 import type { Progress } from './progress.js';
 
 /** Options of the `register` command (the parsed command line). */
@@ -233,7 +233,7 @@ export async function registerCommand(
     if (o.levels !== undefined) options.levels = o.levels;
     if (o.iterations !== undefined) options.iterations = o.iterations;
     if (o.learningRate !== undefined) options.learningRate = o.learningRate;
-    if (o.regularisation !== undefined) options.regularisation = o.regularisation;
+    if (o.regularisation !== undefined) options.regularisationWeight = o.regularisation;
     if (o.skipFinest !== undefined) options.skipFinest = o.skipFinest;
     if (o.seed !== undefined) options.seed = o.seed;
     let result: {
@@ -259,7 +259,11 @@ export async function registerCommand(
         throw new UsageError(`the ${o.method} network gives no inverse; drop --inverse-field`);
       }
     } else {
-      result = await registerImages(f, m, options);
+      const r = await registerImages(f, m, options);
+      if (r.velocity) r.velocity.dispose();
+      result = r.inverse
+        ? { field: r.forward, inverseField: r.inverse, levels: r.levels }
+        : { field: r.forward, levels: r.levels };
     }
     progress.stop();
     toDispose.push(result.field);
@@ -287,7 +291,7 @@ export async function registerCommand(
       await saveSlicePng(o.png, warped, { checkerboard: fixed, grid: grid.data, tiles: 8 });
       written.png = o.png;
     }
-    const folding = await foldingFraction(result.field);
+    const folding = await foldingPercent(result.field);
     return {
       fixed: o.fixed,
       moving: o.moving,

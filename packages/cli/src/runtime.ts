@@ -1,5 +1,5 @@
 import { type BackendName, initBackend, tf } from '@regkit/core';
-import { initKernels, registerKernels } from '@regkit/kernels';
+import * as kernels from '@regkit/kernels';
 import { UsageError } from './errors.js';
 
 /**
@@ -10,10 +10,6 @@ export async function setupBackend(name?: string): Promise<string> {
   if (name !== undefined && !['tensorflow', 'wasm', 'cpu'].includes(name)) {
     throw new UsageError(`--backend must be tensorflow, wasm or cpu, got '${name}'`);
   }
-  const backend = await initBackend(name as BackendName | undefined);
-  if (backend === 'cpu' || backend === 'wasm') {
-    await initKernels();
-    registerKernels();
-  }
+  await initBackend(name as BackendName | undefined, { kernels });
   return tf.getBackend();
 }

@@ -45,7 +45,43 @@ export function loadOptionalKernels(): Promise<boolean> {
   return kernelsLoaded;
 }
 
-async function tryBackend(name: BackendName): Promise<void> {
+/**
+ * The kernel module of `@regkit/kernels` (or any module with the same two functions):
+ * `initKernels()` compiles the WebAssembly, `registerKernels()` registers the kernels for
+ * the cpu and wasm backends.
+ */
+export interface KernelModule {
+  initKernels(): Promise<void>;
+  registerKernels(): void;
+}
+
+/** Options of {@link initBackend}. */
+export interface InitBackendOptions {
+  /**
+   * `@regkit/kernels` as imported by the caller (`await import('@regkit/kernels')`): the one
+   * way to get the kernels where core cannot resolve the package by name (a workspace, a
+   * bundler). Without it, core tries to import `@regkit/kernels` by name.
+   */
+  kernels?: KernelModule;
+}
+
+let kernelsGiven: Promise<boolean> | null = null;
+
+/** Registers the kernels of a module the caller imported (once). */
+async function useKernelModule(kernels: KernelModule): Promise<boolean> {
+  if (typeof kernels?.initKernels !== 'function' || typeof kernels.registerKernels !== 'function') {
+    throw new RegkitBackendError(
+      `initBackend(): 'kernels' must be the @regkit/kernels module (initKernels, registerKernels)`,
+    );
+  }
+  kernelsGiven ??= kernels.initKernels().then(() => {
+    kernels.registerKernels();
+    return true;
+  });
+  return kernelsGiven;
+}
+
+async function tryBackend(name: BackendName, options: InitBackendOptions): Promise<void> {
   if (name === 'tensorflow') {
     if (!isNode) throw new Error('the tensorflow backend needs Node.js');
     const errors: string[] = [];
@@ -67,7 +103,10 @@ async function tryBackend(name: BackendName): Promise<void> {
   const ok = await tf.setBackend(name);
   if (!ok) throw new Error(`tf.setBackend('${name}') failed`);
   await tf.ready();
-  if (name !== 'tensorflow') await loadOptionalKernels();
+  if (name !== 'tensorflow') {
+    if (options.kernels) await useKernelModule(options.kernels);
+    else await loadOptionalKernels();
+  }
 }
 
 /**
@@ -80,15 +119,20 @@ async function tryBackend(name: BackendName): Promise<void> {
  *
  * Gradients of all stock ops are registered by importing `@regkit/core`, and the stock
  * cpu/wasm kernels that are missing or wrong are replaced (see `registerKernelFixes`). On
- * cpu and wasm, `@regkit/kernels` is loaded when installed (see `loadOptionalKernels`).
+ * cpu and wasm, the WebAssembly-SIMD kernels of `@regkit/kernels` are registered: from
+ * `options.kernels` when given, else by importing the package by name when installed (see
+ * `loadOptionalKernels`).
  *
  * @example
  * ```ts
  * import { initBackend } from '@regkit/core';
- * const backend = await initBackend(); // 'tensorflow' | 'wasm' | 'cpu'
+ * const backend = await initBackend(undefined, { kernels: await import('@regkit/kernels') });
  * ```
  */
-export async function initBackend(preferred?: BackendName): Promise<BackendName> {
+export async function initBackend(
+  preferred?: BackendName,
+  options: InitBackendOptions = {},
+): Promise<BackendName> {
   if (preferred !== undefined && !['tensorflow', 'wasm', 'cpu'].includes(preferred)) {
     throw new RegkitBackendError(
       `initBackend(): 'preferred' must be 'tensorflow', 'wasm' or 'cpu', got ${JSON.stringify(preferred)}`,
@@ -98,7 +142,7 @@ export async function initBackend(preferred?: BackendName): Promise<BackendName>
   const failures: string[] = [];
   for (const name of order) {
     try {
-      await tryBackend(name);
+      await tryBackend(name, options ?? {});
       return name;
     } catch (e) {
       failures.push(`${name}: ${(e as Error).message}`);

@@ -1,3 +1,4 @@
+import { resizeField } from './resize.js';
 import { tf } from './tf.js';
 import { assertField, fail, fmtShape } from './validate.js';
 import { warp } from './warp.js';
@@ -57,4 +58,47 @@ export function integrateVelocity(
     for (let i = 0; i < steps; i++) u = composeFields(u, u);
     return u;
   });
+}
+
+/** Options of {@link velocityDeformation}. */
+export interface VelocityDeformationOptions extends IntegrateVelocityOptions {
+  /**
+   * Integrate at 1/`downsize` of the velocity's resolution (each axis at least 2 voxels),
+   * then resize the displacements back (default 1: full resolution; VoxelMorph uses 2).
+   */
+  downsize?: number;
+  /** Also integrate −v for the inverse deformation (default true). */
+  inverse?: boolean;
+}
+
+/**
+ * The deformations of a stationary velocity field: `forward` = exp(v) − id and, unless
+ * `inverse: false`, `inverse` = exp(−v) − id, by scaling and squaring
+ * ({@link integrateVelocity}) at 1/`downsize` resolution with the velocity and both
+ * displacements resized linearly (`resizeField`, which rescales the vectors too).
+ *
+ * @param velocity `[B, ...S, ndim]` stationary velocity (voxels).
+ * @returns `{ forward, inverse? }`, `[B, ...S, ndim]` each (the caller disposes).
+ */
+export function velocityDeformation(
+  velocity: tf.Tensor,
+  options: VelocityDeformationOptions = {},
+): { forward: tf.Tensor; inverse?: tf.Tensor } {
+  const fn = 'velocityDeformation';
+  assertField(fn, 'velocity', velocity);
+  const f = options.downsize ?? 1;
+  if (!Number.isInteger(f) || f < 1) {
+    fail(fn, `'downsize' must be a positive integer, got ${options.downsize}`);
+  }
+  const withInverse = options.inverse ?? true;
+  const out = tf.tidy(() => {
+    const spatial = velocity.shape.slice(1, -1);
+    const coarse = spatial.map((s) => Math.max(2, Math.round(s / f)));
+    const v = f > 1 ? resizeField(velocity, coarse) : velocity;
+    const steps = { steps: options.steps };
+    const up = (u: tf.Tensor) => (f > 1 ? resizeField(u, spatial) : u);
+    const forward = up(integrateVelocity(v, steps));
+    return withInverse ? [forward, up(integrateVelocity(tf.neg(v), steps))] : [forward];
+  });
+  return out.length > 1 ? { forward: out[0]!, inverse: out[1]! } : { forward: out[0]! };
 }

@@ -14,7 +14,13 @@ import { registerJsKernels } from './register_kernels.js';
 
 registerJsKernels();
 
-export { type BackendName, initBackend, loadOptionalKernels } from './backend.js';
+export {
+  type BackendName,
+  type InitBackendOptions,
+  initBackend,
+  type KernelModule,
+  loadOptionalKernels,
+} from './backend.js';
 export {
   isWasmBackend,
   type KernelBackendLike,
@@ -28,7 +34,22 @@ export {
   composeFields,
   type IntegrateVelocityOptions,
   integrateVelocity,
+  type VelocityDeformationOptions,
+  velocityDeformation,
 } from './compose.js';
+export {
+  type FeatureExtractor,
+  outputWarped,
+  type RegistrationModel,
+  type RegistrationOutput,
+  type Regulariser,
+  type Similarity,
+  type SimilarityLoss,
+  type SimilarityModule,
+  similarityLoss,
+  type TrainingContext,
+  type TrainingTerms,
+} from './contracts.js';
 export { RegkitBackendError, RegkitError } from './errors.js';
 export { affineField, identityGrid } from './grid.js';
 export { jacobianDeterminant, spatialGradient } from './jacobian.js';

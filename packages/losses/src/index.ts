@@ -19,6 +19,7 @@ export {
   MineEstimator,
   type MineOptions,
   type MineShuffle,
+  type MineLossOptions,
   mineLoss,
 } from './mine.js';
 export {
@@ -28,7 +29,7 @@ export {
   localMutualInformationLoss,
   type MutualInformationOptions,
   mutualInformationLoss,
-  normalizedMutualInformation,
+  normalizedMutualInformationLoss,
 } from './mutual_information.js';
 export { globalNccLoss, type LocalNccOptions, localNccLoss } from './ncc.js';
 export {

@@ -436,17 +436,20 @@ function plainLogMeanExp(t: tf.Tensor): tf.Tensor {
  * @param b `[B, ...S, cB]`, e.g. the warped moving image.
  * @returns scalar to minimise.
  */
-export function mineLoss(
-  a: tf.Tensor,
-  b: tf.Tensor,
-  estimator: MineEstimator,
-  options: MineCallOptions = {},
-): tf.Scalar {
+export function mineLoss(a: tf.Tensor, b: tf.Tensor, options: MineLossOptions): tf.Scalar {
+  const estimator = options?.estimator;
   if (!(estimator instanceof MineEstimator)) {
     fail(
       'mineLoss',
       `'estimator' must be a MineEstimator, got ${estimator === null ? 'null' : typeof estimator}`,
     );
   }
-  return estimator.loss(a, b, options);
+  const { estimator: _estimator, ...call } = options;
+  return estimator.loss(a, b, call);
+}
+
+/** Options of {@link mineLoss}: the estimator and the per-call options. */
+export interface MineLossOptions extends MineCallOptions {
+  /** The statistics network (train its weights with the registration: pass it as the similarity). */
+  estimator: MineEstimator;
 }

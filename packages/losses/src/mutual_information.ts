@@ -6,8 +6,8 @@ export interface MutualInformationOptions {
   bins?: number;
   /** Gaussian σ as a fraction of the bin spacing (default 0.5, as MONAI). */
   sigmaRatio?: number;
-  /** Intensity range mapped to the bins; values outside are clamped (default [0, 1]). */
-  range?: readonly [number, number];
+  /** Intensities `[low, high]` mapped to the bins; values outside are clamped (default [0, 1]). */
+  intensityRange?: readonly [number, number];
 }
 
 interface Histograms {
@@ -21,18 +21,25 @@ interface Histograms {
 function checkOptions(fn: string, o: MutualInformationOptions): Required<MutualInformationOptions> {
   const bins = o.bins ?? 23;
   const sigmaRatio = o.sigmaRatio ?? 0.5;
-  const range = o.range ?? [0, 1];
+  const intensityRange = o.intensityRange ?? [0, 1];
   if (!Number.isInteger(bins) || bins < 2) fail(fn, `'bins' must be an integer ≥ 2, got ${bins}`);
   if (!(sigmaRatio > 0)) fail(fn, `'sigmaRatio' must be > 0, got ${sigmaRatio}`);
-  if (!Array.isArray(range) || range.length !== 2 || !(range[1] > range[0])) {
-    fail(fn, `'range' must be [low, high] with high > low, got ${JSON.stringify(range)}`);
+  if (
+    !Array.isArray(intensityRange) ||
+    intensityRange.length !== 2 ||
+    !(intensityRange[1] > intensityRange[0])
+  ) {
+    fail(
+      fn,
+      `'intensityRange' must be [low, high] with high > low, got ${JSON.stringify(intensityRange)}`,
+    );
   }
-  return { bins, sigmaRatio, range };
+  return { bins, sigmaRatio, intensityRange };
 }
 
 /** Gaussian Parzen weights `[B, N, bins]` (normalised per sample) of all voxels and channels of x. */
 function parzenWeights(x: tf.Tensor, o: Required<MutualInformationOptions>): tf.Tensor {
-  const [lo, hi] = o.range;
+  const [lo, hi] = o.intensityRange;
   const spacing = 1 / (o.bins - 1);
   const sigma = spacing * o.sigmaRatio;
   const centres = tf.linspace(0, 1, o.bins);
@@ -66,7 +73,7 @@ function mutualInformation(h: Histograms): tf.Tensor {
 /**
  * Mutual information loss with Gaussian Parzen windows — the MONAI
  * `GlobalMutualInformationLoss` (kernel 'gaussian') definition: intensities mapped from
- * `range` to [0, 1] and clamped; bin centres linspace(0, 1, bins); σ = bin spacing ×
+ * `intensityRange` to [0, 1] and clamped; bin centres linspace(0, 1, bins); σ = bin spacing ×
  * sigmaRatio; weights normalised per voxel; p(a, b) = W_aᵀ W_b / N over all voxels and
  * channels of each batch item; MI = Σ p(a,b) log((p(a,b) + ε)/(p(a)p(b) + ε) + ε), ε = 1e−7;
  * loss = −mean(MI) over the batch. For images of different modalities.
@@ -87,20 +94,21 @@ export function mutualInformationLoss(
 }
 
 /**
- * Normalised mutual information (Studholme): (H(A) + H(B)) / H(A, B) with the Parzen
- * histograms of {@link mutualInformationLoss} and H(p) = −Σ p log(p + 1e−7); mean over the
- * batch. 1 for independent images, up to 2 for identical ones. Differentiable.
+ * Minus the normalised mutual information (Studholme), −(H(A) + H(B)) / H(A, B), with the
+ * Parzen histograms of {@link mutualInformationLoss} and H(p) = −Σ p log(p + 1e−7); mean
+ * over the batch. NMI is 1 for independent images and up to 2 for identical ones, so the
+ * loss lies in [−2, −1] and is minimised like every loss. Differentiable.
  *
  * @param a `[B, ...S, C]`.
  * @param b same shape as `a`.
- * @returns scalar NMI (a similarity, not a loss: maximise it).
+ * @returns scalar −NMI to minimise.
  */
-export function normalizedMutualInformation(
+export function normalizedMutualInformationLoss(
   a: tf.Tensor,
   b: tf.Tensor,
   options: MutualInformationOptions = {},
 ): tf.Scalar {
-  const fn = 'normalizedMutualInformation';
+  const fn = 'normalizedMutualInformationLoss';
   assertImagePair(fn, a, b);
   const o = checkOptions(fn, options);
   return tf.tidy(() => {
@@ -108,7 +116,9 @@ export function normalizedMutualInformation(
     const entropy = (p: tf.Tensor, axes: number[]) =>
       tf.neg(tf.sum(tf.mul(p, tf.log(tf.add(p, EPS))), axes));
     const hab = entropy(h.pab, [1, 2]);
-    return tf.mean(tf.div(tf.add(entropy(h.pa, [1, 2]), entropy(h.pb, [1, 2])), hab)) as tf.Scalar;
+    return tf.neg(
+      tf.mean(tf.div(tf.add(entropy(h.pa, [1, 2]), entropy(h.pb, [1, 2])), hab)),
+    ) as tf.Scalar;
   });
 }
 
@@ -222,7 +232,7 @@ export function barrierNmiLoss(
       const mi = tf.maximum(mutualInformation(h), EPS);
       dissimilarity = tf.mean(tf.div(tf.add(entropy(h.pa), entropy(h.pb)), mi));
     } else {
-      dissimilarity = tf.sub(1, codeMutualInformation(a, b, o.range));
+      dissimilarity = tf.sub(1, codeMutualInformation(a, b, o.intensityRange));
     }
     const x = tf.sub(bound, dissimilarity);
     const barrier = tf.neg(tf.log(tf.maximum(x, delta)));

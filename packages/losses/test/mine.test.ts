@@ -175,7 +175,7 @@ describe('MINE on cpu', () => {
         expect(f(a, b).dataSync()[0]).toBe(f(a, b).dataSync()[0]);
         checkGradient(f, [a, b], { eps: 1e-3, rtol: 2e-2, atol: 1e-4 });
         // mineLoss is −estimate
-        expect(mineLoss(a, b, est, { marginalIndices }).dataSync()[0]).toBeCloseTo(
+        expect(mineLoss(a, b, { estimator: est, marginalIndices }).dataSync()[0]).toBeCloseTo(
           -f(a, b).dataSync()[0]!,
           6,
         );
@@ -252,7 +252,7 @@ describe('MINE on cpu', () => {
     const moving = tf.variable(tf.randomUniform([1, 12, 10, 1], 0, 1, 'float32', 41));
     const optimizer = tf.train.adam(1e-2);
     const step = () => {
-      optimizer.minimize(() => mineLoss(fixed, moving, est));
+      optimizer.minimize(() => mineLoss(fixed, moving, { estimator: est }));
     };
     step();
     step();
@@ -328,7 +328,7 @@ describe('MINE errors', () => {
     expect(() => est.estimate(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4, 5, 1]))).toThrow(
       /MineEstimator\.estimate\(\): 'a' \[1, 4, 4, 1\] and 'b' \[1, 4, 5, 1\] must have the same batch and spatial shape/,
     );
-    expect(() => mineLoss(tf.zeros([1, 4, 4, 4, 1]), tf.zeros([1, 4, 4, 1]), est)).toThrow(
+    expect(() => mineLoss(tf.zeros([1, 4, 4, 4, 1]), tf.zeros([1, 4, 4, 1]), { estimator: est })).toThrow(
       /'a' \[1, 4, 4, 4, 1\] and 'b' \[1, 4, 4, 1\] must have the same batch and spatial shape/,
     );
     expect(() => new MineEstimator({ features: 0 })).toThrow(
@@ -366,7 +366,7 @@ describe('MINE errors', () => {
     ).toThrow(/'marginalIndices' must hold 4 integers in \[0, 4\)/);
     expect(() => est.estimate(tf.zeros([4, 4]), tf.zeros([4, 4]))).toThrow(/'a' must be an image/);
     expect(() =>
-      mineLoss(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4, 4, 1]), {} as MineEstimator),
+      mineLoss(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4, 4, 1]), { estimator: {} as MineEstimator }),
     ).toThrow(/mineLoss\(\): 'estimator' must be a MineEstimator/);
     est.dispose();
     fixedChannels.dispose();

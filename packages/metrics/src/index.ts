@@ -17,6 +17,13 @@ export {
 export { type DiceOptions, dice, type MeanDiceOptions, meanDice } from './dice.js';
 export { squaredDistanceTransform } from './edt.js';
 export { type HausdorffOptions, hausdorff95 } from './hausdorff.js';
-export { ncc, psnr, type SsimOptions, ssim, ssimMap } from './intensity.js';
-export { foldingFraction, jacobianStd, logJacobianStd } from './jacobian.js';
+export {
+  type IntensityRangeOptions,
+  ncc,
+  psnr,
+  type SsimOptions,
+  ssim,
+  ssimMap,
+} from './intensity.js';
+export { foldingPercent, jacobianStd, logJacobianStd } from './jacobian.js';
 export { type TargetRegistrationError, targetRegistrationError } from './tre.js';

@@ -21,14 +21,32 @@ export async function ncc(a: tf.Tensor, b: tf.Tensor): Promise<number> {
   return out;
 }
 
+/** Options of {@link psnr} and {@link ssim}. */
+export interface IntensityRangeOptions {
+  /**
+   * The intensity range L of the images: its span `high − low`, or `[low, high]`
+   * (default: max(b) − min(b) of the reference `b`).
+   */
+  intensityRange?: number | readonly [number, number];
+}
+
+/** The span L of an {@link IntensityRangeOptions.intensityRange}. */
+function rangeSpan(fn: string, r: number | readonly [number, number]): number {
+  const span = typeof r === 'number' ? r : Array.isArray(r) && r.length === 2 ? r[1] - r[0] : NaN;
+  if (!(span > 0 && Number.isFinite(span))) {
+    fail(fn, `'intensityRange' must be a span > 0 or [low, high] with high > low, got ${JSON.stringify(r)}`);
+  }
+  return span;
+}
+
 /**
- * Peak signal-to-noise ratio in dB, 10 log10(range² / mean((a − b)²)); `range` defaults to
- * max(b) − min(b) of the reference `b`. Infinity for identical images.
+ * Peak signal-to-noise ratio in dB, 10 log10(L² / mean((a − b)²)) with L the intensity
+ * range (default max(b) − min(b) of the reference `b`). Infinity for identical images.
  */
 export async function psnr(
   a: tf.Tensor,
   b: tf.Tensor,
-  options: { range?: number } = {},
+  options: IntensityRangeOptions = {},
 ): Promise<number> {
   assertImagePair('psnr', a, b);
   const t = tf.tidy(() =>
@@ -36,15 +54,13 @@ export async function psnr(
   );
   const [mse, span] = (await t.data()) as Float32Array;
   t.dispose();
-  const range = options.range ?? span!;
+  const range =
+    options.intensityRange === undefined ? span! : rangeSpan('psnr', options.intensityRange);
   return 10 * Math.log10((range * range) / mse!);
 }
 
-/** Options of {@link ssim}. */
-export interface SsimOptions {
-  /** Intensity range L in the constants (K1 L)², (K2 L)² (default: max(b) − min(b)). */
-  dataRange?: number;
-}
+/** Options of {@link ssim}: the intensity range L of the constants (K1 L)², (K2 L)². */
+export type SsimOptions = IntensityRangeOptions;
 
 /**
  * Structural similarity map, scikit-image's `structural_similarity(gaussian_weights=True,
@@ -53,7 +69,7 @@ export interface SsimOptions {
  *
  * @returns `[B, ...S, C]` SSIM map (a tensor the caller disposes).
  */
-export function ssimMap(a: tf.Tensor, b: tf.Tensor, dataRange: number): tf.Tensor {
+export function ssimMap(a: tf.Tensor, b: tf.Tensor, intensityRange: number): tf.Tensor {
   assertImagePair('ssimMap', a, b);
   return tf.tidy(() => {
     const g = (x: tf.Tensor) => gaussianSmooth(x, 1.5, { truncate: 3.5 });
@@ -62,8 +78,8 @@ export function ssimMap(a: tf.Tensor, b: tf.Tensor, dataRange: number): tf.Tenso
     const va = tf.sub(g(tf.square(a)), tf.square(ma));
     const vb = tf.sub(g(tf.square(b)), tf.square(mb));
     const vab = tf.sub(g(tf.mul(a, b)), tf.mul(ma, mb));
-    const c1 = (0.01 * dataRange) ** 2;
-    const c2 = (0.03 * dataRange) ** 2;
+    const c1 = (0.01 * intensityRange) ** 2;
+    const c2 = (0.03 * intensityRange) ** 2;
     const num = tf.mul(tf.add(tf.mul(tf.mul(ma, mb), 2), c1), tf.add(tf.mul(vab, 2), c2));
     const den = tf.mul(
       tf.add(tf.add(tf.square(ma), tf.square(mb)), c1),
@@ -82,7 +98,8 @@ export async function ssim(a: tf.Tensor, b: tf.Tensor, options: SsimOptions = {}
   if (a.shape.slice(1, 1 + nd).some((s) => s < 11)) {
     fail('ssim', `every spatial size must be at least 11 (the window), got ${fmtShape(a.shape)}`);
   }
-  let range = options.dataRange;
+  let range =
+    options.intensityRange === undefined ? undefined : rangeSpan('ssim', options.intensityRange);
   if (range === undefined) {
     const span = tf.tidy(() => tf.sub(tf.max(b), tf.min(b)));
     range = (await span.data())[0]!;

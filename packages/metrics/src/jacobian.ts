@@ -65,8 +65,8 @@ function std(values: ArrayLike<number>): number {
  * @param field `[B, ...S, ndim]` displacement (voxels).
  * @returns percentage in [0, 100] over batch and voxels.
  */
-export async function foldingFraction(field: tf.Tensor): Promise<number> {
-  const det = await determinants('foldingFraction', field);
+export async function foldingPercent(field: tf.Tensor): Promise<number> {
+  const det = await determinants('foldingPercent', field);
   let n = 0;
   for (let i = 0; i < det.length; i++) if (det[i]! <= 0) n++;
   return (100 * n) / det.length;

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { initBackend, jacobianDeterminant, tf } from '@regkit/core';
-import { foldingFraction, jacobianStd, logJacobianStd } from '@regkit/metrics';
+import { foldingPercent, jacobianStd, logJacobianStd } from '@regkit/metrics';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 interface JacobianCase {
@@ -32,7 +32,7 @@ describe('Jacobian statistics', () => {
       const u = tf.tensor(c.field, c.shape, 'float32');
       // no voxel sits on the fold boundary, so float32 rounding cannot flip a count
       expect(Math.min(...c.det.map(Math.abs))).toBeGreaterThan(1e-4);
-      expect(await foldingFraction(u)).toBeCloseTo(c.folding_percent, 10);
+      expect(await foldingPercent(u)).toBeCloseTo(c.folding_percent, 10);
       expect(Math.abs((await jacobianStd(u)) - c.det_std)).toBeLessThan(1e-5 * c.det_std);
       // log of small determinants amplifies float32 rounding
       expect(Math.abs((await logJacobianStd(u)) - c.log_det_std)).toBeLessThan(
@@ -52,7 +52,7 @@ describe('Jacobian statistics', () => {
 
   it('refuses fields that are not [B, ...S, ndim] with every size ≥ 2', async () => {
     const bad = tf.zeros([1, 4, 4, 3]);
-    await expect(foldingFraction(bad)).rejects.toThrow(/foldingFraction.*\[1, 4, 4, 3\]/);
+    await expect(foldingPercent(bad)).rejects.toThrow(/foldingPercent.*\[1, 4, 4, 3\]/);
     const thin = tf.zeros([1, 1, 4, 4, 3]);
     await expect(logJacobianStd(thin)).rejects.toThrow(/logJacobianStd.*at least 2/);
     tf.dispose([bad, thin]);

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { affineField, initBackend, tf } from '@regkit/core';
 import {
   dice,
-  foldingFraction,
+  foldingPercent,
   hausdorff95,
   jacobianStd,
   logJacobianStd,
@@ -129,7 +129,7 @@ describe.each(['cpu', 'wasm'] as const)('metrics on %s', (backend) => {
       ],
       [6, 7],
     ); // det = −1 everywhere
-    expect(await foldingFraction(flip)).toBe(100);
+    expect(await foldingPercent(flip)).toBe(100);
     const scale = affineField(
       [
         [
@@ -139,7 +139,17 @@ describe.each(['cpu', 'wasm'] as const)('metrics on %s', (backend) => {
       ],
       [6, 7],
     ); // det = 1.08 everywhere
-    expect(await foldingFraction(scale)).toBe(0);
+    expect(await foldingPercent(scale)).toBe(0);
+    // u₀(i, j) = −i²/8 on a 10×7 grid: det = 1 + ∂u₀/∂i, which is 1 − i/4 by central
+    // differences inside, 1 − 1/8 at i = 0 and 1 − 17/8 at i = 9 (one-sided): rows 4..9 of 10
+    // fold, a percentage of 60 (not a fraction of 0.6)
+    const quadratic = tf.tidy(() => {
+      const i = tf.reshape(tf.range(0, 10, 1, 'float32'), [1, 10, 1, 1]);
+      const u0 = tf.tile(tf.div(tf.neg(tf.square(i)), 8), [1, 1, 7, 1]);
+      return tf.concat([u0, tf.zerosLike(u0)], -1);
+    });
+    expect(await foldingPercent(quadratic)).toBeCloseTo(60, 10);
+    quadratic.dispose();
     expect(await jacobianStd(scale)).toBeLessThan(1e-6);
     expect(await logJacobianStd(scale)).toBeLessThan(1e-6);
     const a = tf.randomUniform([2, 9, 8, 1], 0, 1, 'float32', 4);

@@ -28,7 +28,7 @@ describe.each(['cpu', 'wasm'] as const)('ssim on %s', (backend) => {
     const before = tf.memory().numTensors;
     const a = tf.tensor(c.inputs.a!.data, c.inputs.a!.shape);
     const b = tf.tensor(c.inputs.b!.data, c.inputs.b!.shape);
-    expect(await ssim(a, b, { dataRange: c.params.dataRange })).toBeCloseTo(
+    expect(await ssim(a, b, { intensityRange: c.params.dataRange })).toBeCloseTo(
       c.outputs.ssim!.data[0]!,
       5,
     );

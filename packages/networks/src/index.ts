@@ -50,9 +50,11 @@ export {
   trainSitreg,
 } from './sitreg.js';
 export {
-  type Regulariser,
-  type Similarity,
+  defaultTerms,
+  diffusionRegulariser,
   TrainingDivergedError,
+  type TrainingObjective,
+  type TrainingOptions,
   type TrainingPair,
   type TrainingProgress,
   type TrainingResult,

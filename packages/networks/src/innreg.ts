@@ -3,12 +3,18 @@ import {
   Conv,
   fail,
   fmtShape,
-  integrateVelocity,
   Module,
   maxPool,
-  resizeField,
+  type RegistrationModel,
+  type RegistrationOutput,
+  type Regulariser,
+  type Similarity,
+  similarityLoss,
+  type TrainingContext,
+  type TrainingTerms,
   tf,
   upsampleNearest,
+  velocityDeformation,
   warp,
 } from '@regkit/core';
 import {
@@ -22,11 +28,11 @@ import {
   diffusionLoss,
   l1Loss,
   type MutualInformationOptions,
-  normalizedMutualInformation,
+  normalizedMutualInformationLoss,
 } from '@regkit/losses';
 import { registerNetworkBuilder } from './pretrained.js';
 import {
-  type TrainingPair,
+  type TrainingOptions,
   type TrainingProgress,
   type TrainingResult,
   trainRegistration,
@@ -117,16 +123,16 @@ export class InnregResidualBlock extends Module {
   }
 }
 
-/** What {@link InnregRegistrationNet.apply} and {@link Innreg.register} return (the caller disposes). */
-export interface InnregRegistrationOutput {
+/** What {@link InnregRegistrationNet.apply} and {@link Innreg.apply} return (the caller disposes). */
+export interface InnregRegistrationOutput extends RegistrationOutput {
   /** The moving image warped by φ, `moving ∘ φ`, `[B, ...S, C]`. */
   warped: tf.Tensor;
   /** Displacement u of φ = id + u, `warp(moving, forward) ≈ fixed`, `[B, ...S, ndim]` (voxels). */
   forward: tf.Tensor;
-  /** Displacement of φ⁻¹ = exp(−v) (diffeomorphic models only), else null. */
-  inverse: tf.Tensor | null;
-  /** The stationary velocity before integration (diffeomorphic models only), else null. */
-  velocity: tf.Tensor | null;
+  /** Displacement of φ⁻¹ = exp(−v) (diffeomorphic models only). */
+  inverse?: tf.Tensor;
+  /** The stationary velocity before integration (diffeomorphic models only). */
+  velocity?: tf.Tensor;
 }
 
 /**
@@ -147,7 +153,10 @@ export interface InnregRegistrationOutput {
  * levels); here the paper's residual blocks are used, max pooling downsamples, and four
  * levels by default. Weights `enc{l}/…`, `dec{l}/…`, `out{i}/…`, `flow/…`.
  */
-export class InnregRegistrationNet extends Module {
+export class InnregRegistrationNet
+  extends Module
+  implements RegistrationModel<InnregRegistrationOutput>
+{
   readonly ndim: 2 | 3;
   readonly channels: number;
   readonly encoderFeatures: readonly number[];
@@ -278,23 +287,16 @@ export class InnregRegistrationNet extends Module {
     const out = tf.tidy(() => {
       const raw = this.field(moving, fixed);
       if (!this.diffeomorphic) return [warp(moving, raw), raw];
-      const spatial = raw.shape.slice(1, -1);
-      const f = this.integrationDownsize;
-      const coarse = spatial.map((s) => Math.max(2, Math.round(s / f)));
-      const v = f > 1 ? resizeField(raw, coarse) : raw;
-      const steps = { steps: this.integrationSteps };
-      const fwd = integrateVelocity(v, steps);
-      const inv = integrateVelocity(tf.neg(v), steps);
-      const forward = f > 1 ? resizeField(fwd, spatial) : fwd;
-      const inverse = f > 1 ? resizeField(inv, spatial) : inv;
-      return [warp(moving, forward), forward, inverse, raw];
+      const { forward, inverse } = velocityDeformation(raw, {
+        steps: this.integrationSteps,
+        downsize: this.integrationDownsize,
+      });
+      return [warp(moving, forward), forward, inverse!, raw];
     });
-    return {
-      warped: out[0]!,
-      forward: out[1]!,
-      inverse: out[2] ?? null,
-      velocity: out[3] ?? null,
-    };
+    const result: InnregRegistrationOutput = { warped: out[0]!, forward: out[1]! };
+    if (out[2]) result.inverse = out[2];
+    if (out[3]) result.velocity = out[3];
+    return result;
   }
 
   private check(fn: string, moving: tf.Tensor, fixed: tf.Tensor): void {
@@ -376,6 +378,13 @@ export interface InnregLossOptions {
   barrierForm?: BarrierNmiOptions['form'];
   /** Parzen histogram options of the NMI (bins 23, σ ratio 0.5, intensity range [0, 1]). */
   histogram?: MutualInformationOptions;
+  /**
+   * A similarity `(fixed, moving)` in place of the (barrier) NMI term between y and x ∘ φ
+   * (e.g. `mutualInformationLoss`, MINE); then `nmi` and `barrierForm` are unused.
+   */
+  similarity?: Similarity;
+  /** A regulariser of R's output in place of L_smooth (the `smooth` term, weight λ_δ). */
+  regulariser?: Regulariser;
 }
 
 /** The total loss of {@link Innreg.loss} and its unweighted terms (scalars the caller disposes). */
@@ -396,7 +405,7 @@ export interface InnregLossTerms {
 
 /**
  * I_NMI = (H(A) + H(B)) / MI(A, B) of the paper's eq. 10, per batch item and averaged: with
- * Studholme's N = (H(A) + H(B)) / H(A, B) of `normalizedMutualInformation` and
+ * Studholme's N = (H(A) + H(B)) / H(A, B) of `normalizedMutualInformationLoss` (negated) and
  * MI = H(A) + H(B) − H(A, B), I = N / (N − 1) (N − 1 floored at 1e−7). ≥ 2; 2 for identical
  * images.
  */
@@ -410,10 +419,8 @@ function paperNmi(a: tf.Tensor, b: tf.Tensor, options: MutualInformationOptions 
       const begin = new Array<number>(a.rank).fill(0);
       begin[0] = i;
       const size = [1, ...a.shape.slice(1)];
-      const nmi = normalizedMutualInformation(
-        tf.slice(a, begin, size),
-        tf.slice(b, begin, size),
-        options,
+      const nmi = tf.neg(
+        normalizedMutualInformationLoss(tf.slice(a, begin, size), tf.slice(b, begin, size), options),
       );
       items.push(tf.div(nmi, tf.maximum(tf.sub(nmi, 1), 1e-7)));
     }
@@ -425,10 +432,10 @@ function paperNmi(a: tf.Tensor, b: tf.Tensor, options: MutualInformationOptions 
  * INNReg (Guo 2024, "Unsupervised multi-modal medical image registration via invertible
  * translation"): an invertible translator T: X → Y (`@regkit/inn`, weights `translator/…`)
  * trained jointly with a registration network R ({@link InnregRegistrationNet}, weights
- * `registration/…`). Only R registers at test time ({@link Innreg.register}); T makes the
+ * `registration/…`). Only R registers at test time ({@link Innreg.apply}); T makes the
  * mono-modal reconstruction term possible during training ({@link Innreg.loss}).
  */
-export class Innreg extends Module {
+export class Innreg extends Module implements RegistrationModel<InnregRegistrationOutput> {
   readonly ndim: 2 | 3;
   readonly channels: number;
   readonly translator: InvertibleTranslator;
@@ -495,8 +502,46 @@ export class Innreg extends Module {
   }
 
   /** Test time: registers `moving` (modality X) to `fixed` (modality Y) with R alone. */
-  register(moving: tf.Tensor, fixed: tf.Tensor): InnregRegistrationOutput {
+  apply(moving: tf.Tensor, fixed: tf.Tensor): InnregRegistrationOutput {
     return this.registration.apply(moving, fixed);
+  }
+
+  /**
+   * INNReg's training objective ({@link Innreg.loss}) for the shared trainer: a given
+   * similarity replaces the (barrier) NMI term and a given regulariser the smoothness term
+   * (with weight w in place of λ_δ when given). The similarity term (λ_α·recon + λ_β·NMI +
+   * λ_γ·INN + inverseRecon) is multiplied by α.
+   */
+  trainingLoss(moving: tf.Tensor, fixed: tf.Tensor, context: TrainingContext): TrainingTerms {
+    return this.trainingTerms(moving, fixed, context, {});
+  }
+
+  /** {@link Innreg.trainingLoss} with loss options (the ablation switches of `trainInnreg`). */
+  trainingTerms(
+    moving: tf.Tensor,
+    fixed: tf.Tensor,
+    context: TrainingContext,
+    options: InnregLossOptions,
+    onTerms?: (t: InnregLossTerms) => void,
+  ): TrainingTerms {
+    const t = this.loss(moving, fixed, {
+      ...options,
+      similarity: context.similarity ?? options.similarity,
+      regulariser: context.regulariser ?? options.regulariser,
+    });
+    onTerms?.(t);
+    const w = this.lossWeights;
+    const similarity = tf.mul(
+      tf.addN([
+        tf.mul(t.recon, w.recon),
+        tf.mul(t.nmi, w.nmi),
+        tf.mul(t.inn, w.inn),
+        tf.mul(t.inverseRecon, w.inverseRecon),
+      ]),
+      context.similarityWeight,
+    );
+    const smooth = tf.mul(t.smooth, context.regularisationWeight ?? w.smooth);
+    return { similarity: similarity as tf.Scalar, regularisation: smooth as tf.Scalar };
   }
 
   /** fake_y = T(x): `x` `[B, ...S, C]` translated to modality Y. */
@@ -549,13 +594,15 @@ export class Innreg extends Module {
       fail(fn, `'nmi' must be 'barrier' or 'plain', got ${JSON.stringify(nmiKind)}`);
     }
     const w = this.lossWeights;
+    const simLoss = o.similarity === undefined ? null : similarityLoss(o.similarity, fn);
     const out = tf.tidy(() => {
       const reg = this.registration.apply(x, y);
       const u = reg.forward;
       const fakeY = this.translator.forward(x).output;
       const recon = l1Loss(warp(fakeY, u), y);
-      const nmi =
-        nmiKind === 'barrier'
+      const nmi = simLoss
+        ? simLoss(y, reg.warped)
+        : nmiKind === 'barrier'
           ? barrierNmiLoss(reg.warped, y, {
               ...o.histogram,
               bound: this.barrier,
@@ -564,7 +611,9 @@ export class Innreg extends Module {
           : paperNmi(reg.warped, y, o.histogram);
       const zero = tf.scalar(0);
       const inn = cross ? l1Loss(this.translator.inverse(fakeY).output, x) : zero;
-      const smooth = tf.mul(diffusionLoss(u), nd * nd) as tf.Scalar;
+      const smooth = (
+        o.regulariser ? o.regulariser(reg) : tf.mul(diffusionLoss(u), nd * nd)
+      ) as tf.Scalar;
       const inverseRecon =
         w.inverseRecon > 0 ? l1Loss(this.translator.inverse(y).output, reg.warped) : zero;
       const loss = tf.addN([
@@ -596,7 +645,7 @@ export class Innreg extends Module {
  * ```ts
  * const model = createInnreg({ ndim: 2 });
  * const { loss, recon, nmi } = model.loss(t1, t2);          // training
- * const { warped, forward } = model.register(t1, t2);       // test time: R only
+ * const { warped, forward } = model.apply(t1, t2);          // test time: R only
  * ```
  */
 export function createInnreg(options: InnregOptions): Innreg {
@@ -609,48 +658,32 @@ export interface InnregTrainingProgress extends TrainingProgress {
   terms: { recon: number; nmi: number; inn: number; smooth: number; inverseRecon: number };
 }
 
-/** Options of {@link trainInnreg}. */
-export interface TrainInnregOptions {
-  /** The model (T and R train jointly, in place). */
-  model: Innreg;
+/** Options of {@link trainInnreg}: the shared {@link TrainingOptions} and INNReg's loss options. */
+export interface TrainInnregOptions extends TrainingOptions<InnregTrainingProgress> {
   /**
-   * The pair of (epoch, step): `moving` is the source image x (modality X), `fixed` the
-   * target y (modality Y); the trainer disposes both. Deterministic for exact resumption.
+   * The model (T and R train jointly, in place). `data` gives `moving` = the source image x
+   * (modality X) and `fixed` = the target y (modality Y). Defaults: Adam 2e−4, β1 0.5, as the
+   * paper; `similarity` replaces the NMI term, `regulariser` the smoothness term.
    */
-  data: (epoch: number, step: number) => TrainingPair | Promise<TrainingPair>;
-  /** Number of epochs. */
-  epochs: number;
-  /** Optimiser steps per epoch (default 1). */
-  stepsPerEpoch?: number;
-  /** Adam learning rate (default 2e−4) and moments (default 0.5, 0.999), as the paper. */
-  learningRate?: number;
-  beta1?: number;
-  beta2?: number;
+  model: Innreg;
   /** Loss options: the ablation switches `crossTranslation` and `nmi`, NMI details. */
   loss?: InnregLossOptions;
-  /** Checkpoint directory and period in epochs, as {@link trainRegistration}. */
-  checkpointDir?: string;
-  checkpointEvery?: number;
-  /**
-   * Called after every step: `similarity` is the weighted recon + NMI + INN (+ inverseRecon)
-   * terms, `regularisation` the weighted smoothness term, `terms` the unweighted terms.
-   */
-  onProgress?: (progress: InnregTrainingProgress) => void;
 }
 
 /**
  * Trains INNReg's T and R jointly with Adam on {@link Innreg.loss}, through
- * {@link trainRegistration}: atomic resumable checkpoints (T, R and Adam state), progress, a
- * `TrainingDivergedError` before the update on a non-finite loss, and a constant tensor
- * count. The paper's linear learning-rate decay is not applied (the trainer has a constant
- * rate).
+ * {@link trainRegistration}: atomic resumable checkpoints (T, R and Adam state), progress
+ * (`similarity` is the weighted recon + NMI + INN (+ inverseRecon) terms, `regularisation`
+ * the weighted smoothness term, `terms` the unweighted terms), a `TrainingDivergedError`
+ * before the update on a non-finite loss, and a constant tensor count. The paper's linear
+ * learning-rate decay is not applied (the trainer has a constant rate).
  *
  * @example
  * ```ts
  * const model = createInnreg({ ndim: 2, seed: 1 });
  * await trainInnreg({ model, epochs: 8, stepsPerEpoch: 50, learningRate: 1e-3,
  *   data: (epoch, step) => pairOf(epoch, step), loss: { crossTranslation: true, nmi: 'barrier' } });
- * const { forward } = model.register(moving, fixed);
+ * const { forward } = model.apply(moving, fixed);
  * ```
  */
 export async function trainInnreg(options: TrainInnregOptions): Promise<TrainingResult> {
@@ -660,7 +693,6 @@ export async function trainInnreg(options: TrainInnregOptions): Promise<Training
   if (!(model instanceof Innreg)) fail(fn, `'model' must be an Innreg model (createInnreg)`);
   const lossOptions = o.loss ?? {};
   if (typeof lossOptions !== 'object') fail(fn, `'loss' must be an object of loss options`);
-  const w = model.lossWeights;
   let terms: InnregTrainingProgress['terms'] = {
     recon: 0,
     nmi: 0,
@@ -668,38 +700,25 @@ export async function trainInnreg(options: TrainInnregOptions): Promise<Training
     smooth: 0,
     inverseRecon: 0,
   };
+  const { loss: _loss, onProgress, ...shared } = o;
   return trainRegistration({
-    model,
-    data: o.data,
-    epochs: o.epochs,
-    stepsPerEpoch: o.stepsPerEpoch,
+    ...shared,
     learningRate: o.learningRate ?? 2e-4,
     beta1: o.beta1 ?? 0.5,
     beta2: o.beta2 ?? 0.999,
-    checkpointDir: o.checkpointDir,
-    checkpointEvery: o.checkpointEvery,
-    onProgress: o.onProgress ? (p) => o.onProgress!({ ...p, terms: { ...terms } }) : undefined,
-    objective: (pair) => {
-      const t = model.loss(pair.moving, pair.fixed, lossOptions);
+    onProgress: onProgress ? (p) => onProgress({ ...p, terms: { ...terms } }) : undefined,
+    objective: (pair, context) =>
       // (the tensors of the step are freed by the trainer's gradient scope)
-      const read = (s: tf.Scalar) => s.dataSync()[0]!;
-      terms = {
-        recon: read(t.recon),
-        nmi: read(t.nmi),
-        inn: read(t.inn),
-        smooth: read(t.smooth),
-        inverseRecon: read(t.inverseRecon),
-      };
-      return {
-        similarity: tf.addN([
-          tf.mul(t.recon, w.recon),
-          tf.mul(t.nmi, w.nmi),
-          tf.mul(t.inn, w.inn),
-          tf.mul(t.inverseRecon, w.inverseRecon),
-        ]) as tf.Scalar,
-        regularisation: tf.mul(t.smooth, w.smooth) as tf.Scalar,
-      };
-    },
+      model.trainingTerms(pair.moving, pair.fixed, context, lossOptions, (t) => {
+        const read = (s: tf.Scalar) => s.dataSync()[0]!;
+        terms = {
+          recon: read(t.recon),
+          nmi: read(t.nmi),
+          inn: read(t.inn),
+          smooth: read(t.smooth),
+          inverseRecon: read(t.inverseRecon),
+        };
+      }),
   });
 }
 
@@ -708,7 +727,7 @@ registerNetworkBuilder('innreg', (options) => {
   return {
     model,
     predict: (moving, fixed) => {
-      const out = model.register(moving, fixed);
+      const out = model.apply(moving, fixed);
       tf.dispose([out.warped, ...(out.velocity ? [out.velocity] : [])]);
       return out.inverse
         ? { forward: out.forward, inverse: out.inverse }

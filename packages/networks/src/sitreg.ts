@@ -7,6 +7,14 @@ import {
   GroupNorm,
   identityGrid,
   Module,
+  type RegistrationModel,
+  type RegistrationOutput,
+  type Regulariser,
+  type Similarity,
+  type SimilarityLoss,
+  similarityLoss,
+  type TrainingContext,
+  type TrainingTerms,
   tf,
   warp,
 } from '@regkit/core';
@@ -17,12 +25,7 @@ import {
 } from '@regkit/invertible';
 import { diffusionLoss, localNccLoss } from '@regkit/losses';
 import { registerNetworkBuilder } from './pretrained.js';
-import {
-  type TrainingPair,
-  type TrainingProgress,
-  type TrainingResult,
-  trainRegistration,
-} from './train.js';
+import { type TrainingOptions, type TrainingResult, trainRegistration } from './train.js';
 
 /** Options of {@link createSitreg}. */
 export interface SitregOptions {
@@ -72,7 +75,7 @@ export interface SitregOptions {
 }
 
 /** What {@link Sitreg.apply} returns (tensors the caller disposes). */
-export interface SitregOutput {
+export interface SitregOutput extends RegistrationOutput {
   /**
    * Displacement u of φ = id + u with `warp(moving, forward) ≈ fixed`, `[B, ...S, ndim]`
    * (voxels): the official `forward_mapping` with image_1 = moving.
@@ -379,7 +382,7 @@ function positiveIntegers(fn: string, name: string, v: unknown, n: number): numb
  * whatever the weights. Differentiable in the weights (implicit gradients through the
  * inversions). Sizes must be divisible by 2^(L − 1).
  */
-export class Sitreg extends Module {
+export class Sitreg extends Module implements RegistrationModel<SitregOutput> {
   /** 2 or 3 spatial dimensions. */
   readonly ndim: 2 | 3;
   /** Channels of each input image. */
@@ -552,6 +555,25 @@ export class Sitreg extends Module {
     });
     return { forward: forward!, inverse: inverse!, warped: warped!, warpedFixed: warpedFixed! };
   }
+
+  /**
+   * SITReg's symmetric objective ({@link sitregLoss}) with the trainer's similarity in place
+   * of LNCC₇ when one is given, the similarity term weighted by α and the regularisation
+   * weight w (default 1); a given regulariser replaces the symmetric diffusion term, applied
+   * to `{ forward, inverse }` and to the swapped output and averaged.
+   */
+  trainingLoss(moving: tf.Tensor, fixed: tf.Tensor, context: TrainingContext): TrainingTerms {
+    const weight = context.regularisationWeight ?? 1;
+    const t = sitregLoss(this, moving, fixed, {
+      similarity: context.similarity,
+      regulariser: context.regulariser,
+    });
+    tf.dispose(t.loss);
+    return {
+      similarity: tf.mul(t.similarity, context.similarityWeight) as tf.Scalar,
+      regularisation: tf.mul(t.regularisation, weight) as tf.Scalar,
+    };
+  }
 }
 
 /**
@@ -571,6 +593,14 @@ export function createSitreg(options: SitregOptions): Sitreg {
 
 /** Options of {@link sitregLoss}. */
 export interface SitregLossOptions {
+  /**
+   * The similarity of both directions (default: `localNccLoss` with window {@link window},
+   * as SITReg): any loss `(fixed, moving) => scalar` or trainable module (e.g. a
+   * `MineEstimator`, whose weights then train with SITReg's).
+   */
+  similarity?: Similarity;
+  /** Replaces the symmetric diffusion term: applied to both directions' outputs and averaged. */
+  regulariser?: Regulariser;
   /** Window of the local normalised cross-correlation (default 7, as SITReg). */
   window?: number;
   /** Weight of the regulariser (default 1; the official OASIS runs use 1, 1.5 and 2). */
@@ -637,49 +667,51 @@ export function sitregLoss(
     fail(fn, `'regularisationWeight' must be a finite number ≥ 0, got ${weight}`);
   }
   const mask = options.maskOutsideFov ?? true;
+  const simLoss: SimilarityLoss =
+    options.similarity === undefined
+      ? (f, m) => localNccLoss(f, m, { window })
+      : similarityLoss(options.similarity, fn);
+  const regulariser = options.regulariser;
+  if (regulariser !== undefined && typeof regulariser !== 'function') {
+    fail(fn, `'regulariser' must be a function (output) => scalar`);
+  }
   const [loss, similarity, regularisation] = tf.tidy(() => {
     const out = model.apply(moving, fixed);
-    const ncc = (warped: tf.Tensor, target: tf.Tensor, field: tf.Tensor) => {
-      if (!mask) return localNccLoss(warped, target, { window });
+    const term = (warped: tf.Tensor, target: tf.Tensor, field: tf.Tensor) => {
+      if (!mask) return simLoss(target, warped);
       const m = insideMask(field);
-      return localNccLoss(tf.mul(warped, m), tf.mul(target, m), { window });
+      return simLoss(tf.mul(target, m), tf.mul(warped, m));
     };
     const sim = tf.mul(
-      tf.add(ncc(out.warped, fixed, out.forward), ncc(out.warpedFixed, moving, out.inverse)),
+      tf.add(term(out.warped, fixed, out.forward), term(out.warpedFixed, moving, out.inverse)),
       0.5,
     );
-    const reg = tf.mul(tf.add(diffusionLoss(out.forward), diffusionLoss(out.inverse)), 0.5);
+    const reg = regulariser
+      ? tf.mul(
+          tf.add(
+            regulariser(out),
+            regulariser({ forward: out.inverse, inverse: out.forward, warped: out.warpedFixed }),
+          ),
+          0.5,
+        )
+      : tf.mul(tf.add(diffusionLoss(out.forward), diffusionLoss(out.inverse)), 0.5);
     return [tf.add(sim, tf.mul(reg, weight)), sim, reg] as tf.Scalar[];
   });
   return { loss: loss!, similarity: similarity!, regularisation: regularisation! };
 }
 
-/** Options of {@link trainSitreg}. */
-export interface TrainSitregOptions extends SitregLossOptions {
+/** Options of {@link trainSitreg}: the shared {@link TrainingOptions} and SITReg's loss options. */
+export interface TrainSitregOptions extends TrainingOptions, Omit<SitregLossOptions, 'similarity' | 'regulariser'> {
   /** The network (trained in place). */
   model: Sitreg;
-  /** Returns the pair of (epoch, step); the trainer disposes both tensors after the step. */
-  data: (epoch: number, step: number) => TrainingPair | Promise<TrainingPair>;
-  /** Number of epochs. */
-  epochs: number;
-  /** Optimiser steps per epoch (default 1). */
-  stepsPerEpoch?: number;
-  /** Adam learning rate (default 1e-4, as SITReg) and moments (default 0.9, 0.999). */
-  learningRate?: number;
-  beta1?: number;
-  beta2?: number;
-  /** Checkpoint directory and period in epochs, as {@link trainRegistration}. */
-  checkpointDir?: string;
-  checkpointEvery?: number;
-  /** Called after every step (`similarity` and `regularisation` are the weighted terms). */
-  onProgress?: (progress: TrainingProgress) => void;
 }
 
 /**
  * Trains SITReg with Adam on {@link sitregLoss} (the official recipe: LNCC window 7 in both
- * directions, gradient regulariser on both deformations), through {@link trainRegistration}:
- * atomic resumable checkpoints, progress, a `TrainingDivergedError` before the update on a
- * non-finite loss, and a constant tensor count.
+ * directions, gradient regulariser on both deformations; a given `similarity` or
+ * `regulariser` replaces those), through {@link trainRegistration}: atomic resumable
+ * checkpoints, progress, a `TrainingDivergedError` before the update on a non-finite loss,
+ * and a constant tensor count. Default learning rate 1e-4, as SITReg.
  *
  * @example
  * ```ts
@@ -693,29 +725,21 @@ export async function trainSitreg(options: TrainSitregOptions): Promise<Training
   const o = options ?? ({} as TrainSitregOptions);
   const model = o.model;
   if (!(model instanceof Sitreg)) fail(fn, `'model' must be a Sitreg model (createSitreg)`);
-  const weight = o.regularisationWeight ?? 1;
-  const lossOptions: SitregLossOptions = {
-    window: o.window,
-    regularisationWeight: weight,
-    maskOutsideFov: o.maskOutsideFov,
-  };
+  const { window, maskOutsideFov, ...shared } = o;
   return trainRegistration({
-    model,
-    data: o.data,
-    epochs: o.epochs,
-    stepsPerEpoch: o.stepsPerEpoch,
+    ...shared,
     learningRate: o.learningRate ?? 1e-4,
-    beta1: o.beta1,
-    beta2: o.beta2,
-    checkpointDir: o.checkpointDir,
-    checkpointEvery: o.checkpointEvery,
-    onProgress: o.onProgress,
-    objective: (pair) => {
-      const t = sitregLoss(model, pair.moving, pair.fixed, lossOptions);
+    objective: (pair, context) => {
+      const t = sitregLoss(model, pair.moving, pair.fixed, {
+        window,
+        maskOutsideFov,
+        similarity: context.similarity,
+        regulariser: context.regulariser,
+      });
       // (the tensors of the step are freed by the trainer's gradient scope)
       return {
-        similarity: t.similarity,
-        regularisation: tf.mul(t.regularisation, weight) as tf.Scalar,
+        similarity: tf.mul(t.similarity, context.similarityWeight) as tf.Scalar,
+        regularisation: tf.mul(t.regularisation, context.regularisationWeight ?? 1) as tf.Scalar,
       };
     },
   });

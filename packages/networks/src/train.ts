@@ -1,6 +1,19 @@
-import { fail, Module, type NamedWeights, RegkitError, tf } from '@regkit/core';
-import { diffusionLoss, velocityKlLoss } from '@regkit/losses';
-import type { VoxelMorph, VoxelMorphOutput } from './voxelmorph.js';
+import {
+  fail,
+  Module,
+  type NamedWeights,
+  outputWarped,
+  type RegistrationModel,
+  RegkitError,
+  type Regulariser,
+  type Similarity,
+  type SimilarityLoss,
+  similarityLoss,
+  type TrainingContext,
+  type TrainingTerms,
+  tf,
+} from '@regkit/core';
+import { diffusionLoss } from '@regkit/losses';
 import { directoryHandler, encodeNamedWeights, writeFileAtomic } from './weights.js';
 
 /** One training batch; the trainer disposes both tensors after the step. */
@@ -8,23 +21,6 @@ export interface TrainingPair {
   moving: tf.Tensor;
   fixed: tf.Tensor;
 }
-
-/**
- * The image similarity term: a loss function `(fixed, warped) => scalar to minimise`
- * (e.g. `(f, w) => localNccLoss(w, f, { window: 9 })`), or a trainable {@link Module} with
- * a `loss(fixed, warped)` method (e.g. a `MineEstimator`), whose weights then train with the
- * model and go into checkpoints.
- */
-export type Similarity =
-  | ((fixed: tf.Tensor, warped: tf.Tensor) => tf.Scalar)
-  | (Module & { loss(fixed: tf.Tensor, warped: tf.Tensor): tf.Scalar });
-
-/**
- * The deformation regulariser: `'kl'` (probabilistic VoxelMorph's KL term on the posterior,
- * {@link TrainRegistrationOptions.priorLambda}), `'diffusion'` (mean squared gradient of
- * the pre-integration field) or a function of the model output.
- */
-export type Regulariser = 'kl' | 'diffusion' | ((output: VoxelMorphOutput) => tf.Scalar);
 
 /** What the progress callback receives after every step. */
 export interface TrainingProgress {
@@ -43,43 +39,41 @@ export interface TrainingProgress {
 
 /**
  * A custom training objective: the weighted similarity and regularisation terms of one pair
- * (their sum is minimised). `step` counts optimiser steps from 1 (a seed for sampling).
+ * (their sum is minimised), given the trainer's {@link TrainingContext} (the user's
+ * similarity and regulariser, their weights, and the step counted from 1 as a seed).
  */
-export type TrainingObjective = (
-  pair: TrainingPair,
-  step: number,
-) => { similarity: tf.Scalar; regularisation: tf.Scalar };
+export type TrainingObjective = (pair: TrainingPair, context: TrainingContext) => TrainingTerms;
 
-/** Options of {@link trainRegistration}. */
-export interface TrainRegistrationOptions {
-  /**
-   * The network (trained in place): a VoxelMorph, or with {@link TrainRegistrationOptions.objective}
-   * any {@link Module} (SITReg, INNReg, ...).
-   */
-  model: VoxelMorph | Module;
-  /**
-   * Replaces the similarity and regulariser terms by a method's own loss (e.g. SITReg's
-   * symmetric LNCC): every trainable variable of `model` (and of a Module `similarity`)
-   * trains, with the same checkpoints, progress and divergence stop.
-   */
-  objective?: TrainingObjective;
+/**
+ * The options every trainer shares ({@link trainRegistration} and the method presets
+ * `trainSitreg`, `trainInnreg`): data, schedule, optimiser, similarity, regulariser,
+ * checkpoints and progress.
+ */
+export interface TrainingOptions<P extends TrainingProgress = TrainingProgress> {
   /** Returns the training pair of (epoch, step): make it deterministic for exact resumption. */
   data: (epoch: number, step: number) => TrainingPair | Promise<TrainingPair>;
   /** Number of epochs. */
   epochs: number;
   /** Optimiser steps per epoch (default 1). */
   stepsPerEpoch?: number;
-  /** The similarity (required unless `objective` is given). */
+  /**
+   * The similarity: a loss `(fixed, moving) => scalar` or a trainable module (a
+   * `MineEstimator`, whose weights then train with the model and go into checkpoints).
+   * Required for models without an objective of their own (VoxelMorph); for SITReg and
+   * INNReg it replaces the method's default similarity term (LNCC; the NMI term).
+   */
   similarity?: Similarity;
   /** α, the weight of the similarity term (default 1). */
   similarityWeight?: number;
-  /** Default: `'kl'` for probabilistic models, `'diffusion'` otherwise. */
+  /**
+   * The deformation regulariser of the model's output. Default: the method's own (KL for
+   * probabilistic VoxelMorph, diffusion of the velocity or displacement otherwise, SITReg's
+   * symmetric diffusion, INNReg's smoothness term).
+   */
   regulariser?: Regulariser;
-  /** Weight of the regulariser (default 1). */
-  regulariserWeight?: number;
-  /** λ of the `'kl'` regulariser (default 10, as Snaauw et al.). */
-  priorLambda?: number;
-  /** Adam learning rate (default 1e-4) and moments (default 0.9, 0.999). */
+  /** Weight of the regulariser (default: the method's own, 1 for VoxelMorph and SITReg). */
+  regularisationWeight?: number;
+  /** Adam learning rate (default 1e-4 unless a preset says otherwise) and moments. */
   learningRate?: number;
   beta1?: number;
   beta2?: number;
@@ -91,7 +85,19 @@ export interface TrainRegistrationOptions {
   /** Epochs between checkpoints (default 1). */
   checkpointEvery?: number;
   /** Called after every step. */
-  onProgress?: (progress: TrainingProgress) => void;
+  onProgress?: (progress: P) => void;
+}
+
+/** Options of {@link trainRegistration}. */
+export interface TrainRegistrationOptions extends TrainingOptions {
+  /**
+   * The network, trained in place: any {@link RegistrationModel} that is a {@link Module}
+   * (VoxelMorph, SITReg, INNReg, a user's own). Its `trainingLoss`, when it has one, is the
+   * objective; otherwise α·similarity(fixed, warped) + w·regulariser(output).
+   */
+  model: RegistrationModel & Module;
+  /** Replaces the model's objective by a custom one (every trainable weight still trains). */
+  objective?: TrainingObjective;
 }
 
 /** What {@link trainRegistration} returns. */
@@ -258,11 +264,51 @@ async function loadCheckpoint(
   }
 }
 
+/** `model.trainingLoss` as a {@link TrainingObjective}, when the model has one. */
+function modelObjective(model: RegistrationModel): TrainingObjective | undefined {
+  if (typeof model.trainingLoss !== 'function') return undefined;
+  return (pair, context) => model.trainingLoss!(pair.moving, pair.fixed, context);
+}
+
 /**
- * Trains a registration network with any similarity and regulariser:
- * loss = α · similarity(fixed, moving ∘ φ) + w · regulariser, minimised by Adam over the
- * model's weights and those of a trainable similarity (MINE's statistics network maximises
- * the same bound the model does). Probabilistic models train on posterior samples.
+ * The objective of a model without its own: α·similarity(fixed, warped) +
+ * w·regulariser(output), the regulariser defaulting to {@link diffusionRegulariser} and w
+ * to 1.
+ */
+export function defaultTerms(
+  model: RegistrationModel,
+  moving: tf.Tensor,
+  fixed: tf.Tensor,
+  context: TrainingContext,
+): TrainingTerms {
+  const similarity: SimilarityLoss =
+    context.similarity ??
+    fail('trainRegistration', `'similarity' is required for ${model.constructor.name}`);
+  const out = model.apply(moving, fixed);
+  const sim = tf.mul(similarity(fixed, outputWarped(out, moving)), context.similarityWeight);
+  const reg = (context.regulariser ?? diffusionRegulariser)(out);
+  return {
+    similarity: sim as tf.Scalar,
+    regularisation: tf.mul(reg, context.regularisationWeight ?? 1) as tf.Scalar,
+  };
+}
+
+/**
+ * The diffusion regulariser of a model output: `diffusionLoss` (mean squared forward
+ * differences) of `velocity` when the method has one (what VoxelMorph regularises), else of
+ * the `forward` displacement.
+ */
+export const diffusionRegulariser: Regulariser = (output) =>
+  diffusionLoss(output.velocity ?? output.forward);
+
+/**
+ * Trains any registration network with any similarity and regulariser, minimising by Adam
+ * over the model's weights and those of a trainable similarity (MINE's statistics network
+ * maximises the same bound the model does):
+ * - the model's own `trainingLoss` when it has one (VoxelMorph: posterior samples and the KL
+ *   term of probabilistic models; SITReg: the symmetric loss; INNReg: the translation
+ *   losses), given the user's similarity and regulariser to use in place of its defaults;
+ * - else α · similarity(fixed, moving ∘ φ) + w · regulariser(output) ({@link defaultTerms}).
  *
  * - Progress: `onProgress` after every step.
  * - Checkpoints: with `checkpointDir`, weights, similarity and Adam state are written
@@ -287,18 +333,18 @@ export async function trainRegistration(
   options: TrainRegistrationOptions,
 ): Promise<TrainingResult> {
   const fn = 'trainRegistration';
-  const o = options;
+  const o = options ?? ({} as TrainRegistrationOptions);
   const objective = o.objective;
   if (objective !== undefined && typeof objective !== 'function') {
-    fail(fn, `'objective' must be a function (pair, step) => { similarity, regularisation }`);
+    fail(fn, `'objective' must be a function (pair, context) => { similarity, regularisation }`);
   }
-  if (
-    !(o.model instanceof Module) ||
-    (!objective && typeof (o.model as VoxelMorph).apply !== 'function')
-  ) {
-    fail(fn, `'model' must be a registration network such as createVoxelMorph(...)`);
+  const model = o.model;
+  if (!(model instanceof Module) || typeof (model as RegistrationModel).apply !== 'function') {
+    fail(
+      fn,
+      `'model' must be a registration network (a Module with apply(moving, fixed)) such as createVoxelMorph(...)`,
+    );
   }
-  const model = o.model as VoxelMorph;
   const epochs = o.epochs;
   const stepsPerEpoch = o.stepsPerEpoch ?? 1;
   for (const [name, v] of [
@@ -309,36 +355,35 @@ export async function trainRegistration(
     if (!Number.isInteger(v) || v < 1) fail(fn, `'${name}' must be a positive integer, got ${v}`);
   }
   const alpha = o.similarityWeight ?? 1;
-  const regWeight = o.regulariserWeight ?? 1;
-  const lambda = o.priorLambda ?? 10;
   const lr = o.learningRate ?? 1e-4;
   for (const [name, v] of [
     ['similarityWeight', alpha],
-    ['regulariserWeight', regWeight],
+    ['regularisationWeight', o.regularisationWeight ?? 0],
   ] as const) {
     if (!(Number.isFinite(v) && v >= 0))
       fail(fn, `'${name}' must be a finite number ≥ 0, got ${v}`);
   }
   if (!(lr > 0 && Number.isFinite(lr))) fail(fn, `'learningRate' must be > 0, got ${lr}`);
-  const regulariser = o.regulariser ?? (model.probabilistic ? 'kl' : 'diffusion');
-  if (!objective && regulariser === 'kl' && !model.probabilistic) {
-    fail(
-      fn,
-      `the 'kl' regulariser needs a probabilistic model (createVoxelMorph({ probabilistic: true }))`,
-    );
-  }
-  if (typeof regulariser === 'string' && regulariser !== 'kl' && regulariser !== 'diffusion') {
-    fail(fn, `'regulariser' must be 'kl', 'diffusion' or a function, got '${regulariser}'`);
+  const regulariser = o.regulariser;
+  if (regulariser !== undefined && typeof regulariser !== 'function') {
+    fail(fn, `'regulariser' must be a function (output) => scalar, got ${JSON.stringify(regulariser)}`);
   }
   const similarity = o.similarity;
-  const similarityLoss =
-    typeof similarity === 'function'
-      ? similarity
-      : similarity && typeof similarity.loss === 'function'
-        ? (f: tf.Tensor, w: tf.Tensor) => similarity.loss(f, w)
-        : objective && similarity === undefined
-          ? null
-          : fail(fn, `'similarity' must be a loss function or a module with a loss() method`);
+  const simLoss = similarity === undefined ? undefined : similarityLoss(similarity, fn);
+  const ownObjective = objective ?? modelObjective(model);
+  if (!ownObjective && !simLoss) {
+    fail(
+      fn,
+      `'similarity' is required: ${model.constructor.name} has no training objective of its own`,
+    );
+  }
+  const contextOf = (step: number): TrainingContext => ({
+    similarity: simLoss,
+    similarityWeight: alpha,
+    regulariser,
+    regularisationWeight: o.regularisationWeight,
+    step,
+  });
 
   const optimizer = tf.train.adam(lr, o.beta1 ?? 0.9, o.beta2 ?? 0.999);
   const history: number[] = [];
@@ -353,22 +398,13 @@ export async function trainRegistration(
     return pair;
   };
 
-  const lossOf = (pair: TrainingPair, terms: tf.Scalar[], noiseSeed: number) => (): tf.Scalar => {
-    if (objective) {
-      const t = objective(pair, noiseSeed);
-      terms.push(tf.keep(t.similarity), tf.keep(t.regularisation));
-      return tf.add(t.similarity, t.regularisation) as tf.Scalar;
-    }
-    const out = model.apply(pair.moving, pair.fixed, { sample: true, noiseSeed });
-    const sim = tf.mul(similarityLoss!(pair.fixed, out.warped), alpha) as tf.Scalar;
-    let reg: tf.Scalar;
-    if (regulariser === 'kl')
-      reg = velocityKlLoss(out.mean!, out.logVariance!, { priorLambda: lambda });
-    else if (regulariser === 'diffusion') reg = diffusionLoss(out.velocity);
-    else reg = regulariser(out);
-    reg = tf.mul(reg, regWeight) as tf.Scalar;
-    terms.push(tf.keep(sim), tf.keep(reg));
-    return tf.add(sim, reg) as tf.Scalar;
+  const lossOf = (pair: TrainingPair, terms: tf.Scalar[], step: number) => (): tf.Scalar => {
+    const context = contextOf(step);
+    const t = ownObjective
+      ? ownObjective(pair, context)
+      : defaultTerms(model, pair.moving, pair.fixed, context);
+    terms.push(tf.keep(t.similarity), tf.keep(t.regularisation));
+    return tf.add(t.similarity, t.regularisation) as tf.Scalar;
   };
 
   if (similarity instanceof Module && similarity.namedVariables().length === 0) {
@@ -376,7 +412,7 @@ export async function trainRegistration(
     // from one call, so they train and checkpoint from the first step
     const pair = await next(0, 0);
     tf.tidy(() => {
-      similarityLoss!(pair.fixed, pair.moving);
+      simLoss!(pair.fixed, pair.moving);
     });
     tf.dispose([pair.moving, pair.fixed]);
   }

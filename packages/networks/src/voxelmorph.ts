@@ -3,13 +3,17 @@ import {
   Conv,
   fail,
   fmtShape,
-  integrateVelocity,
   Module,
   mulberry32,
-  resizeField,
+  type RegistrationModel,
+  type RegistrationOutput,
+  type TrainingContext,
+  type TrainingTerms,
   tf,
+  velocityDeformation,
   warp,
 } from '@regkit/core';
+import { diffusionLoss, velocityKlLoss } from '@regkit/losses';
 import { Unet } from './unet.js';
 
 /** Options of {@link createVoxelMorph}. */
@@ -45,6 +49,11 @@ export interface VoxelMorphOptions {
    * improve in 200 steps. {@link optimalLogVariance}(ndim, λ) starts at the minimum instead.
    */
   logVarianceBias?: number;
+  /**
+   * λ of the KL regulariser of probabilistic models (`velocityKlLoss`; default 10, as
+   * Snaauw et al.), used by {@link VoxelMorph.trainingLoss}.
+   */
+  priorLambda?: number;
   /** Seed of the initial weights and of the posterior samples (default 0). */
   seed?: number;
 }
@@ -74,22 +83,22 @@ export interface VoxelMorphCallOptions {
 }
 
 /** What {@link VoxelMorph.apply} returns (tensors the caller disposes). */
-export interface VoxelMorphOutput {
+export interface VoxelMorphOutput extends RegistrationOutput {
   /** The moving image warped by the forward deformation, `[B, ...S, C]`. */
   warped: tf.Tensor;
   /** Displacement u of φ = id + u with warped = moving ∘ φ, `[B, ...S, ndim]` (voxels). */
   forward: tf.Tensor;
   /** Displacement of φ⁻¹ = exp(−v) (diffeomorphic models only), `[B, ...S, ndim]`. */
-  inverse: tf.Tensor | null;
+  inverse?: tf.Tensor;
   /**
    * The network's full-resolution field before integration: the (sampled) velocity of
    * diffeomorphic models, the displacement otherwise — what VoxelMorph regularises.
    */
   velocity: tf.Tensor;
   /** Posterior mean (probabilistic models), `[B, ...S, ndim]`. */
-  mean: tf.Tensor | null;
+  mean?: tf.Tensor;
   /** Posterior log-variance (probabilistic models), `[B, ...S, ndim]`. */
-  logVariance: tf.Tensor | null;
+  logVariance?: tf.Tensor;
 }
 
 /**
@@ -100,13 +109,17 @@ export interface VoxelMorphOutput {
  * models scaling-and-squaring integration at 1/`integrationDownsize` resolution; the
  * inverse is the integral of the negated velocity.
  */
-export class VoxelMorph extends Module {
+export class VoxelMorph
+  extends Module
+  implements RegistrationModel<VoxelMorphOutput, VoxelMorphCallOptions>
+{
   readonly ndim: 2 | 3;
   readonly channels: number;
   readonly diffeomorphic: boolean;
   readonly integrationSteps: number;
   readonly integrationDownsize: number;
   readonly probabilistic: boolean;
+  readonly priorLambda: number;
   readonly seed: number;
   readonly unet: Unet;
   readonly flow: Conv;
@@ -124,6 +137,10 @@ export class VoxelMorph extends Module {
     this.integrationSteps = o.integrationSteps ?? 7;
     this.integrationDownsize = o.integrationDownsize ?? 2;
     this.probabilistic = o.probabilistic ?? false;
+    this.priorLambda = o.priorLambda ?? 10;
+    if (!(Number.isFinite(this.priorLambda) && this.priorLambda > 0)) {
+      fail(fn, `'priorLambda' must be a finite number > 0, got ${o.priorLambda}`);
+    }
     if (!Number.isInteger(this.channels) || this.channels < 1) {
       fail(fn, `'channels' must be a positive integer, got ${this.channels}`);
     }
@@ -205,20 +222,13 @@ export class VoxelMorph extends Module {
           );
         }
       }
-      let forward: tf.Tensor;
-      let inverse: tf.Tensor | null = null;
+      let forward = velocity;
+      let inverse: tf.Tensor | undefined;
       if (this.diffeomorphic) {
-        const spatial = velocity.shape.slice(1, -1);
-        const f = this.integrationDownsize;
-        const coarse = spatial.map((s) => Math.max(2, Math.round(s / f)));
-        const v = f > 1 ? resizeField(velocity, coarse) : velocity;
-        const steps = { steps: this.integrationSteps };
-        const fwd = integrateVelocity(v, steps);
-        const inv = integrateVelocity(tf.neg(v), steps);
-        forward = f > 1 ? resizeField(fwd, spatial) : fwd;
-        inverse = f > 1 ? resizeField(inv, spatial) : inv;
-      } else {
-        forward = velocity;
+        ({ forward, inverse } = velocityDeformation(velocity, {
+          steps: this.integrationSteps,
+          downsize: this.integrationDownsize,
+        }));
       }
       const warped = warp(moving, forward);
       const result: tf.Tensor[] = [warped, forward, velocity];
@@ -228,10 +238,41 @@ export class VoxelMorph extends Module {
     });
     const [warped, forward, velocity] = out as [tf.Tensor, tf.Tensor, tf.Tensor];
     let i = 3;
-    const inverse = this.diffeomorphic ? out[i++]! : null;
-    const mean = this.probabilistic ? out[i++]! : null;
-    const logVariance = this.probabilistic ? out[i++]! : null;
-    return { warped, forward, inverse, velocity, mean, logVariance };
+    const result: VoxelMorphOutput = { warped, forward, velocity };
+    if (this.diffeomorphic) result.inverse = out[i++]!;
+    if (this.probabilistic) {
+      result.mean = out[i++]!;
+      result.logVariance = out[i++]!;
+    }
+    return result;
+  }
+
+  /**
+   * VoxelMorph's training objective of one pair (the trainer's {@link TrainingContext}):
+   * α·similarity(fixed, moving ∘ φ) on a posterior sample (probabilistic models; the noise
+   * seeded by the step) plus w·regulariser, the regulariser defaulting to the KL term
+   * `velocityKlLoss(mean, logVariance, { priorLambda })` for probabilistic models and to the
+   * diffusion of the velocity otherwise; w defaults to 1. VoxelMorph has no similarity of its
+   * own: the context must give one.
+   */
+  trainingLoss(moving: tf.Tensor, fixed: tf.Tensor, context: TrainingContext): TrainingTerms {
+    const similarity =
+      context.similarity ??
+      fail(
+        'VoxelMorph.trainingLoss',
+        `VoxelMorph has no similarity of its own: give one (e.g. similarity: (f, m) => localNccLoss(f, m))`,
+      );
+    const out = this.apply(moving, fixed, { sample: true, noiseSeed: context.step });
+    const sim = tf.mul(similarity(fixed, out.warped), context.similarityWeight);
+    const reg = context.regulariser
+      ? context.regulariser(out)
+      : this.probabilistic
+        ? velocityKlLoss(out.mean!, out.logVariance!, { priorLambda: this.priorLambda })
+        : diffusionLoss(out.velocity);
+    return {
+      similarity: sim as tf.Scalar,
+      regularisation: tf.mul(reg, context.regularisationWeight ?? 1) as tf.Scalar,
+    };
   }
 
   /** Standard normal noise from the model's seeded stream, or from `seed`. */

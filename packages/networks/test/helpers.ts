@@ -6,17 +6,9 @@ export const BACKENDS: BackendName[] = (process.env.REGKIT_TEST_BACKENDS ?? 'cpu
   .split(',')
   .map((s) => s.trim() as BackendName);
 
-let kernelsReady = false;
-
 /** Selects a backend with @regkit/kernels registered (as the CLI and examples run). */
 export async function useBackend(name: BackendName): Promise<void> {
-  expect(await initBackend(name)).toBe(name);
-  if (!kernelsReady) {
-    const kernels = await import('@regkit/kernels');
-    await kernels.initKernels();
-    kernels.registerKernels();
-    kernelsReady = true;
-  }
+  expect(await initBackend(name, { kernels: await import('@regkit/kernels') })).toBe(name);
 }
 
 export interface ArrayFixture {

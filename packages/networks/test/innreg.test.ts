@@ -134,10 +134,10 @@ describe.each(BACKENDS)('INNReg on %s', (backend) => {
       const x = tensorOf(inputsOf(c).x);
       const y = tensorOf(inputsOf(c).y);
       tf.tidy(() => {
-        const out = model.register(x, y);
+        const out = model.apply(x, y);
         expectClose(out.forward, c.outputs.forward, 1e-4, 1e-4);
         expectClose(out.warped, c.outputs.warped, 1e-4, 1e-4);
-        expect(out.inverse).toBeNull();
+        expect(out.inverse).toBeUndefined();
         expectClose(model.translate(x), c.outputs.fakeY, 1e-4, 1e-4);
         const terms = model.loss(x, y, c.loss);
         for (const k of ['recon', 'nmi', 'smooth', 'inverseRecon', 'loss'] as const) {
@@ -344,7 +344,7 @@ describe('INNReg', () => {
     const error = () =>
       tf.tidy(() => {
         const p = modalPair();
-        const out = model.register(p.moving, p.fixed);
+        const out = model.apply(p.moving, p.fixed);
         return scalar(tf.mean(tf.abs(tf.sub(out.warped, tf.sub(1, p.fixed)))));
       });
     const before = error();
@@ -450,9 +450,9 @@ describe('INNReg', () => {
     });
     const net = await loadRegistrationNetwork(join(tmp, 'net'));
     tf.tidy(() => {
-      const a = model.register(moving, fixed);
+      const a = model.apply(moving, fixed);
       expect(maxAbs(a.forward)).toBeGreaterThan(1e-3);
-      expect(other.register(moving, fixed).forward.arraySync()).toEqual(a.forward.arraySync());
+      expect(other.apply(moving, fixed).forward.arraySync()).toEqual(a.forward.arraySync());
       expect(other.translate(moving).arraySync()).toEqual(model.translate(moving).arraySync());
       expect(net.predict(moving, fixed).forward.arraySync()).toEqual(a.forward.arraySync());
     });
@@ -485,10 +485,10 @@ describe('INNReg', () => {
       /'flowInitStd' must be a finite number ≥ 0/,
     );
     const model = createInnreg(small());
-    expect(() => model.register(tf.zeros([1, 18, 16, 1]), tf.zeros([1, 18, 16, 1]))).toThrow(
+    expect(() => model.apply(tf.zeros([1, 18, 16, 1]), tf.zeros([1, 18, 16, 1]))).toThrow(
       /spatial sizes of \[1, 18, 16, 1\] must be divisible by 2\^2 = 4/,
     );
-    expect(() => model.register(tf.zeros([1, 16, 16, 1]), tf.zeros([1, 16, 32, 1]))).toThrow(
+    expect(() => model.apply(tf.zeros([1, 16, 16, 1]), tf.zeros([1, 16, 32, 1]))).toThrow(
       /same shape/,
     );
     expect(() => model.loss(tf.zeros([1, 16, 16, 2]), tf.zeros([1, 16, 16, 2]))).toThrow(

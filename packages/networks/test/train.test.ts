@@ -46,7 +46,7 @@ describe('trainRegistration', () => {
       model,
       similarity: (f, w) => mseLoss(w, f),
       similarityWeight: 10,
-      regulariserWeight: 0.1,
+      regularisationWeight: 0.1,
       learningRate: 3e-3,
       epochs: 12,
       stepsPerEpoch: 10,
@@ -153,8 +153,11 @@ describe('trainRegistration', () => {
       /'epochs' must be a positive integer, got 0/,
     );
     await expect(
-      trainRegistration({ model, similarity: sim, data, epochs: 1, regulariser: 'kl' }),
-    ).rejects.toThrow(/'kl' regulariser needs a probabilistic model/);
+      trainRegistration({ model, similarity: sim, data, epochs: 1, regulariser: 'kl' as never }),
+    ).rejects.toThrow(/'regulariser' must be a function \(output\) => scalar, got "kl"/);
+    await expect(trainRegistration({ model, data, epochs: 1 })).rejects.toThrow(
+      /VoxelMorph has no similarity of its own/,
+    );
     await expect(
       trainRegistration({ model, similarity: sim, data: () => ({}) as never, epochs: 1 }),
     ).rejects.toThrow(/'data\(0, 0\)' must return \{ moving, fixed \} tensors/);

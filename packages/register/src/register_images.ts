@@ -1,25 +1,31 @@
 import {
   assertImagePair,
+  type FeatureExtractor,
   fail,
   fmtShape,
   gaussianSmooth,
   integrateVelocity,
+  type RegistrationOutput,
   RegkitError,
   resizeField,
   resizeImage,
+  type Similarity,
+  type SimilarityLoss,
+  similarityLoss,
   tf,
   warp,
 } from '@regkit/core';
+import { invertField } from '@regkit/invertible';
 import {
   diffusionLoss,
   localNccLoss,
-  mindLoss,
+  mindSsc,
   mseLoss,
   mutualInformationLoss,
 } from '@regkit/losses';
 
-/** Image similarities `registerImages` can optimise. */
-export type Similarity = 'lncc' | 'mi' | 'mind' | 'mse';
+/** The similarities {@link registerImages} knows by name. */
+export type SimilarityName = 'lncc' | 'mi' | 'mind' | 'mse';
 
 /** How the deformation is parameterised. */
 export type TransformModel = 'velocity' | 'displacement';
@@ -33,15 +39,27 @@ export interface RegistrationProgress {
   /** Iterations done over all levels, and their total: for progress bars. */
   done: number;
   total: number;
-  /** Similarity term and regularisation term of the last reported iteration. */
+  /** Similarity term and (unweighted) regularisation term of the last reported iteration. */
   similarity: number;
   regularisation: number;
 }
 
 /** Options of {@link registerImages}. */
 export interface RegisterImagesOptions {
-  /** Similarity (default `'lncc'`; use `'mi'` or `'mind'` for different modalities). */
-  similarity?: Similarity;
+  /**
+   * The similarity (default `'lncc'`): a name — `'lncc'` (local NCC, window {@link window}),
+   * `'mi'` (Parzen mutual information on sampled voxels), `'mind'` (MIND-SSC descriptors
+   * computed once per level and warped, compared by mean squared difference), `'mse'` — or
+   * any {@link Similarity} `(fixed, moving) => scalar`. With {@link features} it compares
+   * feature maps (default: mean squared difference).
+   */
+  similarity?: SimilarityName | Similarity;
+  /**
+   * A feature extractor (MIND-SSC, a network encoder, DNS): the features of the fixed and of
+   * the moving image are computed once per pyramid level and the moving features are
+   * warped each iteration (as convexAdam does), so the extractor runs twice per level.
+   */
+  features?: FeatureExtractor;
   /** Deformation model (default `'velocity'`: diffeomorphic scaling and squaring). */
   transform?: TransformModel;
   /** Pyramid levels, coarsest first; each halves the grid (default 3). */
@@ -50,9 +68,9 @@ export interface RegisterImagesOptions {
   iterations?: readonly number[];
   /** Adam learning rate in voxels of the parameter grid (default 0.1 for mi; else 0.3 velocity, 0.5 displacement). */
   learningRate?: number;
-  /** Weight of the diffusion regulariser on the parameter field (default 2 for mi, 1 lncc and mind, 0.2 mse). */
-  regularisation?: number;
-  /** Local NCC window at the finest level (default 9 in 3D, 9 in 2D; coarser levels use 5). */
+  /** λ, the weight of the diffusion regulariser on the parameter field (default 2 for mi, 0.2 mse, else 1). */
+  regularisationWeight?: number;
+  /** Local NCC window at the finest level (default 9; coarser levels use at most 5). */
   window?: number;
   /** MI bins (default 16). */
   bins?: number;
@@ -75,7 +93,10 @@ export interface RegisterImagesOptions {
    * result is upsampled (default 0). Trades accuracy for time on large images.
    */
   skipFinest?: number;
-  /** Also return the inverse deformation (exact negated velocity; fixed point for displacement). */
+  /**
+   * Also return the inverse deformation: exp(−v) for velocity fields (exact), the
+   * deformation inversion layer `invertField` (fixed point) for displacement fields.
+   */
   inverse?: boolean;
   /** Called every `reportEvery` iterations (default 10) and at the end of each level. */
   onProgress?: (p: RegistrationProgress) => void;
@@ -83,114 +104,49 @@ export interface RegisterImagesOptions {
 }
 
 /** Result of {@link registerImages}; the caller owns (and disposes) the tensors. */
-export interface RegisterImagesResult {
-  /** Displacement `[1, ...spatial, ndim]` on the fixed grid: `warp(moving, field)` ≈ fixed. */
-  field: tf.Tensor;
+export interface RegisterImagesResult extends RegistrationOutput {
+  /** Displacement `[1, ...S, ndim]` on the fixed grid: `warp(moving, forward)` ≈ fixed. */
+  forward: tf.Tensor;
   /** Inverse displacement on the moving grid, when `inverse` was asked. */
-  inverseField?: tf.Tensor;
+  inverse?: tf.Tensor;
+  /** The stationary velocity `[1, ...S, ndim]` (velocity model), on the fixed grid. */
+  velocity?: tf.Tensor;
   /** Final similarity and regularisation values of each level. */
   levels: { shape: number[]; similarity: number; regularisation: number; iterations: number }[];
 }
 
-/**
- * Rescales intensities to [0, 1] between the given lower and upper percentiles (robust
- * min–max, as needed by the Parzen-window MI), clipping outside. Constant images become 0.
- */
-export async function normalizeIntensity(
-  image: tf.Tensor,
-  lower = 0.5,
-  upper = 99.5,
-): Promise<tf.Tensor> {
-  const values = Float32Array.from((await image.data()) as Float32Array);
-  const at = (p: number) =>
-    selectKth(values, Math.min(values.length - 1, Math.round((p / 100) * (values.length - 1))));
-  const lo = at(lower);
-  const hi = at(upper);
-  const scale = hi > lo ? 1 / (hi - lo) : 0;
-  return tf.tidy(() => tf.clipByValue(tf.mul(tf.sub(image, lo), scale), 0, 1));
-}
-
-/**
- * The k-th smallest value (0-based) of `a`, reordering `a` in place: quickselect with a
- * three-way partition, linear on average even when most values are equal (image background).
- */
-export function selectKth(a: Float32Array, k: number): number {
-  let lo = 0;
-  let hi = a.length - 1;
-  while (lo < hi) {
-    const pivot = a[(lo + hi) >>> 1]!;
-    let lt = lo;
-    let gt = hi;
-    let i = lo;
-    while (i <= gt) {
-      const v = a[i]!;
-      if (v < pivot) {
-        a[i] = a[lt]!;
-        a[lt++] = v;
-        i++;
-      } else if (v > pivot) {
-        a[i] = a[gt]!;
-        a[gt--] = v;
-      } else i++;
-    }
-    if (k < lt) hi = lt - 1;
-    else if (k > gt) lo = gt + 1;
-    else return pivot;
-  }
-  return a[k]!;
-}
-
+/** A pyramid level's grid: `shape` shrunk by `factor` with corners aligned. */
 function levelShape(shape: readonly number[], factor: number): number[] {
   return shape.map((s) => (s > 1 ? Math.max(2, Math.round((s - 1) / factor) + 1) : 1));
 }
 
-function similarityLoss(
-  kind: Similarity,
-  fixed: tf.Tensor,
-  warped: tf.Tensor,
-  window: number,
-  bins: number,
-  sample: tf.Tensor | null,
-): tf.Scalar {
-  switch (kind) {
-    case 'lncc':
-      return localNccLoss(fixed, warped, { window });
-    case 'mi': {
-      if (!sample) return mutualInformationLoss(fixed, warped, { bins, range: [0, 1] });
-      const pick = (x: tf.Tensor) =>
-        tf.reshape(tf.gather(tf.reshape(x, [-1]), sample), [1, -1, 1, 1]);
-      return mutualInformationLoss(pick(fixed), pick(warped), { bins, range: [0, 1] });
-    }
-    case 'mind':
-      return mindLoss(fixed, warped);
-    case 'mse':
-      return mseLoss(fixed, warped);
-  }
-}
+/** The MIND-SSC descriptors as a {@link FeatureExtractor} (radius 1, dilation 2). */
+const MIND_FEATURES: FeatureExtractor = { apply: (image) => mindSsc(image) };
 
-/** Inverts a displacement by the fixed point v(x) = −u(x + v(x)) (converges when |∇u| < 1). */
-export function invertDisplacement(u: tf.Tensor, iterations = 30): tf.Tensor {
-  return tf.tidy(() => {
-    let v = tf.neg(u);
-    for (let i = 0; i < iterations; i++) {
-      const next = tf.neg(warp(u, v, { padding: 'border' }));
-      v.dispose();
-      v = next;
-    }
-    return v;
-  });
-}
+/** Mean squared difference of feature maps: the default feature similarity. */
+const featureMse: SimilarityLoss = (f, m) => mseLoss(f, m);
 
 /**
  * Pairwise registration with no trained model: multi-resolution instance optimisation (Adam
- * on a stationary velocity field, integrated by scaling and squaring, or on a displacement
- * field) of `similarity(fixed, warp(moving, φ)) + λ · diffusion(parameters)`, in the fixed
- * image's voxel grid. Both images must share one grid (resample with `@regkit/io` first) and
- * should be intensity-normalised to [0, 1] ({@link normalizeIntensity}) for `mi`.
+ * on a stationary velocity field integrated by scaling and squaring, or on a displacement
+ * field) of
+ *
+ *   similarity(F(fixed), F(moving) ∘ φ) + λ · diffusion(parameters),
+ *
+ * in the fixed image's voxel grid, with F the identity or a {@link FeatureExtractor} whose
+ * maps are computed once per level. Both images must share one grid (resample with
+ * `@regkit/io` first) and should be intensity-normalised to [0, 1] ({@link normalizeIntensity})
+ * for `mi`. Browser-safe: no Node.js built-ins.
+ *
+ * @param fixed `[1, ...S, C]`.
+ * @param moving `[1, ...S, C]`, same shape.
+ * @returns `{ forward, inverse?, velocity?, levels }` (a `RegistrationOutput`).
  *
  * @example
- * const { field } = await registerImages(fixed, moving, { similarity: 'mi' });
- * const moved = warp(moving, field);
+ * ```ts
+ * const { forward } = await registerImages(fixed, moving, { similarity: 'mi' });
+ * const moved = warp(moving, forward);
+ * ```
  */
 export async function registerImages(
   fixed: tf.Tensor,
@@ -201,8 +157,19 @@ export async function registerImages(
   const nd = assertImagePair(fn, fixed, moving);
   if (fixed.shape[0] !== 1) fail(fn, `batch must be 1, got ${fmtShape(fixed.shape)}`);
   const similarity = options.similarity ?? 'lncc';
-  if (!['lncc', 'mi', 'mind', 'mse'].includes(similarity)) {
-    fail(fn, `'similarity' must be lncc, mi, mind or mse, got '${similarity}'`);
+  const named = typeof similarity === 'string' ? similarity : null;
+  if (named !== null && !['lncc', 'mi', 'mind', 'mse'].includes(named)) {
+    fail(fn, `'similarity' must be lncc, mi, mind, mse or a Similarity, got '${named}'`);
+  }
+  if (named === null && typeof similarity !== 'function' && typeof similarity !== 'object') {
+    fail(fn, `'similarity' must be lncc, mi, mind, mse or a Similarity, got ${similarity}`);
+  }
+  const extractor = options.features ?? (named === 'mind' ? MIND_FEATURES : null);
+  if (extractor !== null && typeof extractor?.apply !== 'function') {
+    fail(fn, `'features' must be a FeatureExtractor with apply(image) => features`);
+  }
+  if (options.features && (named === 'mi' || named === 'mind')) {
+    fail(fn, `'features' takes a feature similarity (mse, lncc or a Similarity), not '${named}'`);
   }
   const model = options.transform ?? 'velocity';
   if (model !== 'velocity' && model !== 'displacement') {
@@ -229,9 +196,9 @@ export async function registerImages(
   }
   // defaults tuned on the demo problems: MI's gradient is noisy, so it gets a smaller step
   // and a smoother, more regularised field
-  const mi = similarity === 'mi';
+  const mi = named === 'mi';
   const lr = options.learningRate ?? (mi ? 0.1 : model === 'velocity' ? 0.3 : 0.5);
-  const lambda = options.regularisation ?? (mi ? 2 : similarity === 'mse' ? 0.2 : 1);
+  const lambda = options.regularisationWeight ?? (mi ? 2 : named === 'mse' ? 0.2 : 1);
   const window = options.window ?? 9;
   const bins = options.bins ?? 16;
   const samples = options.samples ?? 32768;
@@ -245,7 +212,7 @@ export async function registerImages(
   const reportEvery = options.reportEvery ?? 10;
   for (const [name, v] of [
     ['learningRate', lr],
-    ['regularisation', lambda],
+    ['regularisationWeight', lambda],
     ['fieldDownsample', down],
     ['fieldSmoothing', smoothing],
   ] as const) {
@@ -253,6 +220,23 @@ export async function registerImages(
       fail(fn, `'${name}' must be a finite number ≥ 0, got ${v}`);
   }
   if (!(down >= 1)) fail(fn, `'fieldDownsample' must be ≥ 1, got ${down}`);
+
+  /** The loss of a level: (fixed or its features, warped moving or its features, sample). */
+  const lossAt = (levelWindow: number): ((f: tf.Tensor, w: tf.Tensor, s: tf.Tensor | null) => tf.Scalar) => {
+    if (named === 'lncc') return (f, w) => localNccLoss(f, w, { window: levelWindow });
+    if (named === 'mse') return (f, w) => mseLoss(f, w);
+    if (named === 'mind') return featureMse;
+    if (named === 'mi') {
+      return (f, w, sample) => {
+        if (!sample) return mutualInformationLoss(f, w, { bins, intensityRange: [0, 1] });
+        const pick = (x: tf.Tensor) =>
+          tf.reshape(tf.gather(tf.reshape(x, [-1]), sample), [1, -1, 1, 1]);
+        return mutualInformationLoss(pick(f), pick(w), { bins, intensityRange: [0, 1] });
+      };
+    }
+    const loss = similarityLoss(similarity as Similarity, fn);
+    return (f, w) => loss(f, w);
+  };
 
   const spatial = fixed.shape.slice(1, -1);
   const total = iterations.slice(0, nLevels - skip).reduce((a, b) => a + b, 0);
@@ -273,16 +257,25 @@ export async function registerImages(
     pyramid[level] = next;
     prev = next;
   }
+  const release = () => {
+    for (const pair of pyramid) if (pair) tf.dispose(pair);
+  };
 
   for (let level = 0; level < nLevels - skip; level++) {
     const shape = shapes[level]!;
     const pShape = levelShape(shape, down);
-    const [f, m] = pyramid[level]!;
+    const [fImage, mImage] = pyramid[level]!;
+    // features once per level; the moving ones are warped each iteration
+    const [f, m] = extractor
+      ? tf.tidy(() => [extractor.apply(fImage), extractor.apply(mImage)])
+      : [fImage, mImage];
+    if (extractor) tf.dispose([fImage, mImage]);
+    pyramid[level] = [f!, m!];
     const next: tf.Tensor = param ? resizeField(param, pShape) : tf.zeros([1, ...pShape, nd]);
     param?.dispose();
     param = tf.variable(next, true);
     next.dispose();
-    const levelWindow = level === nLevels - 1 ? window : Math.min(window, 5);
+    const loss = lossAt(level === nLevels - 1 ? window : Math.min(window, 5));
     const optimizer = tf.train.adam(lr);
     const p = param;
     const deformation = (): tf.Tensor => {
@@ -295,22 +288,13 @@ export async function registerImages(
     const voxels = shape.reduce((a, b) => a * b, 1);
     for (let it = 0; it < iterations[level]!; it++) {
       const sample =
-        similarity === 'mi' && voxels > samples
-          ? tf.randomUniform([samples], 0, voxels, 'int32', seed++)
-          : null;
+        mi && voxels > samples ? tf.randomUniform([samples], 0, voxels, 'int32', seed++) : null;
       const wantReport = (it + 1) % reportEvery === 0 || it === iterations[level]! - 1;
       let parts: tf.Tensor | null = null;
       tf.tidy(() => {
         optimizer.minimize(
           () => {
-            const sim = similarityLoss(
-              similarity,
-              f,
-              warp(m, deformation()),
-              levelWindow,
-              bins,
-              sample,
-            );
+            const sim = loss(f!, warp(m!, deformation()), sample);
             const reg = diffusionLoss(p);
             if (wantReport) parts = tf.keep(tf.stack([sim, reg]));
             return tf.add(sim, tf.mul(reg, lambda)) as tf.Scalar;
@@ -329,10 +313,10 @@ export async function registerImages(
         regValue = r!;
         if (!Number.isFinite(simValue)) {
           optimizer.dispose();
-          for (const [a, b] of pyramid) tf.dispose([a, b]);
+          release();
           param.dispose();
           throw new RegkitError(
-            `${fn}: the similarity became ${simValue} at level ${level + 1}, iteration ${it + 1}`,
+            `${fn}(): the similarity became ${simValue} at level ${level + 1}, iteration ${it + 1}`,
           );
         }
         options.onProgress?.({
@@ -348,8 +332,7 @@ export async function registerImages(
       }
     }
     optimizer.dispose();
-    f.dispose();
-    m.dispose();
+    tf.dispose([f!, m!]);
     report.push({
       shape,
       similarity: simValue,
@@ -364,14 +347,13 @@ export async function registerImages(
     const full = (u: tf.Tensor) =>
       u.shape.slice(1, -1).every((s, k) => s === spatial[k]) ? u : resizeField(u, spatial);
     if (model === 'velocity') {
-      const field = full(integrateVelocity(smooth, { steps }));
-      const inverseField = options.inverse
-        ? full(integrateVelocity(tf.neg(smooth), { steps }))
-        : undefined;
-      return inverseField ? { field, inverseField } : { field };
+      const forward = full(integrateVelocity(smooth, { steps }));
+      const velocity = full(smooth);
+      if (!options.inverse) return { forward, velocity };
+      return { forward, velocity, inverse: full(integrateVelocity(tf.neg(smooth), { steps })) };
     }
-    const field = full(smooth);
-    return options.inverse ? { field, inverseField: invertDisplacement(field) } : { field };
+    const forward = full(smooth);
+    return options.inverse ? { forward, inverse: invertField(forward) } : { forward };
   });
   p.dispose();
   return { ...result, levels: report };

@@ -1,12 +1,15 @@
-import { invertDisplacement, normalizeIntensity, registerImages, setupBackend } from '@regkit/cli';
 import {
   composeFields,
-  gaussianSmooth,
+  type FeatureExtractor,
+  initBackend,
   mulberry32,
   randomSmoothField,
   tf,
   warp,
 } from '@regkit/core';
+import * as kernels from '@regkit/kernels';
+import { mindSsc } from '@regkit/losses';
+import { normalizeIntensity, registerImages } from '@regkit/register';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 /** A textured synthetic 2D image: 60 seeded Gaussian blobs of random size and brightness. */
@@ -41,7 +44,7 @@ async function meanNorm(u: tf.Tensor): Promise<number> {
 for (const backend of ['cpu', 'wasm'] as const) {
   describe(`registerImages (${backend})`, () => {
     beforeAll(async () => {
-      await setupBackend(backend);
+      await initBackend(backend, { kernels });
     });
 
     it('recovers a known smooth deformation (lncc, velocity) without folding', async () => {
@@ -53,10 +56,15 @@ for (const backend of ['cpu', 'wasm'] as const) {
       });
       const fixed = warp(moving, truth);
       const before = await meanNorm(truth);
-      const { field, levels } = await registerImages(fixed, moving, {
+      const {
+        forward: field,
+        velocity,
+        levels,
+      } = await registerImages(fixed, moving, {
         similarity: 'lncc',
         iterations: [60, 60, 60],
       });
+      velocity!.dispose();
       const err = tf.sub(field, truth);
       const after = await meanNorm(err);
       expect(levels).toHaveLength(3);
@@ -73,11 +81,11 @@ for (const backend of ['cpu', 'wasm'] as const) {
         seed: 9,
       });
       const fixed = warp(moving, truth);
-      const { field } = await registerImages(fixed, moving, {
+      const { forward: field } = await registerImages(fixed, moving, {
         similarity: 'mse',
         transform: 'displacement',
         iterations: [60, 60, 60],
-        regularisation: 0.05,
+        regularisationWeight: 0.05,
       });
       const err = tf.sub(field, truth);
       expect(await meanNorm(err)).toBeLessThan(0.5 * (await meanNorm(truth)));
@@ -92,7 +100,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
         seed: 2,
       });
       const fixed = warp(moving, truth);
-      const { field, inverseField } = await registerImages(fixed, moving, {
+      const { forward: field, inverse: inverseField } = await registerImages(fixed, moving, {
         iterations: [40, 30, 20],
         inverse: true,
       });
@@ -100,6 +108,68 @@ for (const backend of ['cpu', 'wasm'] as const) {
       const interior = tf.slice(c, [0, 4, 4, 0], [1, 32, 40, 2]);
       expect(await meanNorm(interior)).toBeLessThan(0.05);
       tf.dispose([moving, truth, fixed, field, inverseField!, c, interior]);
+    });
+
+    it('inverts a displacement result with the deformation inversion layer', async () => {
+      const moving = blobs(40, 40);
+      const truth = randomSmoothField([40, 40], {
+        maxDisplacement: 2.5,
+        controlSpacing: 16,
+        seed: 3,
+      });
+      const fixed = warp(moving, truth);
+      const r = await registerImages(fixed, moving, {
+        similarity: 'mse',
+        transform: 'displacement',
+        iterations: [30, 30, 30],
+        regularisationWeight: 0.05,
+        inverse: true,
+      });
+      expect(r.velocity).toBeUndefined();
+      const c = composeFields(r.forward, r.inverse!);
+      const interior = tf.slice(c, [0, 4, 4, 0], [1, 32, 32, 2]);
+      expect(await meanNorm(interior)).toBeLessThan(0.05);
+      tf.dispose([moving, truth, fixed, r.forward, r.inverse!, c, interior]);
+    });
+
+    it('registers across contrasts with any FeatureExtractor (features once per level) and any Similarity', async () => {
+      // the moving image in an inverted contrast: intensity losses fail, MIND features do not
+      const moving = blobs(48, 48, 5);
+      const truth = randomSmoothField([48, 48], {
+        maxDisplacement: 3,
+        controlSpacing: 16,
+        seed: 6,
+      });
+      const inverted = tf.tidy(() => tf.sub(tf.max(moving), moving));
+      const fixed = warp(inverted, truth);
+      let calls = 0;
+      const features: FeatureExtractor = {
+        apply: (image) => {
+          calls++;
+          return mindSsc(image);
+        },
+      };
+      const before = await meanNorm(truth);
+      const r = await registerImages(fixed, moving, {
+        features,
+        iterations: [60, 60, 60],
+      });
+      expect(calls).toBe(6); // fixed and moving, once per level
+      const err = tf.sub(r.forward, truth);
+      expect(await meanNorm(err)).toBeLessThan(0.5 * before);
+      // a user similarity on features: (fixed, moving) => scalar
+      const cosine = (f: tf.Tensor, m: tf.Tensor) =>
+        tf.tidy(() => tf.neg(tf.mean(tf.sum(tf.mul(f, m), -1))) as tf.Scalar);
+      const r2 = await registerImages(fixed, moving, {
+        features,
+        similarity: cosine,
+        iterations: [40, 40, 40],
+        learningRate: 0.3,
+      });
+      const err2 = tf.sub(r2.forward, truth);
+      expect(await meanNorm(err2)).toBeLessThan(0.7 * before);
+      tf.dispose([moving, truth, inverted, fixed, r.forward, r.velocity!, err]);
+      tf.dispose([r2.forward, r2.velocity!, err2]);
     });
 
     it('keeps tf.memory flat: every tensor but the result is freed', async () => {
@@ -113,8 +183,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
           inverse: true,
           samples: 256,
         });
-        r.field.dispose();
-        r.inverseField!.dispose();
+        tf.dispose([r.forward, r.inverse!, ...(r.velocity ? [r.velocity] : [])]);
       }
       expect(tf.memory().numTensors).toBe(n0);
       tf.dispose([moving, fixed]);
@@ -140,7 +209,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
 
 describe('helpers', () => {
   beforeAll(async () => {
-    await setupBackend('cpu');
+    await initBackend('cpu', { kernels });
   });
 
   it('normalizeIntensity maps robust min–max to [0, 1] and constant images to 0', async () => {
@@ -155,17 +224,4 @@ describe('helpers', () => {
     tf.dispose([x, n, c]);
   });
 
-  it('invertDisplacement inverts a smooth field (fixed point)', async () => {
-    const u = tf.tidy(() =>
-      gaussianSmooth(
-        randomSmoothField([32, 32], { maxDisplacement: 2, controlSpacing: 12, seed: 1 }),
-        1,
-      ),
-    );
-    const inv = invertDisplacement(u);
-    const c = composeFields(u, inv);
-    const interior = tf.slice(c, [0, 3, 3, 0], [1, 26, 26, 2]);
-    expect(await meanNorm(interior)).toBeLessThan(1e-2);
-    tf.dispose([u, inv, c, interior]);
-  });
 });

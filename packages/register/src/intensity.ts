@@ -1,0 +1,49 @@
+import { tf } from '@regkit/core';
+
+/**
+ * Rescales intensities to [0, 1] between the given lower and upper percentiles (robust
+ * min–max, as needed by the Parzen-window MI), clipping outside. Constant images become 0.
+ */
+export async function normalizeIntensity(
+  image: tf.Tensor,
+  lower = 0.5,
+  upper = 99.5,
+): Promise<tf.Tensor> {
+  const values = Float32Array.from((await image.data()) as Float32Array);
+  const at = (p: number) =>
+    selectKth(values, Math.min(values.length - 1, Math.round((p / 100) * (values.length - 1))));
+  const lo = at(lower);
+  const hi = at(upper);
+  const scale = hi > lo ? 1 / (hi - lo) : 0;
+  return tf.tidy(() => tf.clipByValue(tf.mul(tf.sub(image, lo), scale), 0, 1));
+}
+
+/**
+ * The k-th smallest value (0-based) of `a`, reordering `a` in place: quickselect with a
+ * three-way partition, linear on average even when most values are equal (image background).
+ */
+export function selectKth(a: Float32Array, k: number): number {
+  let lo = 0;
+  let hi = a.length - 1;
+  while (lo < hi) {
+    const pivot = a[(lo + hi) >>> 1]!;
+    let lt = lo;
+    let gt = hi;
+    let i = lo;
+    while (i <= gt) {
+      const v = a[i]!;
+      if (v < pivot) {
+        a[i] = a[lt]!;
+        a[lt++] = v;
+        i++;
+      } else if (v > pivot) {
+        a[i] = a[gt]!;
+        a[gt--] = v;
+      } else i++;
+    }
+    if (k < lt) hi = lt - 1;
+    else if (k > gt) lo = gt + 1;
+    else return pivot;
+  }
+  return a[k]!;
+}
