@@ -111,7 +111,7 @@ async function run(dataset, taskKey, methodKey) {
       checkpointDir,
       onProgress: progress,
     });
-    register = (m, f) => model.register(m, f);
+    register = (m, f) => model.apply(m, f);
     saved = { method: 'innreg', options };
   } else {
     const options = { ndim: 2, seed: 1 };
@@ -122,8 +122,7 @@ async function run(dataset, taskKey, methodKey) {
       epochs,
       stepsPerEpoch: STEPS_PER_EPOCH,
       similarity: method.similarity,
-      regulariser: 'diffusion',
-      regulariserWeight: 1,
+      regularisationWeight: 1,
       learningRate: lr,
       checkpointDir,
       onProgress: progress,
@@ -140,7 +139,7 @@ async function run(dataset, taskKey, methodKey) {
   const metrics = await evaluateMethod(dataset, register, evaluation(dataset));
   model.dispose();
   process.stdout.write(
-    `\r  ${tag}: SSIM ${cell(metrics.ssim, { digits: 3, withStd: false })}, Dice ${cell(metrics.dice, { scale: 100, withStd: false })}, folding ${cell(metrics.folding, { digits: 3, withStd: false })}%; trained ${trainSeconds.toFixed(0)} s\n`,
+    `\r  ${tag}: SSIM ${cell(metrics.ssim, { digits: 3, withStd: false })}, Dice ${cell(metrics.dice, { scale: 100, withStd: false })}, folding ${cell(metrics.folding, { digits: 4, withStd: false })}%; trained ${trainSeconds.toFixed(0)} s\n`,
   );
   return { task: taskKey, method: methodKey, steps, trainSeconds, ...metrics };
 }
@@ -175,7 +174,7 @@ const tables = Object.entries(datasets).map(([key, ds]) => {
       cell(r.ssim, { digits: 3 }),
       cell(r.ncc, { digits: 3 }),
       ...(ds.labelled ? [cell(r.dice, { scale: 100 }), cell(r.hd95, { digits: 2 })] : []),
-      r.method === 'before' ? '–' : cell(r.folding, { digits: 3, withStd: false }),
+      r.method === 'before' ? '–' : cell(r.folding, { digits: 4, withStd: false }),
       r.method === 'before' ? '–' : r.ms.median.toFixed(0),
     ]);
   return `### ${ds.name} (${ds.size.join('×')}, ${rows.find((r) => r.task === key).pairs} test pairs)\n\n${markdownTable(header, body)}\n`;

@@ -108,6 +108,7 @@ async function run(dataset, taskKey, simName, alpha) {
     ndim: 2,
     probabilistic: true,
     logVarianceBias: optimalLogVariance(2, PRIOR_LAMBDA),
+    priorLambda: PRIOR_LAMBDA,
     seed,
   };
   const model = createVoxelMorph(options);
@@ -119,8 +120,6 @@ async function run(dataset, taskKey, simName, alpha) {
     model,
     similarity,
     similarityWeight: alpha,
-    regulariser: 'kl',
-    priorLambda: PRIOR_LAMBDA,
     learningRate: lr,
     epochs,
     stepsPerEpoch: STEPS_PER_EPOCH,
@@ -143,7 +142,7 @@ async function run(dataset, taskKey, simName, alpha) {
   });
   const metrics = await evaluate(model, dataset);
   process.stdout.write(
-    `\r  ${tag}: Dice ${metrics.dice.toFixed(3)}, folding ${metrics.foldingPercent.toFixed(3)}%, ${metrics.inferenceMs.toFixed(0)} ms; trained ${trainSeconds.toFixed(0)} s${result.resumedFromEpoch ? ` (resumed at epoch ${result.resumedFromEpoch})` : ''}\n`,
+    `\r  ${tag}: Dice ${metrics.dice.toFixed(3)}, folding ${metrics.foldingPercent.toFixed(4)}%, ${metrics.inferenceMs.toFixed(0)} ms; trained ${trainSeconds.toFixed(0)} s${result.resumedFromEpoch ? ` (resumed at epoch ${result.resumedFromEpoch})` : ''}\n`,
   );
   model.dispose();
   if (typeof similarity.dispose === 'function') similarity.dispose();
@@ -194,7 +193,7 @@ for (const sim of ['affine', ...sims]) {
     const r = rows.find((x) => x.task === k && x.similarity === sim);
     if (!r) return ' | | ';
     if (sim === 'affine') return `${fmt(r.dice, r.diceStd)} | – | –`;
-    return `${fmt(r.dice, r.diceStd)} | ${r.foldingPercent.toFixed(3)} | ${r.inferenceMs.toFixed(0)}`;
+    return `${fmt(r.dice, r.diceStd)} | ${r.foldingPercent.toFixed(4)} | ${r.inferenceMs.toFixed(0)}`;
   });
   lines.push(`| ${sim === 'affine' ? 'before (identity)' : LABEL[sim]} | ${cells.join(' | ')} |`);
 }
@@ -202,7 +201,7 @@ const sweepLines = [
   `| α (MINE_local, ${datasets[sweepTask].name}) | Dice % (std) | % \\|J\\| ≤ 0 |`,
   '|---|---|---|',
   ...sweep.map(
-    (r) => `| ${r.alpha} | ${fmt(r.dice, r.diceStd)} | ${r.foldingPercent.toFixed(3)} |`,
+    (r) => `| ${r.alpha} | ${fmt(r.dice, r.diceStd)} | ${r.foldingPercent.toFixed(4)} |`,
   ),
 ];
 const table = `${lines.join('\n')}\n\n${sweepLines.join('\n')}\n`;

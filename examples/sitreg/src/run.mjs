@@ -97,8 +97,7 @@ async function run(dataset, taskKey, methodKey) {
       epochs,
       stepsPerEpoch: STEPS_PER_EPOCH,
       similarity: (f, w) => localNccLoss(w, f, { window: 7 }),
-      regulariser: 'diffusion',
-      regulariserWeight: 1,
+      regularisationWeight: 1,
       learningRate: lr,
       checkpointDir,
       onProgress: progress,
@@ -117,13 +116,14 @@ async function run(dataset, taskKey, methodKey) {
   await saveRegistrationNetwork(join(args.out, 'networks', tag), model, metadata);
   if (args.bundle && methodKey === 'sitreg' && !bundled) {
     bundled = true;
-    await saveRegistrationNetwork(BUNDLED_WEIGHTS.sitreg, model, metadata);
-    console.log(`\n  bundled weights written to ${BUNDLED_WEIGHTS.sitreg}`);
+    const bundledDir = fileURLToPath(BUNDLED_WEIGHTS.sitreg);
+    await saveRegistrationNetwork(bundledDir, model, metadata);
+    console.log(`\n  bundled weights written to ${bundledDir}`);
   }
   const metrics = await evaluateMethod(dataset, register, { cycle: true });
   model.dispose();
   process.stdout.write(
-    `\r  ${tag}: Dice ${cell(metrics.dice, { scale: 100, withStd: false })}, folding ${cell(metrics.folding, { digits: 3, withStd: false })}%, cycle ${cell(metrics.cycleConsistency, { digits: 4, withStd: false })}; trained ${trainSeconds.toFixed(0)} s\n`,
+    `\r  ${tag}: Dice ${cell(metrics.dice, { scale: 100, withStd: false })}, folding ${cell(metrics.folding, { digits: 4, withStd: false })}%, cycle ${cell(metrics.cycleConsistency, { digits: 4, withStd: false })}; trained ${trainSeconds.toFixed(0)} s\n`,
   );
   return { task: taskKey, method: methodKey, steps, trainSeconds, ...metrics };
 }
@@ -165,7 +165,7 @@ const tables = Object.entries(datasets).map(([key, ds]) => {
         before ? 'before (identity)' : LABELS[r.method],
         cell(r.dice, { scale: 100 }),
         cell(r.hd95, { digits: 2 }),
-        before ? '–' : cell(r.folding, { digits: 3, withStd: false }),
+        before ? '–' : cell(r.folding, { digits: 4, withStd: false }),
         before ? '–' : cell(r.inverseConsistency, { digits: 4 }) || 'no inverse',
         before ? '–' : cell(r.cycleConsistency, { digits: 4 }),
         before ? '–' : r.swapError ? r.swapError.mean.toExponential(1) : 'no inverse',

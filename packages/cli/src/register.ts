@@ -158,7 +158,7 @@ export async function registerCommand(
     throw new UsageError(`--transform must be velocity or displacement, got '${o.transform}'`);
   }
   if (o.method && !o.weights) {
-    const bundled = bundledWeights(o.method);
+    const bundled = await bundledWeights(o.method);
     if (!bundled) {
       throw new UsageError(
         `--method ${o.method} needs --weights <dir> (weights are bundled for: ${Object.keys(BUNDLED_WEIGHTS).join(', ')})`,

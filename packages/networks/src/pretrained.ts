@@ -1,9 +1,6 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { fail, type Module, tf } from '@regkit/core';
 import { createVoxelMorph, type VoxelMorphOptions } from './voxelmorph.js';
-import { readWeights, saveWeights } from './weights.js';
+import { nodeModule, readWeights, saveWeights } from './weights.js';
 
 /** What a trained network directory says about itself (`model.json`'s user metadata). */
 export interface NetworkMetadata {
@@ -58,17 +55,30 @@ export function registerNetworkBuilder(method: string, builder: NetworkBuilder):
 }
 
 /**
- * The trained weights shipped with this package (in its `weights/` folder), by method: a 2D
- * SITReg trained by examples/sitreg (see its README for the data and the figures).
+ * The trained weights shipped with this package (in its `weights/` folder), by method, as
+ * URLs relative to this module (a `file:` URL in Node.js, an http(s) one where a bundler
+ * serves the package's files): a 2D SITReg trained by examples/sitreg (see its README for
+ * the data and the figures). No Node.js built-in is imported to state them, so the package
+ * bundles for a browser.
  */
 export const BUNDLED_WEIGHTS: Readonly<Record<string, string>> = {
-  sitreg: fileURLToPath(new URL('../weights/sitreg-2d', import.meta.url)),
+  sitreg: new URL('../weights/sitreg-2d', import.meta.url).href,
 };
 
-/** The directory of the bundled weights of `method`, or null when there are none. */
-export function bundledWeights(method: string): string | null {
-  const dir = BUNDLED_WEIGHTS[method];
-  return dir && existsSync(join(dir, 'model.json')) ? dir : null;
+/**
+ * The directory of the bundled weights of `method` in Node.js (a file path), or null when
+ * there are none or they are not on disk.
+ */
+export async function bundledWeights(method: string): Promise<string | null> {
+  const url = BUNDLED_WEIGHTS[method];
+  if (!url || !url.startsWith('file:')) return null;
+  const { fileURLToPath } = await nodeModule<typeof import('node:url')>('node:url');
+  const { access } = await nodeModule<typeof import('node:fs/promises')>('node:fs/promises');
+  const dir = fileURLToPath(url);
+  return access(`${dir}/model.json`).then(
+    () => dir,
+    () => null,
+  );
 }
 
 /** Methods `loadRegistrationNetwork` can rebuild. */
@@ -153,12 +163,13 @@ export async function saveRegistrationNetwork(
  */
 export async function loadRegistrationNetwork(dir: string): Promise<RegistrationNetwork> {
   const fn = 'loadRegistrationNetwork';
-  if (!existsSync(join(dir, 'model.json'))) fail(fn, `${dir} has no model.json`);
+  const { access } = await nodeModule<typeof import('node:fs/promises')>('node:fs/promises');
+  await access(`${dir}/model.json`).catch(() => fail(fn, `${dir} has no model.json`));
   const { weights, metadata: raw } = await readWeights(dir);
   let metadata: NetworkMetadata;
   let built: ReturnType<NetworkBuilder>;
   try {
-    metadata = checkMetadata(fn, join(dir, 'model.json'), raw as Partial<NetworkMetadata>);
+    metadata = checkMetadata(fn, `${dir}/model.json`, raw as Partial<NetworkMetadata>);
     built = builders.get(metadata.method)!(metadata.options);
     try {
       built.model.setWeights(weights);

@@ -4,7 +4,7 @@ type Fs = typeof import('node:fs/promises');
 type Path = typeof import('node:path');
 
 /** Imports a Node built-in without letting bundlers follow it. */
-async function nodeModule<T>(name: string): Promise<T> {
+export async function nodeModule<T>(name: string): Promise<T> {
   if (typeof process === 'undefined' || !process.versions?.node) {
     throw new RegkitError(`${name} is needed to read and write weight directories (Node.js only)`);
   }
