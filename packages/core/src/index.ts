@@ -81,6 +81,7 @@ export {
   assertField,
   assertImage,
   assertImagePair,
+  assertNdim,
   assertSpatialShape,
   assertTensor,
   fail,
@@ -88,6 +89,7 @@ export {
   lookUpOption,
   perAxis,
 } from './validate.js';
+export { vjp } from './vjp.js';
 export {
   hasKernels,
   type Interpolation,

@@ -2,6 +2,7 @@
 
 import {
   affineField,
+  assertNdim,
   composeFields,
   cubicBSplineField,
   gaussianSmooth,
@@ -93,6 +94,17 @@ describe('input validation', () => {
   ])('%#: %s', (fn, message) => {
     expect(fn).toThrow(RegkitError);
     expect(fn).toThrow(message);
+  });
+
+  it.each([4, 1, '2', undefined])('assertNdim rejects %j', (ndim) => {
+    const fn = () => assertNdim('f', ndim);
+    expect(fn).toThrow(RegkitError);
+    expect(fn).toThrow(`f(): 'ndim' must be 2 or 3, got ${JSON.stringify(ndim)}`);
+  });
+
+  it('assertNdim returns 2 and 3', () => {
+    expect(assertNdim('f', 2)).toBe(2);
+    expect(assertNdim('f', 3)).toBe(3);
   });
 
   it('rejects disposed tensors', () => {
