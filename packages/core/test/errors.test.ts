@@ -3,6 +3,7 @@
 import {
   affineField,
   assertNdim,
+  Conv,
   composeFields,
   cubicBSplineField,
   gaussianSmooth,
@@ -87,6 +88,7 @@ describe('input validation', () => {
       () => cubicBSplineField(tf.zeros([1, 5, 5, 2]), [9, 9, 9]),
       /'controlPoints' must be \[B, ...G, C\] with 3 grid axes, got \[1, 5, 5, 2\]/,
     ],
+    [() => new Conv(4 as 2, 1, 1), /Conv\(\): 'ndim' must be 2 or 3, got 4/],
     [
       () => randomSmoothField([8, 8], { controlSpacing: 0 }),
       /randomSmoothField\(\): 'controlSpacing' must be > 0/,
