@@ -2,8 +2,16 @@
  * Evaluation of a registration method on the held-out pairs of a slice dataset, and Markdown
  * tables, shared by the example apps.
  */
-import { composeFields, tf, warp } from '@regkit/core';
-import { foldingPercent, hausdorff95, meanDice, ncc, ssim } from '@regkit/metrics';
+import { tf, warp } from '@regkit/core';
+import {
+  cycleConsistencyError,
+  foldingPercent,
+  hausdorff95,
+  inverseConsistencyError,
+  meanDice,
+  ncc,
+  ssim,
+} from '@regkit/metrics';
 import { disposePair, makePair } from './slices.mjs';
 
 const mean = (a) => (a.length ? a.reduce((p, q) => p + q, 0) / a.length : Number.NaN);
@@ -13,15 +21,6 @@ const std = (a) => Math.sqrt(mean(a.map((v) => (v - mean(a)) ** 2)));
 export function summarise(a) {
   const finite = a.filter(Number.isFinite);
   return { mean: mean(finite), std: std(finite), n: finite.length };
-}
-
-/** Mean |φ ∘ ψ − id| in voxels for displacements u (φ) and v (ψ): inverse consistency. */
-async function meanComposition(u, v) {
-  const c = composeFields(u, v);
-  const e = tf.tidy(() => tf.mean(tf.sqrt(tf.sum(tf.square(c), -1))));
-  const value = (await e.data())[0];
-  tf.dispose([c, e]);
-  return value;
 }
 
 /**
@@ -72,14 +71,13 @@ export async function evaluateMethod(
       }
       row.folding = await foldingPercent(field);
       if (out?.inverse) {
-        row.inverseConsistency =
-          ((await meanComposition(out.forward, out.inverse)) +
-            (await meanComposition(out.inverse, out.forward))) /
-          2;
+        row.inverseConsistency = (await inverseConsistencyError(out.forward, out.inverse)).mean;
       }
       if (cycle && register) {
         const swapped = await register(pair.fixed, pair.moving);
-        row.cycleConsistency = await meanComposition(out.forward, swapped.forward);
+        row.cycleConsistency = (
+          await cycleConsistencyError(out.forward, swapped.forward)
+        ).directions[0].mean;
         if (out.inverse) {
           // the swapped pair's forward field against this pair's inverse: 0 for a method
           // that is inverse consistent by construction (SITReg), up to float rounding

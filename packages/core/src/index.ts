@@ -102,6 +102,7 @@ export {
   assertField,
   assertImage,
   assertImagePair,
+  assertNdim,
   assertSpatialShape,
   assertTensor,
   fail,
@@ -109,6 +110,7 @@ export {
   lookUpOption,
   perAxis,
 } from './validate.js';
+export { vjp } from './vjp.js';
 export {
   hasKernels,
   type Interpolation,

@@ -5,7 +5,7 @@ import { Module } from './module.js';
 import { mulberry32 } from './random.js';
 import { tf } from './tf.js';
 import { upsampleNearest } from './upsample.js';
-import { assertTensor, fail, fmtShape } from './validate.js';
+import { assertNdim, assertTensor, fail, fmtShape } from './validate.js';
 import { hasKernels } from './warp.js';
 
 /**
@@ -225,7 +225,7 @@ export class Conv extends Module {
   ) {
     super();
     const fn = 'Conv';
-    if (ndim !== 2 && ndim !== 3) fail(fn, `'ndim' must be 2 or 3, got ${ndim}`);
+    assertNdim(fn, ndim);
     for (const [name, v] of [
       ['inChannels', inChannels],
       ['outChannels', outChannels],

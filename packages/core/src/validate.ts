@@ -51,6 +51,15 @@ export function assertField(fn: string, name: string, u: unknown): 2 | 3 {
   return nd as 2 | 3;
 }
 
+/**
+ * Checks a number of spatial dimensions (an `ndim` option: 2 for `[H, W]`, 3 for
+ * `[D, H, W]`) and returns it.
+ */
+export function assertNdim(fn: string, ndim: unknown): 2 | 3 {
+  if (ndim !== 2 && ndim !== 3) fail(fn, `'ndim' must be 2 or 3, got ${JSON.stringify(ndim)}`);
+  return ndim;
+}
+
 /** Checks a spatial shape: 2 or 3 positive integers. */
 export function assertSpatialShape(fn: string, name: string, s: unknown): 2 | 3 {
   if (

@@ -2,6 +2,8 @@
 
 import {
   affineField,
+  assertNdim,
+  Conv,
   composeFields,
   cubicBSplineField,
   gaussianSmooth,
@@ -86,6 +88,7 @@ describe('input validation', () => {
       () => cubicBSplineField(tf.zeros([1, 5, 5, 2]), [9, 9, 9]),
       /'controlPoints' must be \[B, ...G, C\] with 3 grid axes, got \[1, 5, 5, 2\]/,
     ],
+    [() => new Conv(4 as 2, 1, 1), /Conv\(\): 'ndim' must be 2 or 3, got 4/],
     [
       () => randomSmoothField([8, 8], { controlSpacing: 0 }),
       /randomSmoothField\(\): 'controlSpacing' must be > 0/,
@@ -93,6 +96,17 @@ describe('input validation', () => {
   ])('%#: %s', (fn, message) => {
     expect(fn).toThrow(RegkitError);
     expect(fn).toThrow(message);
+  });
+
+  it.each([4, 1, '2', undefined])('assertNdim rejects %j', (ndim) => {
+    const fn = () => assertNdim('f', ndim);
+    expect(fn).toThrow(RegkitError);
+    expect(fn).toThrow(`f(): 'ndim' must be 2 or 3, got ${JSON.stringify(ndim)}`);
+  });
+
+  it('assertNdim returns 2 and 3', () => {
+    expect(assertNdim('f', 2)).toBe(2);
+    expect(assertNdim('f', 3)).toBe(3);
   });
 
   it('rejects disposed tensors', () => {

@@ -1,10 +1,9 @@
-import { fail, fmtShape, lookUpOption, tf } from '@regkit/core';
+import { assertNdim, fail, fmtShape, lookUpOption, tf } from '@regkit/core';
 import { ddwDenseBlockSubnet, denseBlockSubnet } from './dense_block.js';
 import { InvertibleConv1x1 } from './invertible_conv.js';
 import {
   checkImage,
   checkInteger,
-  checkNdim,
   deriveSeed,
   InvertibleModule,
   type InvertibleOutput,
@@ -74,7 +73,7 @@ export class AffineCouplingBlock extends InvertibleModule {
   ) {
     super();
     const fn = 'AffineCouplingBlock';
-    checkNdim(fn, ndim);
+    assertNdim(fn, ndim);
     checkInteger(fn, 'channels', channels, 2);
     const split = options.split ?? Math.floor(channels / 2);
     if (!Number.isInteger(split) || split < 1 || split > channels - 1) {

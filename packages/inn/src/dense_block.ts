@@ -1,16 +1,9 @@
-import { Conv, fail, Module, tf } from '@regkit/core';
+import { assertNdim, Conv, fail, Module, tf } from '@regkit/core';
 import {
   DynamicDepthwiseConv,
   type DynamicDepthwiseConvOptions,
 } from './dynamic_depthwise_conv.js';
-import {
-  checkImage,
-  checkInteger,
-  checkNdim,
-  deriveSeed,
-  type Subnet,
-  type SubnetFactory,
-} from './types.js';
+import { checkImage, checkInteger, deriveSeed, type Subnet, type SubnetFactory } from './types.js';
 
 /** Options of {@link DenseBlock}. */
 export interface DenseBlockOptions {
@@ -88,7 +81,7 @@ function checkCommon(
   outChannels: number,
   o: DenseBlockOptions,
 ) {
-  checkNdim(fn, ndim);
+  assertNdim(fn, ndim);
   checkInteger(fn, 'inChannels', inChannels, 1);
   checkInteger(fn, 'outChannels', outChannels, 1);
   const growth = checkInteger(fn, 'growth', o.growth ?? 32, 1);

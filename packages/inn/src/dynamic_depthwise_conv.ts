@@ -1,6 +1,6 @@
-import { Dense, fail, initialWeight, lookUpOption, Module, tf } from '@regkit/core';
+import { assertNdim, Dense, fail, initialWeight, lookUpOption, Module, tf } from '@regkit/core';
 import { depthwiseConvPerSample } from './depthwise.js';
-import { checkImage, checkInteger, checkNdim, deriveSeed } from './types.js';
+import { checkImage, checkInteger, deriveSeed } from './types.js';
 
 /**
  * How {@link DynamicDepthwiseConv} makes its per-sample kernel: `'mixture'` (the INNReg
@@ -60,7 +60,7 @@ export class DynamicDepthwiseConv extends Module {
   ) {
     super();
     const fn = 'DynamicDepthwiseConv';
-    checkNdim(fn, ndim);
+    assertNdim(fn, ndim);
     checkInteger(fn, 'channels', channels, 1);
     this.kernelSize = checkInteger(fn, 'kernelSize', options.kernelSize ?? 7, 1);
     if (this.kernelSize % 2 !== 1) fail(fn, `'kernelSize' must be odd, got ${this.kernelSize}`);

@@ -1,22 +1,5 @@
-import { tf } from '@regkit/core';
+import { tf, vjp } from '@regkit/core';
 import type { InvertibleModule, InvertibleOutput } from './types.js';
-
-/**
- * Vector–Jacobian product dyᵀ ∂f/∂xs that may run inside a `tf.customGrad` gradient. A
- * `tf.grads` started during an outer backward pass (gradient depth 0) replaces the engine's
- * active tape and clears it when done; the outer tape is put back afterwards. At gradient
- * depth > 0 tfjs records on the outer tape itself and nothing needs restoring.
- */
-function vjp(f: (...xs: tf.Tensor[]) => tf.Tensor, xs: tf.Tensor[], dy: tf.Tensor): tf.Tensor[] {
-  const state = tf.engine().state;
-  if (state.gradientDepth > 0) return tf.grads(f)(xs, dy);
-  const outer = state.activeTape;
-  try {
-    return tf.grads(f)(xs, dy);
-  } finally {
-    state.activeTape = outer;
-  }
-}
 
 /** output and log-determinant packed in one `[B, n + 1]` tensor (a custom gradient has one output). */
 function pack(r: InvertibleOutput): tf.Tensor2D {

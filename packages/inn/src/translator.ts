@@ -1,11 +1,10 @@
-import { fail, fmtShape, lookUpOption, tf } from '@regkit/core';
+import { assertNdim, fail, fmtShape, lookUpOption, tf } from '@regkit/core';
 import { AffineCouplingBlock, type SubnetChoice } from './coupling.js';
 import { InvertibleSequence, type InvertibleSequenceOptions } from './sequence.js';
 import { InvertibleSqueeze, InvertibleUnsqueeze } from './squeeze.js';
 import {
   checkImage,
   checkInteger,
-  checkNdim,
   deriveSeed,
   type InvertibleModule,
   type InvertibleOutput,
@@ -123,7 +122,7 @@ export function createInvertibleTranslator(
 ): InvertibleTranslator {
   const fn = 'createInvertibleTranslator';
   if (typeof options !== 'object' || options === null) fail(fn, `'options' must be an object`);
-  const ndim = checkNdim(fn, options.ndim);
+  const ndim = assertNdim(fn, options.ndim);
   const channels = checkInteger(fn, 'channels', options.channels, 1);
   const count = checkInteger(fn, 'blocks', options.blocks ?? 8, 1);
   const lift = lookUpOption(fn, 'lift', options.lift ?? (channels === 1 ? 'squeeze' : 'none'), [

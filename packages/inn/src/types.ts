@@ -71,12 +71,6 @@ export function checkInteger(fn: string, name: string, v: unknown, min: number):
   return v;
 }
 
-/** Throws unless `ndim` is 2 or 3. */
-export function checkNdim(fn: string, ndim: unknown): 2 | 3 {
-  if (ndim !== 2 && ndim !== 3) fail(fn, `'ndim' must be 2 or 3, got ${String(ndim)}`);
-  return ndim;
-}
-
 /** A seed for part `i` of a module seeded with `seed`, decorrelated from its neighbours. */
 export function deriveSeed(seed: number, i: number): number {
   let h = Math.imul((seed ^ 0x9e3779b9) >>> 0, 0x85ebca6b) >>> 0;

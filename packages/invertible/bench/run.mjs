@@ -3,8 +3,8 @@
  * invertField benchmark: iterations, median wall time (forward; forward + backward) and peak
  * tensor memory (tf.profile peakBytes, i.e. tf.memory bytes, which counts reshaped views too) of
  * the deformation inversion layer, with Anderson acceleration (m = 4) and with plain iteration,
- * against the SVF alternative (expVelocity, 7 squarings) and, for memory, a taped unrolled
- * iteration. The WebAssembly warp kernels of @regkit/kernels are registered.
+ * against the SVF alternative (core's integrateVelocity, 7 squarings) and, for memory, a taped
+ * unrolled iteration. The WebAssembly warp kernels of @regkit/kernels are registered.
  *
  *   node bench/run.mjs                         # wasm, 2D 192x192 and 3D 64x64x64
  *   node bench/run.mjs --backend cpu --sizes 96x96
@@ -133,19 +133,23 @@ for (const size of sizes) {
       }),
     );
   }
-  const svfFwd = time(() => inv.expVelocity(tf.neg(smooth)).dispose());
+  const svfFwd = time(() => core.integrateVelocity(tf.neg(smooth)).dispose());
   const svfFwdBwd = time(() =>
-    tf.dispose(tf.grad((x) => tf.sum(tf.mul(inv.expVelocity(inv.invertVelocity(x)), w)))(smooth)),
+    tf.dispose(
+      tf.grad((x) => tf.sum(tf.mul(core.integrateVelocity(inv.invertVelocity(x)), w)))(smooth),
+    ),
   );
   console.log(
     JSON.stringify({
       backend,
       size,
       field: 'smooth (as a velocity)',
-      solver: 'expVelocity(invertVelocity(v)), 7 squarings',
+      solver: 'integrateVelocity(invertVelocity(v)), 7 squarings',
       fwd_ms: svfFwd,
       fwd_bwd_ms: svfFwdBwd,
-      peak_fields: await peak((x) => tf.sum(tf.mul(inv.expVelocity(inv.invertVelocity(x)), w))),
+      peak_fields: await peak((x) =>
+        tf.sum(tf.mul(core.integrateVelocity(inv.invertVelocity(x)), w)),
+      ),
     }),
   );
   tf.dispose([smooth, spline, w]);

@@ -1,4 +1,5 @@
 import {
+  assertNdim,
   assertSpatialShape,
   assertTensor,
   cubicBSpline,
@@ -79,11 +80,6 @@ function factorsOf(
   return f;
 }
 
-function checkNdim(fn: string, ndim: unknown): 2 | 3 {
-  if (ndim !== 2 && ndim !== 3) fail(fn, `'ndim' must be 2 or 3, got ${JSON.stringify(ndim)}`);
-  return ndim as 2 | 3;
-}
-
 /**
  * The optimal control-point bound (SITReg eq. 9, Appendix D.3) computed for any upsampling
  * factors, a port of the official `compute_max_control_point_value`:
@@ -104,7 +100,7 @@ export function computeControlPointBound(
   upsamplingFactor: number | readonly number[],
 ): number {
   const fn = 'computeControlPointBound';
-  checkNdim(fn, ndim);
+  assertNdim(fn, ndim);
   const factors = factorsOf(fn, ndim, upsamplingFactor);
   const padded = factors.map((f) => [0, ...upsamplingKernel(f), 0]);
   const value = padded.map((p) => p.slice(0, -1));
@@ -165,7 +161,7 @@ export function controlPointBound(
   upsamplingFactor: number | readonly number[],
 ): number {
   const fn = 'controlPointBound';
-  checkNdim(fn, ndim);
+  assertNdim(fn, ndim);
   const factors = factorsOf(fn, ndim, upsamplingFactor);
   if (factors.every((f) => f === factors[0])) {
     const table = CONTROL_POINT_BOUND_TABLE[ndim][factors[0]!];

@@ -35,7 +35,7 @@ export {
   invertField,
   type SolveInfo,
 } from './invert.js';
-/** SVF alternatives: exp(v) by scaling and squaring, and the inverse velocity −v. */
-export { expVelocity, invertVelocity } from './svf.js';
+/** SVF alternative: the inverse velocity −v (exp(v) itself is core's `integrateVelocity`). */
+export { invertVelocity } from './svf.js';
 /** The symmetric update forward = A(a, b) ∘ A(b, a)⁻¹, inverse = A(b, a) ∘ A(a, b)⁻¹. */
 export { type DeformationPair, symmetricUpdate } from './symmetric.js';

@@ -1,11 +1,10 @@
-import { assertField, fail, tf, warp } from '@regkit/core';
+import { assertField, fail, tf, vjp, warp } from '@regkit/core';
 import {
   type AndersonOptions,
   type ResolvedFixedPointOptions,
   resolveFixedPointOptions,
   solveResolved,
 } from './fixed_point.js';
-import { vjp } from './vjp.js';
 
 /** Convergence report of one fixed-point solve of {@link invertField}. */
 export interface SolveInfo {
