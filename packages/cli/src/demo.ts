@@ -13,14 +13,14 @@ import {
   writeNifti,
 } from '@regkit/io';
 import { dice, foldingPercent } from '@regkit/metrics';
-import { UsageError } from './errors.js';
-import { presentLabels } from './evaluate.js';
-import { checkOutputs, disposeVolumes } from './files.js';
 import {
   normalizeIntensity,
   registerImages,
   type SimilarityName as Similarity,
 } from '@regkit/register';
+import { UsageError } from './errors.js';
+import { presentLabels } from './evaluate.js';
+import { checkOutputs, disposeVolumes } from './files.js';
 import type { Progress } from './progress.js';
 import { writeLabels } from './register.js';
 
@@ -229,10 +229,7 @@ async function runCase(c: CaseInput, dir: string, progress: Progress): Promise<D
             tiles: 8,
           }),
       ],
-      [
-        'grid.png',
-        () => saveSlicePng(out('grid.png'), fixed, { grid: field, gridSpacing: 6 }),
-      ],
+      ['grid.png', () => saveSlicePng(out('grid.png'), fixed, { grid: field, gridSpacing: 6 })],
       [
         'labels.png',
         () =>

@@ -9,9 +9,6 @@ import {
 } from '@regkit/io';
 import { foldingPercent } from '@regkit/metrics';
 import { BUNDLED_WEIGHTS, bundledWeights, loadRegistrationNetwork } from '@regkit/networks';
-import { UsageError } from './errors.js';
-import { checkOutputs, disposeVolumes, readInput } from './files.js';
-import { sameGrid, warpThroughAffines } from './geometry.js';
 import {
   normalizeIntensity,
   type RegisterImagesOptions,
@@ -19,6 +16,9 @@ import {
   type SimilarityName as Similarity,
   type TransformModel,
 } from '@regkit/register';
+import { UsageError } from './errors.js';
+import { checkOutputs, disposeVolumes, readInput } from './files.js';
+import { sameGrid, warpThroughAffines } from './geometry.js';
 import type { Progress } from './progress.js';
 
 /** Options of the `register` command (the parsed command line). */

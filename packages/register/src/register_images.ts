@@ -222,7 +222,9 @@ export async function registerImages(
   if (!(down >= 1)) fail(fn, `'fieldDownsample' must be ≥ 1, got ${down}`);
 
   /** The loss of a level: (fixed or its features, warped moving or its features, sample). */
-  const lossAt = (levelWindow: number): ((f: tf.Tensor, w: tf.Tensor, s: tf.Tensor | null) => tf.Scalar) => {
+  const lossAt = (
+    levelWindow: number,
+  ): ((f: tf.Tensor, w: tf.Tensor, s: tf.Tensor | null) => tf.Scalar) => {
     if (named === 'lncc') return (f, w) => localNccLoss(f, w, { window: levelWindow });
     if (named === 'mse') return (f, w) => mseLoss(f, w);
     if (named === 'mind') return featureMse;
