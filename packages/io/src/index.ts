@@ -31,7 +31,7 @@ export {
 export { DEFAULT_MAX_VOXELS, type ReadNiftiOptions, readNifti } from './read.js';
 export { type ResampleOptions, referenceToMovingVoxels, resampleToReference } from './resample.js';
 export type { NiftiHeaderInfo, Volume } from './types.js';
-export { defaultHeader, fromCanonical, toCanonical, volumeLike } from './volume.js';
+export { defaultHeader, finiteMask, fromCanonical, toCanonical, volumeLike } from './volume.js';
 export {
   type EncodeNiftiOptions,
   encodeNifti,
