@@ -322,7 +322,11 @@ export function parseHeader(
     affine = qform;
     affineSource = 'qform';
   } else if (analyze) {
-    affine = spmOriginAffine(dims, zooms, [253, 255, 257].map((o) => dv.getInt16(o, le)));
+    affine = spmOriginAffine(
+      dims,
+      zooms,
+      [253, 255, 257].map((o) => dv.getInt16(o, le)),
+    );
     affineSource = 'pixdim';
   } else {
     affine = baseAffine(
@@ -413,10 +417,26 @@ function fixZoom(p: number): number {
 function spmOriginAffine(dims: number[], zooms: number[], origin: number[]): number[] {
   const z = [-zooms[0]!, zooms[1]!, zooms[2]!];
   const d = [dims[1]!, dims[2]!, dims[3]!];
-  const use =
-    origin.some((o) => o !== 0) && origin.every((o, i) => o > -d[i]! && o < 2 * d[i]!);
+  const use = origin.some((o) => o !== 0) && origin.every((o, i) => o > -d[i]! && o < 2 * d[i]!);
   const o = use ? origin.map((x) => x - 1) : d.map((n) => (n - 1) / 2);
-  return [z[0]!, 0, 0, -o[0]! * z[0]!, 0, z[1]!, 0, -o[1]! * z[1]!, 0, 0, z[2]!, -o[2]! * z[2]!, 0, 0, 0, 1];
+  return [
+    z[0]!,
+    0,
+    0,
+    -o[0]! * z[0]!,
+    0,
+    z[1]!,
+    0,
+    -o[1]! * z[1]!,
+    0,
+    0,
+    z[2]!,
+    -o[2]! * z[2]!,
+    0,
+    0,
+    0,
+    1,
+  ];
 }
 
 /** Throws SIZE when the file is shorter than vox_offset + the voxel data. */
@@ -443,12 +463,7 @@ function fmtDims(dims: number[]): string {
 }
 
 /** nibabel `get_qform`: quaternion (w ≥ 0 from b, c, d), pixdim zooms and qfac, qoffset. */
-function qformAffine(
-  file: string,
-  h: NIFTI1 | NIFTI2,
-  zooms: number[],
-  qfacRaw: number,
-): number[] {
+function qformAffine(file: string, h: NIFTI1 | NIFTI2, zooms: number[], qfacRaw: number): number[] {
   const b = Number(h.quatern_b);
   const c = Number(h.quatern_c);
   const dq = Number(h.quatern_d);

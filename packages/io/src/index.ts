@@ -29,7 +29,12 @@ export {
   saveSlicePng,
 } from './png.js';
 export { DEFAULT_MAX_VOXELS, type ReadNiftiOptions, readNifti } from './read.js';
-export { type ResampleOptions, referenceToMovingVoxels, resampleToReference } from './resample.js';
+export {
+  backgroundValue,
+  type ResampleOptions,
+  referenceToMovingVoxels,
+  resampleToReference,
+} from './resample.js';
 export type { NiftiHeaderInfo, Volume } from './types.js';
 export { defaultHeader, finiteMask, fromCanonical, toCanonical, volumeLike } from './volume.js';
 export {

@@ -125,9 +125,7 @@ export async function readNifti(
     if (opts.allowNonFinite === false) {
       ioFail(file, 'NONFINITE', `${counts} (allowNonFinite is false)`);
     }
-    warnings.push(
-      `${file}: ${counts}; they are kept as they are (finiteMask(volume) is 0 there)`,
-    );
+    warnings.push(`${file}: ${counts}; they are kept as they are (finiteMask(volume) is 0 there)`);
   }
   const shape = [1, ...parsed.spatial, parsed.channels];
   const data = tf.tensor(values, shape, 'float32');
