@@ -521,7 +521,6 @@ describe('readNifti fuzz: .hdr/.img pairs (seeded)', () => {
     '$name: every mutation reads or throws RegkitIOError within 10 s, within the budget',
     async (base) => {
       const before = tf.memory().numTensors;
-      const buffersBefore = process.memoryUsage().arrayBuffers;
       const r = mulberry32(SEED + 7 * base.name.length);
       const original = base.pair();
       const outcomes: Record<string, number> = {};
@@ -560,6 +559,7 @@ describe('readNifti fuzz: .hdr/.img pairs (seeded)', () => {
             });
         }
         const t0 = performance.now();
+        const buffers0 = process.memoryUsage().arrayBuffers;
         let outcome: string;
         try {
           const vol = await read();
@@ -581,12 +581,18 @@ describe('readNifti fuzz: .hdr/.img pairs (seeded)', () => {
         expect(ms, `case ${n} (${applied.join(' + ')}) took ${ms.toFixed(0)} ms`).toBeLessThan(
           10_000,
         );
+        // bounded allocation: what one read leaves allocated (garbage included; a GC only
+        // lowers it) stays far below what a hostile header could ask for
+        const grown = process.memoryUsage().arrayBuffers - buffers0;
+        expect(grown, `case ${n} (${applied.join(' + ')}) allocated ${grown} bytes`).toBeLessThan(
+          16 * 1024 * 1024,
+        );
         outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
       }
       console.log(`${base.name}: ${JSON.stringify(outcomes)}`);
+      // the pair is really read (not refused wholesale): mild mutations leave readable pairs
+      expect(outcomes.ok ?? 0).toBeGreaterThanOrEqual(20);
       expect(tf.memory().numTensors).toBe(before);
-      // bounded allocation: nothing like the hundreds of MB a hostile header could ask for
-      expect(process.memoryUsage().arrayBuffers - buffersBefore).toBeLessThan(64 * 1024 * 1024);
     },
   );
 
