@@ -15,7 +15,7 @@ import {
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend, tf } from '@regkit/core';
-import { RegkitIOError, readNifti, writeNifti } from '@regkit/io';
+import { encodeNifti, RegkitIOError, readNifti, writeNifti } from '@regkit/io';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   expectClose,
@@ -44,6 +44,17 @@ const pairs = JSON.parse(
 ) as { cases: PairCase[] };
 const pairPath = (f: string) => fileURLToPath(new URL(`./fixtures/pairs/${f}`, import.meta.url));
 const byName = (n: string) => pairs.cases.find((c) => c.name === n)!;
+
+const c30 = Math.cos(Math.PI / 6);
+const s30 = Math.sin(Math.PI / 6);
+const OBLIQUE = makeAffine(
+  [
+    [1.5 * c30, -2 * s30, 0],
+    [1.5 * s30, 2 * c30, 0],
+    [0, 0, -2.5],
+  ],
+  [-20.5, 13.25, 60],
+);
 
 const tmp = tempDir();
 beforeAll(async () => {
@@ -138,6 +149,23 @@ describe('reading pairs and edge cases like nib.load', () => {
     v.data.dispose();
   });
 
+  it('dims 6 and 7 become channels (C order of dim[4..7], as nibabel reshape(nx, ny, nz, -1))', async () => {
+    // storage value at i + 2·block is 10·i + block; block = Fortran index of (t, v, w)
+    const vals = new Float32Array(12);
+    for (let i = 0; i < 2; i++) for (let c = 0; c < 6; c++) vals[i * 6 + c] = 10 * i + c;
+    const bytes = encodeNifti({ data: tf.tensor(vals, [1, 2, 1, 1, 6]), affine: OBLIQUE });
+    const dv = new DataView(bytes.buffer);
+    [6, 2, 1, 1, 1, 2, 3, 1].forEach((d, i) => dv.setInt16(40 + 2 * i, d, true));
+    const vol = await readNifti(bytes, { name: 'six.nii' });
+    expect(vol.data.shape).toEqual([1, 2, 1, 1, 6]);
+    const got = Array.from(await vol.data.data());
+    const want: number[] = [];
+    for (let i = 0; i < 2; i++)
+      for (let v = 0; v < 2; v++) for (let w = 0; w < 3; w++) want.push(10 * i + (v + 2 * w));
+    expect(got).toEqual(want);
+    vol.data.dispose();
+  });
+
   it('missing partner file: NOTFOUND naming it', async () => {
     const dir = copyTo(['ni1_int16.hdr']);
     const e = await errorOf(readNifti(join(dir, 'ni1_int16.hdr')));
@@ -223,17 +251,6 @@ describe('warnings', () => {
     n.data.dispose();
   });
 });
-
-const c30 = Math.cos(Math.PI / 6);
-const s30 = Math.sin(Math.PI / 6);
-const OBLIQUE = makeAffine(
-  [
-    [1.5 * c30, -2 * s30, 0],
-    [1.5 * s30, 2 * c30, 0],
-    [0, 0, -2.5],
-  ],
-  [-20.5, 13.25, 60],
-);
 
 function rampVolume() {
   const shape = [1, 5, 4, 3, 1];
