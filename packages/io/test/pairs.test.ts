@@ -155,7 +155,7 @@ describe('reading pairs and edge cases like nib.load', () => {
     for (let i = 0; i < 2; i++) for (let c = 0; c < 6; c++) vals[i * 6 + c] = 10 * i + c;
     const bytes = encodeNifti({ data: tf.tensor(vals, [1, 2, 1, 1, 6]), affine: OBLIQUE });
     const dv = new DataView(bytes.buffer);
-    [6, 2, 1, 1, 1, 2, 3, 1].forEach((d, i) => dv.setInt16(40 + 2 * i, d, true));
+    for (const [i, d] of [6, 2, 1, 1, 1, 2, 3, 1].entries()) dv.setInt16(40 + 2 * i, d, true);
     const vol = await readNifti(bytes, { name: 'six.nii' });
     expect(vol.data.shape).toEqual([1, 2, 1, 1, 6]);
     const got = Array.from(await vol.data.data());
