@@ -145,7 +145,8 @@ export function encodeDisplacementField(
  * units on the reference's grid: u_vox = A₃⁻¹ · diag(−1, −1, 1) · d_LPS. Throws
  * `DIMS` when the file is not laid out as `[5, nx, ny, nz, 1, ndim]`, `SHAPE` when its grid
  * size differs from the reference's and `GRID` when its affine does (beyond float32
- * rounding: |Δ| ≤ 1e-5·(1 + |a|) + 1e-4 per entry).
+ * rounding: |Δ| ≤ 1e-5·(1 + |a|) + 1e-4 per entry). NaN/±Inf components throw `NONFINITE`
+ * (unlike {@link readNifti}, which keeps them in images and warns).
  *
  * @returns `[1, ...spatial, ndim]` float32, voxel units, component k along spatial axis k.
  */
@@ -158,7 +159,12 @@ export async function readDisplacementField(
   const file = typeof pathOrBytes === 'string' ? pathOrBytes : (opts.name ?? '<bytes>');
   const spatial = checkVolumeArg(fn, 'reference', reference);
   const nd = spatial.length;
-  const vol = await readNifti(pathOrBytes, opts);
+  // a NaN/Inf displacement would silently poison every warp: refused (as before)
+  const vol = await readNifti(pathOrBytes, {
+    ...(opts.maxVoxels !== undefined ? { maxVoxels: opts.maxVoxels } : {}),
+    ...(opts.name !== undefined ? { name: opts.name } : {}),
+    allowNonFinite: false,
+  });
   try {
     const dims = vol.header.dims;
     const fileSpatial = vol.data.shape.slice(1, -1);

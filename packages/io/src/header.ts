@@ -43,9 +43,13 @@ export function datatypeByName(name: string): DatatypeInfo | undefined {
   return DATATYPES.find((d) => d.name === name);
 }
 
+/** How the voxels are stored: single `.nii`, NIfTI `.hdr/.img` pair, or Analyze 7.5 pair. */
+export type FileFormat = 'nifti' | 'nifti-pair' | 'analyze';
+
 /** Everything readNifti needs from a header, validated. */
 export interface ParsedHeader {
   info: NiftiHeaderInfo;
+  format: FileFormat;
   dtype: DatatypeInfo;
   headerSize: number;
   /** Spatial shape in array order (2 or 3 axes). */
@@ -53,6 +57,8 @@ export interface ParsedHeader {
   /** dim[4], dim[5] (time, vector components). */
   nt: number;
   nv: number;
+  /** dim[4..7] (1 beyond dim[0]); channel c is their C-order index, storage their Fortran order. */
+  blocks: number[];
   channels: number;
   /** Number of values (voxels × channels). */
   count: number;
@@ -63,6 +69,8 @@ export interface ParsedHeader {
   slope: number;
   inter: number;
   scaled: boolean;
+  /** Problems that did not stop reading (bad pixdim, ...), each starting with the file name. */
+  warnings: string[];
 }
 
 function str(bytes: Uint8Array, start: number, end: number): string {
@@ -101,15 +109,19 @@ export const HEADER_PREFIX = 544;
  * nibabel computes it) before anything large is allocated.
  *
  * @param head at least the header bytes (348 or 540).
- * @param totalBytes the size of the whole (decompressed, when known) file, or null for
- *   gzip streams whose size is found later.
+ * @param totalBytes the size of the whole (decompressed, when known) file — for a pair, of
+ *   the image file — or null for gzip streams whose size is found later.
+ * @param pair the header of a `.hdr/.img` pair (magic `ni1`/`ni2`, or none: Analyze 7.5);
+ *   `vox_offset` is then the offset in the image file.
  */
 export function parseHeader(
   head: Uint8Array,
   file: string,
   maxVoxels: number,
   totalBytes: number | null,
+  pair = false,
 ): ParsedHeader {
+  const warnings: string[] = [];
   if (head.length < 348) {
     ioFail(
       file,
@@ -129,29 +141,44 @@ export function parseHeader(
   if (head.length < headerSize) {
     ioFail(file, 'SIZE', `${head.length} bytes: too short for a NIfTI-2 header (540 bytes)`);
   }
+  let format: FileFormat = pair ? 'nifti-pair' : 'nifti';
   if (v.version === 1) {
     const magic = str(head, 344, 348);
-    if (magic === 'ni1') {
+    if (pair) {
+      if (magic !== 'ni1' && magic !== 'n+1') format = 'analyze';
+    } else if (magic === 'ni1') {
       ioFail(
         file,
         'MAGIC',
-        "magic 'ni1': .hdr/.img pairs are not supported, only single-file .nii",
+        "magic 'ni1': the header of a .hdr/.img pair; read it by its .hdr or .img path (or pass the image file's bytes as imageBytes)",
       );
-    }
-    if (magic !== 'n+1') {
-      ioFail(file, 'MAGIC', `bad NIfTI-1 magic ${JSON.stringify(magic)} (expected 'n+1')`);
+    } else if (magic !== 'n+1') {
+      ioFail(
+        file,
+        'MAGIC',
+        `bad NIfTI-1 magic ${JSON.stringify(magic)} (expected 'n+1'; an Analyze 7.5 .hdr/.img pair is read by its .hdr or .img path)`,
+      );
     }
   } else {
     const m = head.subarray(4, 12);
     const ok = [0x6e, 0x2b, 0x32, 0, 0x0d, 0x0a, 0x1a, 0x0a].every((b, i) => m[i] === b);
-    if (!ok) {
-      const single = str(head, 4, 8);
+    const single = str(head, 4, 8);
+    if (pair ? single !== 'ni2' && !ok : !ok) {
       if (single === 'ni2') {
-        ioFail(file, 'MAGIC', "magic 'ni2': .hdr/.img pairs are not supported");
+        ioFail(
+          file,
+          'MAGIC',
+          "magic 'ni2': the header of a .hdr/.img pair; read it by its .hdr or .img path (or pass imageBytes)",
+        );
       }
-      ioFail(file, 'MAGIC', `bad NIfTI-2 magic ${JSON.stringify(single)} (expected 'n+2')`);
+      ioFail(
+        file,
+        'MAGIC',
+        `bad NIfTI-2 magic ${JSON.stringify(single)} (expected ${pair ? "'ni2'" : "'n+2'"})`,
+      );
     }
   }
+  const analyze = format === 'analyze';
 
   // Header fields by nifti-reader-js, on a copy of exactly the header (no extension parsing).
   const copy = head.slice(0, headerSize).buffer;
@@ -182,22 +209,16 @@ export function parseHeader(
       );
     }
   }
-  if (d(6) > 1 || d(7) > 1) {
-    ioFail(
-      file,
-      'DIMS',
-      `dim = ${fmtDims(dims)}: dimensions 6 and 7 are not supported (at most x, y, z, time, vector)`,
-    );
-  }
   const nx = d(1);
   const ny = d(2);
   const nz = d(3);
   const nt = d(4);
   const nv = d(5);
-  const channels = nt * nv;
+  const blocks = [nt, nv, d(6), d(7)];
+  const channels = blocks.reduce((a, b) => a * b, 1);
   const count = nx * ny * nz * channels;
-  const shown = [nx, ny, nz, nt, nv].slice(0, Math.max(ndim, 1)).join('×');
-  if (count > maxVoxels) {
+  const shown = [nx, ny, nz, ...blocks].slice(0, Math.max(ndim, 1)).join('×');
+  if (!Number.isSafeInteger(count) || count > maxVoxels) {
     ioFail(
       file,
       'BUDGET',
@@ -219,13 +240,15 @@ export function parseHeader(
 
   // --- vox_offset ---
   let voxOffset = Number(h.vox_offset);
-  const minOffset = headerSize + 4;
+  const minOffset = pair ? 0 : headerSize + 4;
   if (voxOffset === 0) voxOffset = minOffset;
   if (!Number.isFinite(voxOffset) || !Number.isInteger(voxOffset) || voxOffset < minOffset) {
     ioFail(
       file,
       'OFFSET',
-      `vox_offset = ${h.vox_offset}: must be an integer ≥ ${minOffset} for a single-file NIfTI-${v.version}`,
+      pair
+        ? `vox_offset = ${h.vox_offset}: must be an integer ≥ 0 (the byte offset in the image file)`
+        : `vox_offset = ${h.vox_offset}: must be an integer ≥ ${minOffset} for a single-file NIfTI-${v.version}`,
     );
   }
   const dataBytes = count * dtype.bytes;
@@ -237,7 +260,29 @@ export function parseHeader(
   let slope = 1;
   let inter = 0;
   let scaled = false;
-  if (rawSlope !== 0 && Number.isFinite(rawSlope)) {
+  if (analyze) {
+    // nibabel Spm2AnalyzeHeader.get_slope_inter (SPM2 spm_vol_ana.m): funused1 = slope,
+    // funused2 = intercept (non-finite → 0); else from the glmax/glmin and cal_max/cal_min ranges
+    let s = Number.NaN;
+    let i = 0;
+    if (rawSlope !== 0 && Number.isFinite(rawSlope)) {
+      s = rawSlope;
+      i = Number.isFinite(rawInter) ? rawInter : 0;
+    } else {
+      const glRange = dv.getInt32(140, le) - dv.getInt32(144, le);
+      const calMin = dv.getFloat32(128, le);
+      const calRange = Math.fround(dv.getFloat32(124, le) - calMin);
+      if (glRange !== 0 && calRange !== 0) {
+        s = calRange / glRange;
+        i = calMin - s * dv.getInt32(144, le);
+      }
+    }
+    if (Number.isFinite(s) && Number.isFinite(i) && s !== 0) {
+      slope = s;
+      inter = i;
+      scaled = slope !== 1 || inter !== 0;
+    }
+  } else if (rawSlope !== 0 && Number.isFinite(rawSlope)) {
     if (!Number.isFinite(rawInter)) {
       ioFail(file, 'SCALE', `scl_slope = ${rawSlope} but scl_inter = ${rawInter} is not finite`);
     }
@@ -248,7 +293,7 @@ export function parseHeader(
 
   // --- affine (nibabel get_best_affine, after nibabel's header fixes) ---
   const pixdim = h.pixDims.slice(0, 8).map(Number);
-  const fixCode = (c: number) => (Number.isInteger(c) && c >= 0 && c <= 5 ? c : 0);
+  const fixCode = (c: number) => (Number.isInteger(c) && c >= 0 && c <= 5 && !analyze ? c : 0);
   const qformCode = fixCode(h.qform_code);
   const sformCode = fixCode(h.sform_code);
   let sform: number[] | null = null;
@@ -259,14 +304,15 @@ export function parseHeader(
     }
     sform = [...s, 0, 0, 0, 1];
   }
+  // voxel sizes: nibabel's header fixes |pixdim| and 0 → 1; non-finite → 1 as well (ours)
+  const zooms = [1, 2, 3].map((i) => fixZoom(pixdim[i] ?? 1));
+  const badPixdim = [1, 2, 3]
+    .filter((i) => i <= ndim && !(Number(pixdim[i]) > 0 && Number.isFinite(pixdim[i])))
+    .map((i) => `pixdim[${i}] = ${pixdim[i]}`);
   let qform: number[] | null = null;
   if (qformCode > 0) {
-    qform = qformAffine(file, h, pixdim);
+    qform = qformAffine(file, h, zooms, pixdim[0]!);
   }
-  const zooms = [1, 2, 3].map((i) => {
-    const z = Math.abs(pixdim[i] ?? 1);
-    return z === 0 || !Number.isFinite(z) ? 1 : z;
-  });
   let affine: number[];
   let affineSource: NiftiHeaderInfo['affineSource'];
   if (sform) {
@@ -275,6 +321,13 @@ export function parseHeader(
   } else if (qform) {
     affine = qform;
     affineSource = 'qform';
+  } else if (analyze) {
+    affine = spmOriginAffine(
+      dims,
+      zooms,
+      [253, 255, 257].map((o) => dv.getInt16(o, le)),
+    );
+    affineSource = 'pixdim';
   } else {
     affine = baseAffine(
       [nx, ny, nz].slice(0, Math.min(3, ndim)),
@@ -293,7 +346,18 @@ export function parseHeader(
     ioFail(file, 'AFFINE', `the ${affineSource} affine has a zero column (${affine.join(', ')})`);
   }
 
-  const spatial = nz === 1 ? [nx, ny] : [nx, ny, nz];
+  if (badPixdim.length > 0) {
+    warnings.push(
+      `${file}: invalid voxel size ${badPixdim.join(', ')} (must be finite and > 0); ${
+        affineSource === 'sform'
+          ? 'not used: the affine comes from the sform'
+          : `used |pixdim| for negative and 1 for zero or non-finite values in the ${affineSource} affine (voxel sizes ${zooms.join(', ')})`
+      }`,
+    );
+  }
+
+  // 2D only for a real plane (dim[3] = 1, dim[1] and dim[2] > 1): 1×1×1, n×1×1, ... stay 3D
+  const spatial = nz === 1 && nx > 1 && ny > 1 ? [nx, ny] : [nx, ny, nz];
   const info: NiftiHeaderInfo = {
     version: v.version,
     datatype: dtype.name,
@@ -304,10 +368,10 @@ export function parseHeader(
     sclInter: rawInter,
     qformCode,
     sformCode,
-    intentCode: Number(h.intent_code),
-    intentName: h.intent_name ?? '',
+    intentCode: analyze ? 0 : Number(h.intent_code),
+    intentName: analyze ? '' : (h.intent_name ?? ''),
     description: h.description ?? '',
-    xyztUnits: Number(h.xyzt_units),
+    xyztUnits: analyze ? 2 : Number(h.xyzt_units),
     littleEndian: le,
     voxOffset,
     calMin: Number(h.cal_min),
@@ -315,14 +379,17 @@ export function parseHeader(
     qform,
     sform,
     affineSource,
+    fileFormat: format,
   };
   return {
     info,
+    format,
     dtype,
     headerSize,
     spatial,
     nt,
     nv,
+    blocks,
     channels,
     count,
     dataBytes,
@@ -331,7 +398,45 @@ export function parseHeader(
     slope,
     inter,
     scaled,
+    warnings,
   };
+}
+
+/** A voxel size as nibabel's header checks fix it: |pixdim|, 0 → 1 (and non-finite → 1). */
+function fixZoom(p: number): number {
+  const z = Math.abs(p);
+  return z === 0 || !Number.isFinite(z) ? 1 : z;
+}
+
+/**
+ * nibabel `Spm99AnalyzeHeader.get_origin_affine` (what `nib.load` gives for an Analyze 7.5
+ * pair, read as SPM2 Analyze): diag(−zx, zy, zz) with the translation from the SPM `origin`
+ * field (1-based voxel, int16 at bytes 253–258) when set and plausible (−dim < origin <
+ * 2·dim), else from the centre of the image, as `get_base_affine`.
+ */
+function spmOriginAffine(dims: number[], zooms: number[], origin: number[]): number[] {
+  const z = [-zooms[0]!, zooms[1]!, zooms[2]!];
+  const d = [dims[1]!, dims[2]!, dims[3]!];
+  const use = origin.some((o) => o !== 0) && origin.every((o, i) => o > -d[i]! && o < 2 * d[i]!);
+  const o = use ? origin.map((x) => x - 1) : d.map((n) => (n - 1) / 2);
+  return [
+    z[0]!,
+    0,
+    0,
+    -o[0]! * z[0]!,
+    0,
+    z[1]!,
+    0,
+    -o[1]! * z[1]!,
+    0,
+    0,
+    z[2]!,
+    -o[2]! * z[2]!,
+    0,
+    0,
+    0,
+    1,
+  ];
 }
 
 /** Throws SIZE when the file is shorter than vox_offset + the voxel data. */
@@ -358,7 +463,7 @@ function fmtDims(dims: number[]): string {
 }
 
 /** nibabel `get_qform`: quaternion (w ≥ 0 from b, c, d), pixdim zooms and qfac, qoffset. */
-function qformAffine(file: string, h: NIFTI1 | NIFTI2, pixdim: number[]): number[] {
+function qformAffine(file: string, h: NIFTI1 | NIFTI2, zooms: number[], qfacRaw: number): number[] {
   const b = Number(h.quatern_b);
   const c = Number(h.quatern_c);
   const dq = Number(h.quatern_d);
@@ -378,11 +483,8 @@ function qformAffine(file: string, h: NIFTI1 | NIFTI2, pixdim: number[]): number
   }
   const r = quatToMatrix(w, b, c, dq);
   // nibabel fixes on load: |pixdim|, 0 → 1; qfac ∉ {-1, 1} → 1
-  const vox = [1, 2, 3].map((i) => {
-    const z = Math.abs(pixdim[i] ?? 1);
-    return z === 0 ? 1 : z;
-  });
-  const qfac = pixdim[0] === -1 ? -1 : 1;
+  const vox = [...zooms];
+  const qfac = qfacRaw === -1 ? -1 : 1;
   vox[2]! *= qfac;
   const q = Number(h.qoffset_x);
   const qy = Number(h.qoffset_y);

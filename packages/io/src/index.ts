@@ -1,10 +1,11 @@
 /**
- * @regkit/io — medical image I/O for regkit: NIfTI-1/2 read and write (`.nii`, `.nii.gz`),
- * ITK/ANTs displacement fields, reorientation to RAS+, resampling through affines, and PNG
- * slice previews.
+ * @regkit/io — medical image I/O for regkit: NIfTI-1/2 read and write (`.nii`, `.nii.gz`,
+ * `.hdr/.img` pairs; Analyze 7.5 read), ITK/ANTs displacement fields, reorientation to RAS+,
+ * resampling through affines, and PNG slice previews.
  *
  * Conventions: image `[1, ...spatial, C]` float32 with spatial axes in nibabel's array order
- * (axis 0 = NIfTI i, 1 = j, 2 = k; `dim[3]` = 1 → 2D); `affine` = row-major 4×4 voxel →
+ * (axis 0 = NIfTI i, 1 = j, 2 = k; `dim[3]` = 1 with `dim[1]`, `dim[2]` > 1 → 2D, everything
+ * else, 1×1×1 included, 3D); `affine` = row-major 4×4 voxel →
  * RAS+ mm, as nibabel `img.affine`; displacement fields `[1, ...spatial, ndim]` in voxels.
  *
  * @packageDocumentation
@@ -29,9 +30,14 @@ export {
   saveSlicePng,
 } from './png.js';
 export { DEFAULT_MAX_VOXELS, type ReadNiftiOptions, readNifti } from './read.js';
-export { type ResampleOptions, referenceToMovingVoxels, resampleToReference } from './resample.js';
+export {
+  backgroundValue,
+  type ResampleOptions,
+  referenceToMovingVoxels,
+  resampleToReference,
+} from './resample.js';
 export type { NiftiHeaderInfo, Volume } from './types.js';
-export { defaultHeader, fromCanonical, toCanonical, volumeLike } from './volume.js';
+export { defaultHeader, finiteMask, fromCanonical, toCanonical, volumeLike } from './volume.js';
 export {
   type EncodeNiftiOptions,
   encodeNifti,

@@ -149,29 +149,58 @@ export async function writeFileAtomic(
   bytes: Uint8Array,
   overwrite: boolean,
 ): Promise<void> {
-  const fs = await nodeFs(path);
+  await writeFilesAtomic([{ path, bytes }], overwrite);
+}
+
+/**
+ * Writes several files (a `.hdr/.img` pair) as atomically as the file system allows: every
+ * temporary file is written first (same directory as its target), then they are renamed in
+ * order (the last one — the header — appears last). With `overwrite` false, any existing
+ * target throws `EXISTS` before anything is written, and targets are hard-linked (failing
+ * when they appeared meanwhile; the ones already linked are removed again). Temporary files
+ * never stay behind.
+ */
+export async function writeFilesAtomic(
+  files: ReadonlyArray<{ path: string; bytes: Uint8Array }>,
+  overwrite: boolean,
+): Promise<void> {
+  const first = files[0]?.path ?? '';
+  const fs = await nodeFs(first);
   const p = await nodePath();
-  if (!overwrite && (await exists(fs, path))) {
-    ioFail(path, 'EXISTS', 'file exists and overwrite is false');
+  if (!overwrite) {
+    for (const f of files) {
+      if (await exists(fs, f.path)) ioFail(f.path, 'EXISTS', 'file exists and overwrite is false');
+    }
   }
-  const dir = p.dirname(path);
-  const tmp = p.join(
-    dir,
-    `.${baseName(path)}.${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`,
+  const tmps = files.map((f) =>
+    p.join(
+      p.dirname(f.path),
+      `.${baseName(f.path)}.${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`,
+    ),
   );
+  const placed: string[] = [];
+  let current = first;
   try {
-    await fs.writeFile(tmp, bytes);
-    if (overwrite) {
-      await fs.rename(tmp, path);
-    } else {
-      await fs.link(tmp, path);
-      await fs.unlink(tmp);
+    for (let i = 0; i < files.length; i++) {
+      current = files[i]!.path;
+      await fs.writeFile(tmps[i]!, files[i]!.bytes);
+    }
+    for (let i = 0; i < files.length; i++) {
+      current = files[i]!.path;
+      if (overwrite) {
+        await fs.rename(tmps[i]!, current);
+      } else {
+        await fs.link(tmps[i]!, current);
+        placed.push(current);
+        await fs.unlink(tmps[i]!);
+      }
     }
   } catch (e) {
-    await fs.unlink(tmp).catch(() => undefined);
+    for (const t of tmps) await fs.unlink(t).catch(() => undefined);
+    for (const q of placed) await fs.unlink(q).catch(() => undefined);
     const code = (e as { code?: string }).code;
-    if (code === 'EEXIST') ioFail(path, 'EXISTS', 'file exists and overwrite is false');
-    ioFail(path, 'IO', `cannot write (${(e as Error).message})`);
+    if (code === 'EEXIST') ioFail(current, 'EXISTS', 'file exists and overwrite is false');
+    ioFail(current, 'IO', `cannot write (${(e as Error).message})`);
   }
 }
 

@@ -41,6 +41,12 @@ export interface NiftiHeaderInfo {
   sform: number[] | null;
   /** Which header fields gave `Volume.affine`. */
   affineSource: 'sform' | 'qform' | 'pixdim';
+  /**
+   * How the file stored the image: `'nifti'` (single `.nii`/`.nii.gz`), `'nifti-pair'`
+   * (`.hdr` + `.img`, magic `ni1`/`ni2`) or `'analyze'` (Analyze 7.5 `.hdr` + `.img`, no magic:
+   * qform/sform codes 0, `affineSource` `'pixdim'`). Absent on headers not read from a file.
+   */
+  fileFormat?: 'nifti' | 'nifti-pair' | 'analyze';
 }
 
 /**
@@ -56,4 +62,12 @@ export interface Volume {
   spacing: number[];
   /** Header fields (from the file, or inherited from a reference volume). */
   header: NiftiHeaderInfo;
+  /**
+   * What {@link readNifti} noticed but did not refuse, one sentence each, starting with the
+   * file name: NaN/±Inf voxels (with their count; they are kept, see `finiteMask`), integer
+   * values that float32 cannot hold exactly (datatype and max error), invalid pixdim (and the
+   * fallback used), an ignored SPM `.mat` file. `[]` when there was nothing to say; absent on
+   * volumes not read from a file.
+   */
+  warnings?: string[];
 }

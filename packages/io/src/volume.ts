@@ -276,3 +276,29 @@ function reorientData(
   }
   return tf.tensor(out, [1, ...outShape, channels], 'float32');
 }
+
+/**
+ * 1 where a voxel value is finite, 0 where it is NaN or ±Inf: float32, the shape of the data
+ * (`[1, ...spatial, C]`). {@link readNifti} keeps NaN/±Inf voxels (SPM writes NaN outside the
+ * brain) and reports their count in `volume.warnings`; use this mask to treat them as outside
+ * the image, e.g. `tf.where(tf.cast(mask, 'bool'), data, background)` or as a loss weight.
+ * The caller disposes the returned tensor.
+ *
+ * @param volume a {@link Volume} or a tensor of any shape.
+ * @example
+ * ```ts
+ * const vol = await readNifti('spm_mean.nii'); // vol.warnings: ['spm_mean.nii: 12,345 of ... NaN ...']
+ * const inside = finiteMask(vol);              // [1, nx, ny, nz, 1], 1 inside the brain
+ * ```
+ */
+export function finiteMask(volume: Volume | tf.Tensor): tf.Tensor {
+  const x = volume instanceof tf.Tensor ? volume : (volume as Volume | undefined)?.data;
+  if (!(x instanceof tf.Tensor) || x.isDisposed) {
+    ioFail('', 'OPTION', "finiteMask(): 'volume' must be a Volume or a live tf.Tensor");
+  }
+  // x − x is 0 for finite values and NaN for NaN/±Inf (Sub and Equal exist on every backend)
+  return tf.tidy(() => {
+    const f = x.dtype === 'float32' ? x : tf.cast(x, 'float32');
+    return tf.cast(tf.equal(tf.sub(f, f), 0), 'float32');
+  });
+}

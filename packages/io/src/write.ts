@@ -2,7 +2,7 @@ import { tf } from '@regkit/core';
 import { ioFail } from './errors.js';
 import { type DatatypeInfo, datatypeByName } from './header.js';
 import { columnNorms, det3, linearPart, matrixToQuat, polarOrthogonal } from './matrix.js';
-import { gzipBytes, gzipBytesSync, writeFileAtomic } from './platform.js';
+import { gzipBytes, gzipBytesSync, writeFileAtomic, writeFilesAtomic } from './platform.js';
 import type { NiftiHeaderInfo, Volume } from './types.js';
 
 /** Datatypes the writers produce. */
@@ -347,6 +347,53 @@ export function gzipFromPath(path: string): boolean {
   ioFail(path, 'PATH', 'the file name must end with .nii or .nii.gz');
 }
 
+/** @internal The output files of a path: one `.nii[.gz]`, or a `.hdr` + `.img` pair. */
+export function outputFiles(path: string): {
+  gzip: boolean;
+  pair: { hdr: string; img: string } | null;
+} {
+  if (typeof path !== 'string') ioFail(String(path), 'OPTION', "'path' must be a string");
+  const m = /^(.*)\.(hdr|img)(\.gz)?$/i.exec(path);
+  if (!m) {
+    const lower = path.toLowerCase();
+    if (lower.endsWith('.nii.gz')) return { gzip: true, pair: null };
+    if (lower.endsWith('.nii')) return { gzip: false, pair: null };
+    ioFail(
+      path,
+      'PATH',
+      'the file name must end with .nii, .nii.gz, .hdr or .img (a NIfTI-1 pair; .hdr.gz/.img.gz compressed)',
+    );
+  }
+  const [, stem, ext, gz = ''] = m as unknown as [string, string, string, string?];
+  const upper = ext === ext.toUpperCase();
+  const hdrExt = upper ? 'HDR' : 'hdr';
+  const imgExt = upper ? 'IMG' : 'img';
+  return {
+    gzip: gz !== '',
+    pair: { hdr: `${stem}.${hdrExt}${gz}`, img: `${stem}.${imgExt}${gz}` },
+  };
+}
+
+/**
+ * @internal Splits single-file NIfTI bytes (from {@link encodeRaw}) into a pair: the header
+ * (348 or 540 bytes, magic `ni1`/`ni2`, `vox_offset` 0) and the voxel data.
+ */
+export function splitPair(raw: Uint8Array): { hdr: Uint8Array; img: Uint8Array } {
+  const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
+  const v2 = dv.getInt32(0, true) === 540;
+  const headerSize = v2 ? 540 : 348;
+  const hdr = raw.slice(0, headerSize);
+  const hv = new DataView(hdr.buffer);
+  if (v2) {
+    hdr.set([0x6e, 0x69, 0x32, 0], 4); // 'ni2\0' + the same \r\n\032\n
+    hv.setBigInt64(168, 0n, true);
+  } else {
+    hdr.set([0x6e, 0x69, 0x31, 0], 344); // 'ni1\0'
+    hv.setFloat32(108, 0, true);
+  }
+  return { hdr, img: raw.subarray(headerSize + 4) };
+}
+
 /** @internal downloads data as float32 values. */
 export async function floatValues(data: tf.Tensor): Promise<ArrayLike<number>> {
   if (data.dtype === 'float32') return (await data.data()) as Float32Array;
@@ -359,14 +406,22 @@ export async function floatValues(data: tf.Tensor): Promise<ArrayLike<number>> {
 }
 
 /**
- * Writes a volume as NIfTI: `.nii`, or gzip-compressed `.nii.gz`, by the extension. The bytes
- * are those of {@link encodeNifti}; they go to a temporary file in the same directory that
- * is then renamed, so readers never see a partial file.
+ * Writes a volume as NIfTI, by the extension: `.nii`, gzip-compressed `.nii.gz`, or a NIfTI-1
+ * pair when the path ends in `.hdr` or `.img` (`x.hdr` + `x.img`, magic `ni1`, `vox_offset`
+ * 0, the same header fields; `.hdr.gz`/`.img.gz` write both files gzip-compressed). The
+ * bytes are those of {@link encodeNifti}; every file goes to a temporary file in the same
+ * directory first, and only when all are written are they renamed (the image, then the
+ * header), so readers never see a partial file or a header without its image. With
+ * `overwrite: false`, an existing target (either file of a pair) throws `EXISTS` and nothing
+ * is written.
  *
+ * @param path output path: `.nii`, `.nii.gz`, `.hdr`, `.img`, `.hdr.gz` or `.img.gz` (any case).
+ * @param volume data `[1, nx, ny, C]` or `[1, nx, ny, nz, C]` with its affine (voxel → RAS+ mm).
  * @example
  * ```ts
  * await writeNifti('warped.nii.gz', volumeLike(fixed, warped));
  * await writeNifti('labels.nii.gz', labels, { datatype: 'uint8' });
+ * await writeNifti('for_spm.img', vol); // for_spm.hdr + for_spm.img
  * ```
  */
 export async function writeNifti(
@@ -374,7 +429,7 @@ export async function writeNifti(
   volume: VolumeLikeInput,
   opts: WriteNiftiOptions = {},
 ): Promise<void> {
-  const gz = gzipFromPath(path);
+  const { gzip: gz, pair } = outputFiles(path);
   const { spatial, channels } = checkVolume(path, 'writeNifti', volume);
   const level = checkLevel(path, opts.compressionLevel);
   const values = await floatValues(volume.data);
@@ -383,6 +438,18 @@ export async function writeNifti(
     { values, spatial, channels, affine: volume.affine, header: volume.header, layout: 'auto' },
     opts,
   );
+  const overwrite = opts.overwrite ?? true;
+  if (pair) {
+    const { hdr, img } = splitPair(raw);
+    await writeFilesAtomic(
+      [
+        { path: pair.img, bytes: gz ? await gzipBytes(img, level) : img },
+        { path: pair.hdr, bytes: gz ? await gzipBytes(hdr, level) : hdr },
+      ],
+      overwrite,
+    );
+    return;
+  }
   const bytes = gz ? await gzipBytes(raw, level) : raw;
-  await writeFileAtomic(path, bytes, opts.overwrite ?? true);
+  await writeFileAtomic(path, bytes, overwrite);
 }

@@ -1,14 +1,21 @@
 /**
  * Fuzzing readNifti: a few hundred seeded mutations of small valid files (.nii NIfTI-1 and
- * NIfTI-2, .nii.gz): header bytes flipped, random dims / datatype / vox_offset / scaling /
- * orientation fields, truncation, garbage appended, gzip corruption. Every call must either
- * succeed or throw a RegkitIOError (message starting with the file name) within 10 s (a hang guard).
+ * NIfTI-2, .nii.gz, and .hdr/.img pairs: NIfTI-1 `ni1`, gzip-compressed pairs, Analyze 7.5):
+ * header bytes flipped, random dims / datatype / vox_offset / scaling / orientation fields
+ * (and Analyze's SPM origin, glmax/glmin, cal_max/cal_min), truncation, garbage appended,
+ * gzip corruption, image files truncated, emptied or missing. Every call must either succeed
+ * or throw a RegkitIOError (message starting with the file name) within 10 s (a hang guard),
+ * successful reads hold at most `maxVoxels` values, and the process's ArrayBuffer memory stays
+ * bounded (a header cannot make the reader allocate what its budget forbids).
  */
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { initBackend, mulberry32, tf } from '@regkit/core';
 import { RegkitIOError, readNifti } from '@regkit/io';
 import { gunzipSync, gzipSync } from 'fflate';
-import { beforeAll, describe, expect, it } from 'vitest';
-import { fixtureBytes } from './helpers.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fixtureBytes, tempDir } from './helpers.js';
 
 beforeAll(async () => {
   expect(await initBackend('cpu')).toBe('cpu');
@@ -352,5 +359,261 @@ describe('gzip bombs', () => {
     }).catch((x) => x);
     expect(e).toBeInstanceOf(RegkitIOError);
     expect(e.code).toBe('BUDGET');
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// .hdr/.img pairs and Analyze 7.5
+
+const pairBytes = (f: string) =>
+  new Uint8Array(readFileSync(fileURLToPath(new URL(`./fixtures/pairs/${f}`, import.meta.url))));
+
+interface Pair {
+  hdr: Uint8Array;
+  img: Uint8Array;
+  /** path-based cases: which file to name, and whether the partner is deleted */
+  dropPartner?: boolean;
+}
+type PairMutation = { name: string; apply: (p: Pair, r: () => number) => Pair };
+
+const ANALYZE_MUTATIONS: Mutation[] = [
+  {
+    name: 'analyze origin / gl / cal / funused',
+    apply: (b, r) => {
+      const out = b.slice();
+      const dv = new DataView(out.buffer, out.byteOffset);
+      const which = int(r, 0, 3);
+      if (which === 0)
+        for (const o of [253, 255, 257]) dv.setInt16(o, (pick(r, WEIRD_INTS) << 16) >> 16, true);
+      if (which === 1) {
+        dv.setInt32(140, pick(r, WEIRD_INTS), true);
+        dv.setInt32(144, pick(r, WEIRD_INTS), true);
+        dv.setFloat32(112, 0, true);
+      }
+      if (which === 2) {
+        dv.setFloat32(124, pick(r, WEIRD_FLOATS), true);
+        dv.setFloat32(128, pick(r, WEIRD_FLOATS), true);
+        dv.setFloat32(112, pick(r, [0, Number.NaN]), true);
+      }
+      if (which === 3) dv.setFloat32(116, pick(r, WEIRD_FLOATS), true);
+      return out;
+    },
+  },
+];
+
+function onHeader(m: Mutation): PairMutation {
+  return {
+    name: `hdr: ${m.name}`,
+    apply: (p, r) => {
+      try {
+        return { ...p, hdr: m.apply(p.hdr, r) };
+      } catch {
+        return p; // a field mutation of an already truncated header: keep it as it is
+      }
+    },
+  };
+}
+
+const IMAGE_MUTATIONS: PairMutation[] = [
+  {
+    name: 'img: truncate',
+    apply: (p, r) => ({ ...p, img: p.img.slice(0, int(r, 0, p.img.length)) }),
+  },
+  { name: 'img: empty', apply: (p) => ({ ...p, img: new Uint8Array(0) }) },
+  {
+    name: 'img: flip bytes',
+    apply: (p, r) => {
+      const img = p.img.slice();
+      for (let i = 0; i < int(r, 1, 20) && img.length > 0; i++)
+        img[int(r, 0, img.length - 1)] = int(r, 0, 255);
+      return { ...p, img };
+    },
+  },
+  {
+    name: 'img: append garbage',
+    apply: (p, r) => {
+      const img = new Uint8Array(p.img.length + int(r, 1, 3000));
+      img.set(p.img);
+      for (let i = p.img.length; i < img.length; i++) img[i] = int(r, 0, 255);
+      return { ...p, img };
+    },
+  },
+  { name: 'missing partner', apply: (p) => ({ ...p, dropPartner: true }) },
+];
+
+/** Mutations of a gzip pair: the raw bytes are mutated and recompressed, or the streams broken. */
+function gzipPair(ms: PairMutation[]): PairMutation[] {
+  return [
+    ...ms.map((m) => ({
+      name: `gzip(${m.name})`,
+      apply: (p: Pair, r: () => number) => {
+        let raw: Pair;
+        try {
+          raw = { ...p, hdr: gunzipSync(p.hdr), img: gunzipSync(p.img) };
+        } catch {
+          return p;
+        }
+        const out = m.apply(raw, r);
+        return { ...out, hdr: gz(out.hdr), img: gz(out.img) };
+      },
+    })),
+    ...GZIP_MUTATIONS.filter((m) => !m.name.startsWith('gzip(')).flatMap((m) => [
+      {
+        name: `hdr: ${m.name}`,
+        apply: (p: Pair, r: () => number) => ({ ...p, hdr: m.apply(p.hdr, r) }),
+      },
+      {
+        name: `img: ${m.name}`,
+        apply: (p: Pair, r: () => number) => ({ ...p, img: m.apply(p.img, r) }),
+      },
+    ]),
+  ];
+}
+
+const RAW_PAIR_MUTATIONS = [...HEADER_MUTATIONS.map(onHeader), ...IMAGE_MUTATIONS];
+
+const PAIR_BASES: Array<{
+  name: string;
+  ext: string;
+  pair: () => Pair;
+  mutations: PairMutation[];
+}> = [
+  {
+    name: 'ni1 pair',
+    ext: '',
+    pair: () => ({ hdr: pairBytes('ni1_int16.hdr'), img: pairBytes('ni1_int16.img') }),
+    mutations: RAW_PAIR_MUTATIONS,
+  },
+  {
+    name: 'analyze pair',
+    ext: '',
+    pair: () => ({ hdr: pairBytes('analyze_origin.hdr'), img: pairBytes('analyze_origin.img') }),
+    mutations: [
+      ...RAW_PAIR_MUTATIONS,
+      ...ANALYZE_MUTATIONS.map(onHeader),
+      ...ANALYZE_MUTATIONS.map(onHeader),
+    ],
+  },
+  {
+    name: 'big-endian analyze pair',
+    ext: '',
+    pair: () => ({
+      hdr: pairBytes('analyze_be_center.hdr'),
+      img: pairBytes('analyze_be_center.img'),
+    }),
+    mutations: RAW_PAIR_MUTATIONS,
+  },
+  {
+    name: 'gzip ni1 pair',
+    ext: '.gz',
+    pair: () => ({ hdr: pairBytes('ni1_gz.hdr.gz'), img: pairBytes('ni1_gz.img.gz') }),
+    mutations: gzipPair(RAW_PAIR_MUTATIONS),
+  },
+];
+
+const PAIR_CASES = 90;
+const MAX_VOXELS = 4096;
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+
+describe('readNifti fuzz: .hdr/.img pairs (seeded)', () => {
+  it.each(PAIR_BASES)(
+    '$name: every mutation reads or throws RegkitIOError within 10 s, within the budget',
+    async (base) => {
+      const before = tf.memory().numTensors;
+      const r = mulberry32(SEED + 7 * base.name.length);
+      const original = base.pair();
+      const outcomes: Record<string, number> = {};
+      const dir = join(tmp.dir, base.name.replace(/\W+/g, '_'));
+      for (let n = 0; n < PAIR_CASES; n++) {
+        let p: Pair = original;
+        const applied: string[] = [];
+        const rounds = r() < 0.25 ? 2 : 1;
+        for (let k = 0; k < rounds; k++) {
+          const m = pick(r, base.mutations);
+          applied.push(m.name);
+          p = m.apply(p, r);
+        }
+        // half the cases by path (either file named), half by bytes + imageBytes
+        const byPath = r() < 0.5;
+        const named = r() < 0.5 ? 'hdr' : 'img';
+        let name: string;
+        let read: () => Promise<{ data: tf.Tensor }>;
+        if (byPath) {
+          rmSync(dir, { recursive: true, force: true });
+          mkdirSync(dir, { recursive: true });
+          const hdrPath = join(dir, `c${n}.hdr${base.ext}`);
+          const imgPath = join(dir, `c${n}.img${base.ext}`);
+          if (!(p.dropPartner && named === 'img')) writeFileSync(hdrPath, p.hdr);
+          if (!(p.dropPartner && named === 'hdr')) writeFileSync(imgPath, p.img);
+          name = named === 'hdr' ? hdrPath : imgPath;
+          read = () => readNifti(name, { maxVoxels: MAX_VOXELS });
+        } else {
+          name = `fuzz-${base.name}-${n}.hdr`;
+          read = () =>
+            readNifti(p.hdr, {
+              name,
+              imageName: name.replace(/hdr$/, 'img'),
+              imageBytes: p.dropPartner ? new Uint8Array(0) : p.img,
+              maxVoxels: MAX_VOXELS,
+            });
+        }
+        const t0 = performance.now();
+        const buffers0 = process.memoryUsage().arrayBuffers;
+        let outcome: string;
+        try {
+          const vol = await read();
+          expect(vol.data.size, `case ${n}: within maxVoxels`).toBeLessThanOrEqual(MAX_VOXELS);
+          vol.data.dispose();
+          outcome = 'ok';
+        } catch (e) {
+          if (!(e instanceof RegkitIOError)) {
+            throw new Error(
+              `case ${n} (${applied.join(' + ')}): ${String(e)}\n${(e as Error).stack}`,
+            );
+          }
+          // the message names the file it is about: the one read, or its partner
+          const stem = name.replace(/\.(hdr|img)(\.gz)?$/, '');
+          expect(e.message.startsWith(e.file) && e.file.startsWith(stem), e.message).toBe(true);
+          outcome = e.code;
+        }
+        const ms = performance.now() - t0;
+        expect(ms, `case ${n} (${applied.join(' + ')}) took ${ms.toFixed(0)} ms`).toBeLessThan(
+          10_000,
+        );
+        // bounded allocation: what one read leaves allocated (garbage included; a GC only
+        // lowers it) stays far below what a hostile header could ask for
+        const grown = process.memoryUsage().arrayBuffers - buffers0;
+        expect(grown, `case ${n} (${applied.join(' + ')}) allocated ${grown} bytes`).toBeLessThan(
+          16 * 1024 * 1024,
+        );
+        outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+      }
+      console.log(`${base.name}: ${JSON.stringify(outcomes)}`);
+      // the pair is really read (not refused wholesale): mild mutations leave readable pairs
+      expect(outcomes.ok ?? 0).toBeGreaterThanOrEqual(20);
+      expect(tf.memory().numTensors).toBe(before);
+    },
+  );
+
+  it('a pair header claiming 4096³ voxels is refused before the image is read; an .img.gz bomb inflates only what is needed', async () => {
+    const hdr = pairBytes('ni1_int16.hdr');
+    const big = hdr.slice();
+    const dv = new DataView(big.buffer);
+    for (const at of [42, 44, 46]) dv.setInt16(at, 4096, true);
+    const e = await readNifti(big, { name: 'big.hdr', imageBytes: new Uint8Array(10) }).catch(
+      (x) => x,
+    );
+    expect(e).toBeInstanceOf(RegkitIOError);
+    expect(e.code).toBe('BUDGET');
+    expect(e.file).toBe('big.hdr');
+    const img = pairBytes('ni1_int16.img');
+    const bomb = new Uint8Array(img.length + 64 * 1024 * 1024);
+    bomb.set(img);
+    const packed = gzipSync(bomb, { level: 9, mtime: GZ_DATE });
+    expect(packed.length).toBeLessThan(200_000);
+    const vol = await readNifti(hdr, { name: 'bomb.hdr', imageBytes: packed });
+    expect(vol.data.shape).toEqual([1, 4, 3, 2, 1]);
+    vol.data.dispose();
   });
 });

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { initBackend, tf } from '@regkit/core';
-import { DEFAULT_MAX_VOXELS, RegkitIOError, readNifti } from '@regkit/io';
+import { DEFAULT_MAX_VOXELS, finiteMask, RegkitIOError, readNifti } from '@regkit/io';
 import { gzipSync } from 'fflate';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -97,15 +97,34 @@ describe('readNifti: nibabel fixtures', () => {
     v.data.dispose();
   });
 
-  it('NaN/Inf voxels throw NONFINITE naming the count, unless allowNonFinite', async () => {
+  it('NaN/Inf voxels are read as they are and reported in warnings (count + file name)', async () => {
     const f = fixtureByName('nonfinite.nii');
-    const e = await errorOf(readNifti(fixturePath(f.file)));
+    const vol = await readNifti(fixturePath(f.file));
+    expectClose(await vol.data.data(), f.data.map(fixValue).map(Math.fround), 1e-7, 0);
+    expect(vol.warnings).toHaveLength(1);
+    expect(vol.warnings![0]).toBe(
+      `${fixturePath(f.file)}: 3 of 18 values are NaN or ±Inf; they are kept as they are (finiteMask(volume) is 0 there)`,
+    );
+    const mask = finiteMask(vol);
+    expect(mask.shape).toEqual(vol.data.shape);
+    expect(Array.from(await mask.data())).toEqual(
+      f.data.map(fixValue).map((v) => (Number.isFinite(v) ? 1 : 0)),
+    );
+    mask.dispose();
+    vol.data.dispose();
+    // never zeroed: the same values from bytes; allowNonFinite: false refuses (NONFINITE)
+    const e = await errorOf(readNifti(fixturePath(f.file), { allowNonFinite: false }));
     expect(e.code).toBe('NONFINITE');
     expect(e.message).toMatch(/^.*nonfinite\.nii: 3 of 18 values are NaN or ±Inf/);
     expect(e.file).toBe(fixturePath(f.file));
-    const vol = await readNifti(fixturePath(f.file), { allowNonFinite: true });
-    expectClose(await vol.data.data(), f.data.map(fixValue).map(Math.fround), 1e-7, 0);
-    vol.data.dispose();
+    const ok = await readNifti(fixtureBytes(f.file), { name: 'n.nii' });
+    expect(ok.warnings).toEqual([
+      'n.nii: 3 of 18 values are NaN or ±Inf; they are kept as they are (finiteMask(volume) is 0 there)',
+    ]);
+    ok.data.dispose();
+    const clean = await readNifti(fixturePath('dt_float32.nii.gz'));
+    expect(clean.warnings).toEqual([]);
+    clean.data.dispose();
   });
 });
 
@@ -293,7 +312,10 @@ describe('readNifti: memory', () => {
         const v = await readNifti(fixturePath(f));
         v.data.dispose();
       }
-      await readNifti(fixturePath('nonfinite.nii')).catch(() => undefined);
+      (await readNifti(fixturePath('nonfinite.nii'))).data.dispose();
+      await readNifti(fixturePath('nonfinite.nii'), { allowNonFinite: false }).catch(
+        () => undefined,
+      );
       await readNifti(validFile(), { maxVoxels: 1 }).catch(() => undefined);
     }
     expect(tf.memory().numTensors).toBe(before);
