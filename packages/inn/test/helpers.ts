@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { type BackendName, initBackend, type Module, mulberry32, tf } from '@regkit/core';
-import { initKernels, registerKernels } from '@regkit/kernels';
+import * as kernels from '@regkit/kernels';
 import { expect } from 'vitest';
 
 /** Backends every test runs on (REGKIT_TEST_BACKENDS=cpu,wasm). */
@@ -10,9 +10,7 @@ export const BACKENDS: BackendName[] = (process.env.REGKIT_TEST_BACKENDS ?? 'cpu
 
 /** Selects `name` and registers @regkit/kernels' WebAssembly kernels (3D convolutions). */
 export async function useBackend(name: BackendName): Promise<void> {
-  expect(await initBackend(name)).toBe(name);
-  await initKernels();
-  registerKernels();
+  expect(await initBackend(name, { kernels })).toBe(name);
 }
 
 export interface ArrayFixture {

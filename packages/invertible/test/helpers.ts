@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { type BackendName, initBackend, PORTABLE_OPS_FLAG, tf } from '@regkit/core';
-import { initKernels, kernelsRegistered, registerKernels } from '@regkit/kernels';
+import * as kernels from '@regkit/kernels';
 import { expect } from 'vitest';
 
 /** Backends every test file runs on (override with REGKIT_TEST_BACKENDS=cpu,wasm). */
@@ -16,10 +16,8 @@ export async function useBackend(
   name: BackendName,
   path: 'kernel' | 'portable' = 'kernel',
 ): Promise<void> {
-  expect(await initBackend(name)).toBe(name);
-  await initKernels();
-  registerKernels();
-  expect(kernelsRegistered(name)).toBe(true);
+  expect(await initBackend(name, { kernels })).toBe(name);
+  expect(kernels.kernelsRegistered(name)).toBe(true);
   tf.env().set(PORTABLE_OPS_FLAG, path === 'portable');
 }
 
