@@ -65,20 +65,15 @@ export interface InitBackendOptions {
   kernels?: KernelModule;
 }
 
-let kernelsGiven: Promise<boolean> | null = null;
-
-/** Registers the kernels of a module the caller imported (once). */
-async function useKernelModule(kernels: KernelModule): Promise<boolean> {
+/** Registers the kernels of a module the caller imported (each call: registration is cheap and idempotent). */
+async function useKernelModule(kernels: KernelModule): Promise<void> {
   if (typeof kernels?.initKernels !== 'function' || typeof kernels.registerKernels !== 'function') {
     throw new RegkitBackendError(
       `initBackend(): 'kernels' must be the @regkit/kernels module (initKernels, registerKernels)`,
     );
   }
-  kernelsGiven ??= kernels.initKernels().then(() => {
-    kernels.registerKernels();
-    return true;
-  });
-  return kernelsGiven;
+  await kernels.initKernels();
+  kernels.registerKernels();
 }
 
 async function tryBackend(name: BackendName, options: InitBackendOptions): Promise<void> {

@@ -54,6 +54,24 @@ describe('initBackend', () => {
     }
   });
 
+  it('takes the kernel module from the caller: initKernels then registerKernels, on every call', async () => {
+    const calls: string[] = [];
+    const kernels = {
+      initKernels: async () => {
+        calls.push('init');
+      },
+      registerKernels: () => {
+        calls.push('register');
+      },
+    };
+    expect(await initBackend('cpu', { kernels })).toBe('cpu');
+    expect(await initBackend('wasm', { kernels })).toBe('wasm');
+    expect(calls).toEqual(['init', 'register', 'init', 'register']);
+    await expect(initBackend('cpu', { kernels: {} as never })).rejects.toThrow(
+      /'kernels' must be the @regkit\/kernels module \(initKernels, registerKernels\)/,
+    );
+  });
+
   it('registers gradients for stock ops', async () => {
     await initBackend('wasm');
     const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(tf.sigmoid(x), x)))(tf.tensor1d([0, 1]));
