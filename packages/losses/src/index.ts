@@ -19,6 +19,7 @@ export {
   MineEstimator,
   type MineOptions,
   type MineShuffle,
+  type MineTrainingState,
   mineLoss,
 } from './mine.js';
 export {
