@@ -340,9 +340,12 @@ async function loadCheckpoint(
  * the same bound the model does). Probabilistic models train on posterior samples.
  *
  * - Progress: `onProgress` after every step.
- * - Checkpoints: with `checkpointDir`, weights, similarity and Adam state are written
- *   atomically every `checkpointEvery` epochs; a later call with the same directory resumes
- *   after the last complete checkpoint (a kill at any moment loses at most the epochs since).
+ * - Checkpoints: with `checkpointDir`, weights, similarity, Adam state (moments, iteration
+ *   count and bias-correction powers) and the `getTrainingState()` of the model and the
+ *   similarity (random streams: MINE's shuffles, VoxelMorph's noise) are written atomically
+ *   every `checkpointEvery` epochs; a later call with the same directory resumes after the
+ *   last complete checkpoint (a kill at any moment loses at most the epochs since), and with
+ *   a deterministic `data` ends with the weights of an uninterrupted run, bit for bit.
  * - Divergence: a non-finite loss stops training with a {@link TrainingDivergedError}
  *   naming the epoch, step and terms, before the update, so the weights stay finite.
  * - Memory: every step runs in `tf.tidy`; the number of tensors is the same after every epoch.
