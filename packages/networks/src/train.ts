@@ -202,29 +202,27 @@ async function saveCheckpoint(
   const named: NamedWeights = {};
   for (const [p, v] of vars) named[p] = v;
   const opt = await optimizer.getWeights();
-  // getWeights() makes a new scalar for the iteration count: ours to dispose
-  const iterations = opt[0]!.tensor;
+  const order = optimizerOrder(vars);
+  const moments = opt.length - 1;
+  if (moments > 0 && moments !== 2 * order.length) {
+    throw new RegkitError(
+      `checkpoint: the optimiser holds ${moments / 2} moment pairs for ${order.length} trainable variables`,
+    );
+  }
+  named['optimizer/iterations'] = opt[0]!.tensor;
+  const adam = optimizer as unknown as AdamInternals;
+  named['optimizer/accBeta1'] = adam.accBeta1;
+  named['optimizer/accBeta2'] = adam.accBeta2;
+  for (let i = 0; i < moments / 2; i++) {
+    named[`optimizer/m/${order[i]![0]}`] = opt[1 + i]!.tensor;
+    named[`optimizer/v/${order[i]![0]}`] = opt[1 + moments / 2 + i]!.tensor;
+  }
+  // a fresh directory per checkpoint; checkpoint.json (renamed last) names the complete one
   const weightsDir = `epoch-${String(epoch).padStart(6, '0')}`;
   try {
-    const order = optimizerOrder(vars);
-    const moments = opt.length - 1;
-    if (moments > 0 && moments !== 2 * order.length) {
-      throw new RegkitError(
-        `checkpoint: the optimiser holds ${moments / 2} moment pairs for ${order.length} trainable variables`,
-      );
-    }
-    named['optimizer/iterations'] = iterations;
-    const adam = optimizer as unknown as AdamInternals;
-    named['optimizer/accBeta1'] = adam.accBeta1;
-    named['optimizer/accBeta2'] = adam.accBeta2;
-    for (let i = 0; i < moments / 2; i++) {
-      named[`optimizer/m/${order[i]![0]}`] = opt[1 + i]!.tensor;
-      named[`optimizer/v/${order[i]![0]}`] = opt[1 + moments / 2 + i]!.tensor;
-    }
-    // a fresh directory per checkpoint; checkpoint.json (renamed last) names the complete one
     await directoryHandler(path.join(dir, weightsDir)).save!(await encodeNamedWeights(named));
   } finally {
-    iterations.dispose();
+    opt[0]!.tensor.dispose(); // getWeights() makes a new scalar for the iteration count
   }
   const previous = await readCheckpointJson(dir).catch(() => null);
   const json: CheckpointJson = {
