@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tf } from '@regkit/core';
+import { directoryHandler, encodeNamedWeights, readWeights } from '@regkit/networks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKENDS, useBackend } from './helpers.js';
 import { EPOCHS, STEPS, TRAINER_NAMES, train } from './resume_trainers.mjs';
@@ -52,6 +53,30 @@ describe.each(BACKENDS)('resumed training on %s', (backend) => {
       expect(tf.memory().numTensors).toBe(before);
     });
   }
+});
+
+describe("a checkpoint written before Adam's powers were saved", () => {
+  beforeAll(async () => {
+    await useBackend('cpu');
+  });
+
+  it('resumes bit-identically too (the powers are replayed from the iteration count)', async () => {
+    const straight = await train('voxelmorph', { epochs: EPOCHS });
+    const dir = join(tmp, 'old-format');
+    await train('voxelmorph', { epochs: 1, checkpointDir: dir });
+    const { weightsDir } = JSON.parse(readFileSync(join(dir, 'checkpoint.json'), 'utf8'));
+    const { weights } = await readWeights(join(dir, weightsDir));
+    expect(Object.keys(weights)).toContain('optimizer/accBeta2');
+    const old = Object.fromEntries(
+      Object.entries(weights).filter(([k]) => !k.startsWith('optimizer/accBeta')),
+    );
+    rmSync(join(dir, weightsDir), { recursive: true });
+    await directoryHandler(join(dir, weightsDir)).save!(await encodeNamedWeights(old));
+    tf.dispose(Object.values(weights));
+    const resumed = await train('voxelmorph', { epochs: EPOCHS, checkpointDir: dir });
+    expect(resumed.result.resumedFromEpoch).toBe(1);
+    expect(differing(straight.weights, resumed.weights)).toEqual([]);
+  });
 });
 
 /** Runs the child; resolves with its exit code and signal. */
