@@ -61,7 +61,9 @@ const LABELS = {
 
 async function run(dataset, taskKey, methodKey) {
   const tag = `${taskKey}-${methodKey}-s${steps}`;
-  const checkpointDir = join(args.out, 'checkpoints', tag);
+  // a rerun resumes the checkpoint of the same settings only (and on the same backend: a
+  // resumed run is then bit-identical to an uninterrupted one)
+  const checkpointDir = join(args.out, 'checkpoints', `${tag}-w${width}-lr${lr}-${backend}`);
   const data = (epoch, step) => trainingPair(dataset, epoch * STEPS_PER_EPOCH + step);
   const progress = (p) => {
     if (p.step === p.stepsPerEpoch - 1) {

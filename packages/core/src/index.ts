@@ -92,7 +92,12 @@ export {
   upsampleNearest,
 } from './layers.js';
 export { Module, type NamedWeights } from './module.js';
-export { mulberry32, type RandomSmoothFieldOptions, randomSmoothField } from './random.js';
+export {
+  mulberry32,
+  type RandomSmoothFieldOptions,
+  randomSmoothField,
+  type SeededRandom,
+} from './random.js';
 export { registerJsKernels } from './register_kernels.js';
 export { resizeField, resizeImage, resizeLinear } from './resize.js';
 export { type ResizePass, resizeLinearPlan } from './resize_kernel_js.js';

@@ -2,16 +2,35 @@ import { cubicBSplineField } from './bspline.js';
 import { tf } from './tf.js';
 import { assertSpatialShape, fail, perAxis } from './validate.js';
 
-/** Small seeded PRNG (mulberry32): deterministic uniform numbers in [0, 1) on every platform. */
-export function mulberry32(seed: number): () => number {
+/**
+ * A seeded uniform stream: call it for the next number in [0, 1). `state` (a uint32) is its
+ * whole state: read it to checkpoint the stream, assign it to continue from there.
+ */
+export interface SeededRandom {
+  (): number;
+  state: number;
+}
+
+/**
+ * Small seeded PRNG (mulberry32): deterministic uniform numbers in [0, 1) on every platform.
+ * Its `state` can be saved and restored (a resumed training run continues the same stream).
+ */
+export function mulberry32(seed: number): SeededRandom {
   let a = seed >>> 0;
-  return () => {
+  const next = (() => {
     a = (a + 0x6d2b79f5) >>> 0;
     let t = a;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  }) as SeededRandom;
+  Object.defineProperty(next, 'state', {
+    get: () => a,
+    set: (s: number) => {
+      a = s >>> 0;
+    },
+  });
+  return next;
 }
 
 /** Options of {@link randomSmoothField}. */

@@ -20,6 +20,7 @@ export {
   type MineLossOptions,
   type MineOptions,
   type MineShuffle,
+  type MineTrainingState,
   mineLoss,
 } from './mine.js';
 export {

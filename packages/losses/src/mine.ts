@@ -6,6 +6,7 @@ import {
   Module,
   mulberry32,
   reflectIndex,
+  type SeededRandom,
   tf,
 } from '@regkit/core';
 
@@ -54,6 +55,17 @@ export interface MineCallOptions {
    * them as the estimator would. For gradient checks and custom sampling.
    */
   marginalIndices?: Int32Array | readonly number[];
+}
+
+/**
+ * What {@link MineEstimator} keeps besides its weights (see
+ * {@link MineEstimator.getTrainingState}): JSON, for training checkpoints.
+ */
+export interface MineTrainingState {
+  /** Position of the shuffle stream (a uint32). */
+  shuffle: number;
+  /** Whether the moving average has been set by a first call (bias correction). */
+  emaReady: boolean;
 }
 
 interface Network {
@@ -113,7 +125,7 @@ export class MineEstimator extends Module {
   private emaReady = false;
   private disposed = false;
   private readonly weightRand: () => number;
-  private readonly shuffleRand: () => number;
+  private readonly shuffleRand: SeededRandom;
 
   constructor(options: MineOptions = {}) {
     super();
@@ -265,6 +277,34 @@ export class MineEstimator extends Module {
       () =>
         tf.neg(this.bound('MineEstimator.loss', a, b, options, this.biasCorrection)) as tf.Scalar,
     );
+  }
+
+  /**
+   * The state besides the weights that later calls depend on: the position of the shuffle
+   * stream and whether the moving average has started. Training checkpoints store it
+   * (`trainRegistration` does), so a resumed run draws the same pairings as an uninterrupted one.
+   */
+  getTrainingState(): MineTrainingState {
+    return { shuffle: this.shuffleRand.state, emaReady: this.emaReady };
+  }
+
+  /** Restores what {@link getTrainingState} returned (the weights are restored separately). */
+  setTrainingState(state: MineTrainingState): void {
+    const fn = 'MineEstimator.setTrainingState';
+    if (
+      !state ||
+      !Number.isInteger(state.shuffle) ||
+      state.shuffle < 0 ||
+      state.shuffle > 0xffffffff ||
+      typeof state.emaReady !== 'boolean'
+    ) {
+      fail(
+        fn,
+        `'state' must be { shuffle: uint32, emaReady: boolean }, got ${JSON.stringify(state)}`,
+      );
+    }
+    this.shuffleRand.state = state.shuffle;
+    this.emaReady = state.emaReady;
   }
 
   /** Frees the network's variables and the moving average. Idempotent. */

@@ -283,6 +283,34 @@ describe('MINE on cpu', () => {
       eager.dispose();
     });
   });
+
+  it('getTrainingState/setTrainingState continue the shuffle stream and the moving average exactly', () => {
+    tf.tidy(() => {
+      const [a, b] = gaussianPair(0.5, 8, 12);
+      const options = { seed: 4, features: 4, biasCorrection: true, channelsA: 1 } as const;
+      const first = new MineEstimator(options);
+      first.loss(a, b);
+      first.sampleMarginalIndices([2, 8, 8, 1]);
+      const state = first.getTrainingState();
+      expect(state.emaReady).toBe(true);
+      const weights = first.getWeights();
+      const next = first.sampleMarginalIndices([1, 8, 8, 1]);
+      const value = first.loss(a, b).dataSync()[0]!;
+      const ema = first.movingAverage!.dataSync()[0]!;
+      // a new estimator with the weights and state of the first after those calls
+      const resumed = new MineEstimator(options);
+      resumed.setWeights(weights);
+      resumed.setTrainingState(JSON.parse(JSON.stringify(state)));
+      expect(resumed.sampleMarginalIndices([1, 8, 8, 1])).toEqual(next);
+      expect(resumed.loss(a, b).dataSync()[0]).toBe(value);
+      expect(resumed.movingAverage!.dataSync()[0]).toBe(ema);
+      expect(() => resumed.setTrainingState({ shuffle: -1, emaReady: true })).toThrow(
+        /MineEstimator.setTrainingState\(\): 'state' must be \{ shuffle: uint32, emaReady: boolean \}/,
+      );
+      first.dispose();
+      resumed.dispose();
+    });
+  });
 });
 
 describe('MINE on wasm', () => {

@@ -130,6 +130,8 @@ interface CheckpointJson {
   history: number[];
   weightsDir: string;
   paths: string[];
+  /** `getTrainingState()` of the model and the similarity, where they have one. */
+  state?: { model?: unknown; similarity?: unknown };
 }
 
 const CHECKPOINT = 'checkpoint.json';
@@ -156,12 +158,50 @@ function optimizerOrder(vars: Array<[string, tf.Variable]>): Array<[string, tf.V
     .sort(([, a], [, b]) => Number(a.name) - Number(b.name) || a.name.localeCompare(b.name));
 }
 
+/**
+ * tfjs's Adam keeps the bias-correction powers β₁ᵗ⁺¹, β₂ᵗ⁺¹ outside `getWeights()`, as
+ * running float32 products; its `setWeights()` recomputes them with `pow`, which differs from
+ * the products in the last bits for most t (a resumed run then drifts from an uninterrupted
+ * one). Checkpoints store them, and loading assigns them back.
+ */
+interface AdamInternals {
+  accBeta1: tf.Variable;
+  accBeta2: tf.Variable;
+  beta1: number;
+  beta2: number;
+}
+
+/** A module with state besides its weights (a random stream): MINE, VoxelMorph. */
+interface Stateful {
+  getTrainingState(): unknown;
+  setTrainingState(state: unknown): void;
+}
+
+/** The model and the similarity where they have a training state, by checkpoint key. */
+function statefulModules(
+  model: Module,
+  similarity: Similarity | undefined,
+): Array<[string, Stateful]> {
+  const out: Array<[string, Stateful]> = [];
+  for (const [key, m] of [
+    ['model', model],
+    ['similarity', similarity],
+  ] as const) {
+    const s = m as Partial<Stateful> | undefined;
+    if (typeof s?.getTrainingState === 'function' && typeof s.setTrainingState === 'function') {
+      out.push([key, s as Stateful]);
+    }
+  }
+  return out;
+}
+
 async function saveCheckpoint(
   dir: string,
   epoch: number,
   history: number[],
   vars: Array<[string, tf.Variable]>,
   optimizer: tf.AdamOptimizer,
+  stateful: Array<[string, Stateful]>,
 ): Promise<void> {
   const fs = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:fs/promises');
   const path = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:path');
@@ -176,13 +216,20 @@ async function saveCheckpoint(
     );
   }
   named['optimizer/iterations'] = opt[0]!.tensor;
+  const adam = optimizer as unknown as AdamInternals;
+  named['optimizer/accBeta1'] = adam.accBeta1;
+  named['optimizer/accBeta2'] = adam.accBeta2;
   for (let i = 0; i < moments / 2; i++) {
     named[`optimizer/m/${order[i]![0]}`] = opt[1 + i]!.tensor;
     named[`optimizer/v/${order[i]![0]}`] = opt[1 + moments / 2 + i]!.tensor;
   }
   // a fresh directory per checkpoint; checkpoint.json (renamed last) names the complete one
   const weightsDir = `epoch-${String(epoch).padStart(6, '0')}`;
-  await directoryHandler(path.join(dir, weightsDir)).save!(await encodeNamedWeights(named));
+  try {
+    await directoryHandler(path.join(dir, weightsDir)).save!(await encodeNamedWeights(named));
+  } finally {
+    opt[0]!.tensor.dispose(); // getWeights() makes a new scalar for the iteration count
+  }
   const previous = await readCheckpointJson(dir).catch(() => null);
   const json: CheckpointJson = {
     format: 'regkit-checkpoint',
@@ -191,6 +238,9 @@ async function saveCheckpoint(
     weightsDir,
     paths: vars.map(([p]) => p),
   };
+  if (stateful.length > 0) {
+    json.state = Object.fromEntries(stateful.map(([k, m]) => [k, m.getTrainingState()]));
+  }
   await writeFileAtomic(path.join(dir, CHECKPOINT), `${JSON.stringify(json)}\n`);
   if (previous && previous.weightsDir !== weightsDir) {
     await fs.rm(path.join(dir, previous.weightsDir), { recursive: true, force: true });
@@ -218,6 +268,7 @@ async function loadCheckpoint(
   json: CheckpointJson,
   vars: Array<[string, tf.Variable]>,
   optimizer: tf.AdamOptimizer,
+  stateful: Array<[string, Stateful]>,
 ): Promise<void> {
   const path = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:path');
   const artifacts = await directoryHandler(path.join(dir, json.weightsDir)).load!();
@@ -258,6 +309,28 @@ async function loadCheckpoint(
         }
       }
       await optimizer.setWeights(list);
+      const adam = optimizer as unknown as AdamInternals;
+      const acc1 = saved['optimizer/accBeta1'];
+      const acc2 = saved['optimizer/accBeta2'];
+      if (acc1 && acc2) {
+        adam.accBeta1.assign(acc1);
+        adam.accBeta2.assign(acc2);
+      } else {
+        // an older checkpoint: replay the float32 products β·β·…·β of the saving run
+        const t = saved['optimizer/iterations']!.dataSync()[0]!;
+        const b1 = Math.fround(adam.beta1);
+        const b2 = Math.fround(adam.beta2);
+        let [p1, p2] = [b1, b2];
+        for (let i = 0; i < t; i++) [p1, p2] = [Math.fround(p1 * b1), Math.fround(p2 * b2)];
+        tf.tidy(() => {
+          adam.accBeta1.assign(tf.scalar(p1));
+          adam.accBeta2.assign(tf.scalar(p2));
+        });
+      }
+    }
+    for (const [key, m] of stateful) {
+      const state = json.state?.[key as 'model' | 'similarity'];
+      if (state !== undefined) m.setTrainingState(state);
     }
   } finally {
     tf.dispose(Object.values(saved));
@@ -311,9 +384,12 @@ export const diffusionRegulariser: Regulariser = (output) =>
  * - else α · similarity(fixed, moving ∘ φ) + w · regulariser(output) ({@link defaultTerms}).
  *
  * - Progress: `onProgress` after every step.
- * - Checkpoints: with `checkpointDir`, weights, similarity and Adam state are written
- *   atomically every `checkpointEvery` epochs; a later call with the same directory resumes
- *   after the last complete checkpoint (a kill at any moment loses at most the epochs since).
+ * - Checkpoints: with `checkpointDir`, weights, similarity, Adam state (moments, iteration
+ *   count and bias-correction powers) and the `getTrainingState()` of the model and the
+ *   similarity (random streams: MINE's shuffles, VoxelMorph's noise) are written atomically
+ *   every `checkpointEvery` epochs; a later call with the same directory resumes after the
+ *   last complete checkpoint (a kill at any moment loses at most the epochs since), and with
+ *   a deterministic `data` ends with the weights of an uninterrupted run, bit for bit.
  * - Divergence: a non-finite loss stops training with a {@link TrainingDivergedError}
  *   naming the epoch, step and terms, before the update, so the weights stay finite.
  * - Memory: every step runs in `tf.tidy`; the number of tensors is the same after every epoch.
@@ -421,10 +497,11 @@ export async function trainRegistration(
   }
   const vars = namedTrainables(model, similarity);
   const trainable = vars.map(([, v]) => v).filter((v) => v.trainable);
+  const stateful = statefulModules(model, similarity);
   if (o.checkpointDir) {
     const json = await readCheckpointJson(o.checkpointDir);
     if (json) {
-      await loadCheckpoint(o.checkpointDir, json, vars, optimizer);
+      await loadCheckpoint(o.checkpointDir, json, vars, optimizer, stateful);
       startEpoch = json.epoch;
       history.push(...json.history);
     }
@@ -479,7 +556,7 @@ export async function trainRegistration(
     history.push(sum / stepsPerEpoch);
     const done = epoch + 1;
     if (o.checkpointDir && (done % (o.checkpointEvery ?? 1) === 0 || done === epochs)) {
-      await saveCheckpoint(o.checkpointDir, done, history, vars, optimizer);
+      await saveCheckpoint(o.checkpointDir, done, history, vars, optimizer, stateful);
     }
   }
   optimizer.dispose();

@@ -7,6 +7,7 @@ import {
   mulberry32,
   type RegistrationModel,
   type RegistrationOutput,
+  type SeededRandom,
   type TrainingContext,
   type TrainingTerms,
   tf,
@@ -124,7 +125,7 @@ export class VoxelMorph
   readonly unet: Unet;
   readonly flow: Conv;
   readonly logVarianceHead: Conv | null;
-  private readonly noiseRand: () => number;
+  private readonly noiseRand: SeededRandom;
 
   constructor(options: VoxelMorphOptions) {
     super();
@@ -187,6 +188,25 @@ export class VoxelMorph
       tf.tidy(() => b.assign(tf.fill(b.shape, bias)));
     }
     this.noiseRand = mulberry32((seed ^ 0x2545f491) >>> 0);
+  }
+
+  /**
+   * The state besides the weights: the position of the model's own noise stream (used by
+   * samples without a `noiseSeed`). Training checkpoints store it (`trainRegistration` does).
+   */
+  getTrainingState(): { noise: number } {
+    return { noise: this.noiseRand.state };
+  }
+
+  /** Restores what {@link getTrainingState} returned. */
+  setTrainingState(state: { noise: number }): void {
+    if (!state || !Number.isInteger(state.noise) || state.noise < 0 || state.noise > 0xffffffff) {
+      fail(
+        'VoxelMorph.setTrainingState',
+        `'state' must be { noise: uint32 }, got ${JSON.stringify(state)}`,
+      );
+    }
+    this.noiseRand.state = state.noise;
   }
 
   /**
