@@ -50,6 +50,16 @@ function integerList(name: string) {
   };
 }
 
+function numberList(name: string) {
+  return (v: string) => {
+    const xs = v.split(',').map((s) => Number(s.trim()));
+    if (xs.length === 0 || xs.some((x) => !Number.isFinite(x))) {
+      throw new InvalidArgumentError(`${name} must be comma-separated numbers, got '${v}'`);
+    }
+    return xs;
+  };
+}
+
 interface Common {
   json?: boolean;
   quiet?: boolean;
@@ -193,7 +203,9 @@ export function buildProgram(io: CliIO = defaultIO): Command {
       }
     }
     await setupBackend(o.backend);
-    const summary = await registerCommand(o, createProgress(!!(o.json || o.quiet)));
+    const summary = await registerCommand(o, createProgress(!!(o.json || o.quiet)), (w) =>
+      io.err(`regkit: warning: ${w}\n`),
+    );
     if (o.json) io.out(`${JSON.stringify(summary)}\n`);
     else {
       const last = summary.levels[summary.levels.length - 1];
@@ -234,8 +246,8 @@ export function buildProgram(io: CliIO = defaultIO): Command {
       .option('--field <file>', 'displacement field on the fixed grid (ITK/ANTs)')
       .option(
         '--labels <list>',
-        'labels to score (default: all non-zero present)',
-        integerList('--labels'),
+        'labels to score, any numbers (default: all non-zero present)',
+        numberList('--labels'),
       ),
   ).action(async (o: Common & Parameters<typeof evalCommand>[0]) => {
     await setupBackend(o.backend);
