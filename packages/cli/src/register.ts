@@ -21,6 +21,7 @@ import {
   thinAxis,
 } from './checks.js';
 import { UsageError } from './errors.js';
+import { assertLabelMap } from './evaluate.js';
 import { checkOutputs, disposeVolumes, gzipAsync, OutputTransaction, readInput } from './files.js';
 import { sameGrid, warpThroughAffines } from './geometry.js';
 import {
@@ -303,6 +304,9 @@ export async function registerCommand(
       throw new UsageError(
         `--moving-labels ${o.movingLabels} is ${labels.data.rank - 2}D but --moving ${o.moving} is ${ms.length}D`,
       );
+    }
+    if (labels && o.movingLabels) {
+      assertLabelMap('--moving-labels', o.movingLabels, (await labels.data.data()) as Float32Array);
     }
     const thin = thinAxis('--fixed', o.fixed, fs);
     await assertRegistrable('--fixed', o.fixed, fixed);

@@ -165,7 +165,18 @@ describe('every check that needs no registration comes first', () => {
     const png = await regkit([...base, '--out', 'w.nii.gz', '--png', 'p.nii.gz'], work);
     expect(png.code).toBe(2);
     expect(errors(png)).toContain('.png');
-    expect(readdirSync(work)).toEqual([]);
+    const notLabels = await save(
+      join(work, 'noise.nii.gz'),
+      tf.randomUniform([1, 20, 20, 20, 1], 0, 1, 'float32', 5),
+    );
+    const labels = await regkit(
+      [...base, '--out', 'w.nii.gz', '--moving-labels', notLabels, '--out-labels', 'l.nii.gz'],
+      work,
+    );
+    expect(labels.code).toBe(2);
+    expect(errors(labels)).toContain('--moving-labels');
+    expect(errors(labels)).toContain('is not a label map');
+    expect(readdirSync(work)).toEqual(['noise.nii.gz']);
   });
 
   it('a 3D image one voxel thick is registered as 2D: the field has a zero component along that axis', async () => {
