@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { initExampleBackend } from '@regkit/example-common/backend';
 import { cell, evaluateMethod, markdownTable } from '@regkit/example-common/evaluate';
 import { bratsDataset, itkPairDataset, trainingPair } from '@regkit/example-common/slices';
+import { epochsForStepsOrExit } from '@regkit/example-common/steps';
 import { localNccLoss, mutualInformationLoss } from '@regkit/losses';
 import {
   createInnreg,
@@ -47,7 +48,7 @@ const { values: args } = parseArgs({
 });
 const STEPS_PER_EPOCH = 25;
 const steps = Number(args.steps);
-const epochs = Math.max(1, Math.round(steps / STEPS_PER_EPOCH));
+const epochs = epochsForStepsOrExit(args.steps, STEPS_PER_EPOCH);
 const lr = Number(args['learning-rate']);
 const translatorBlocks = Number(args['translator-blocks']);
 const subnet = args.subnet;

@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { initExampleBackend } from '@regkit/example-common/backend';
 import { evaluateMethod } from '@regkit/example-common/evaluate';
 import { bratsDataset, colinDataset, trainingPair } from '@regkit/example-common/slices';
+import { epochsForStepsOrExit } from '@regkit/example-common/steps';
 import { localNccLoss, MineEstimator, mutualInformationLoss } from '@regkit/losses';
 import {
   createVoxelMorph,
@@ -45,7 +46,7 @@ const { values: args } = parseArgs({
 const STEPS_PER_EPOCH = 50;
 const PRIOR_LAMBDA = 10;
 const steps = Number(args.steps);
-const epochs = Math.max(1, Math.round(steps / STEPS_PER_EPOCH));
+const epochs = epochsForStepsOrExit(args.steps, STEPS_PER_EPOCH);
 const lr = Number(args['learning-rate']);
 
 const backend = await initExampleBackend(args.backend);

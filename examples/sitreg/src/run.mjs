@@ -22,6 +22,7 @@ import { parseArgs } from 'node:util';
 import { initExampleBackend } from '@regkit/example-common/backend';
 import { cell, evaluateMethod, markdownTable } from '@regkit/example-common/evaluate';
 import { colinDataset, trainingPair, voxelmorphDataset } from '@regkit/example-common/slices';
+import { epochsForStepsOrExit } from '@regkit/example-common/steps';
 import { localNccLoss } from '@regkit/losses';
 import {
   BUNDLED_WEIGHTS,
@@ -47,7 +48,7 @@ const { values: args } = parseArgs({
 });
 const STEPS_PER_EPOCH = 50;
 const steps = Number(args.steps);
-const epochs = Math.max(1, Math.round(steps / STEPS_PER_EPOCH));
+const epochs = epochsForStepsOrExit(args.steps, STEPS_PER_EPOCH);
 const lr = Number(args['learning-rate']);
 const width = Number(args.width);
 

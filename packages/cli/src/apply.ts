@@ -1,8 +1,8 @@
-import { readDisplacementField, readNifti, type Volume, writeNifti } from '@regkit/io';
+import { encodeNifti, readDisplacementField, type Volume } from '@regkit/io';
 import { UsageError } from './errors.js';
-import { checkOutputs, disposeVolumes, readInput } from './files.js';
+import { checkOutputs, disposeVolumes, OutputTransaction, readInput } from './files.js';
 import { warpThroughAffines } from './geometry.js';
-import { writeLabels } from './register.js';
+import { encodeLabels } from './register.js';
 
 /** Options of the `apply` command. */
 export interface ApplyCommandOptions {
@@ -16,7 +16,7 @@ export interface ApplyCommandOptions {
 
 /** The grid of a field file: its affine and spatial shape, as a one-channel volume. */
 async function fieldGrid(path: string): Promise<Volume> {
-  const v = await readNifti(path);
+  const v = await readInput('--field', path);
   const nd = v.data.rank - 2;
   const c = v.data.shape[v.data.rank - 1];
   if (c !== nd) {
@@ -32,6 +32,10 @@ async function fieldGrid(path: string): Promise<Volume> {
  * `regkit apply`: warps an image (or, with `nearest`, a label map) by an ITK/ANTs
  * displacement field. The output lies on the field's grid (or `reference`'s, which must be
  * the same grid); the moving image is mapped through both affines with one interpolation.
+ * With `nearest` the labels keep their values and, where it holds them all, the moving
+ * file's datatype (else the smallest integer type that does, or float32 for non-integer
+ * labels). The output is claimed when written: an output created meanwhile by another run
+ * fails this one unless `force`.
  */
 export async function applyCommand(o: ApplyCommandOptions): Promise<{ out: string }> {
   checkOutputs(
@@ -42,13 +46,18 @@ export async function applyCommand(o: ApplyCommandOptions): Promise<{ out: strin
   const moving = await readInput('--moving', o.moving);
   let grid: Volume | null = null;
   try {
-    grid = o.reference ? await readNifti(o.reference) : await fieldGrid(o.field);
+    grid = o.reference ? await readInput('--reference', o.reference) : await fieldGrid(o.field);
     const field = await readDisplacementField(o.field, grid);
     try {
       const warped = warpThroughAffines(moving, field, grid, o.nearest ? 'nearest' : 'linear');
       try {
-        if (o.nearest) await writeLabels(o.out, warped);
-        else await writeNifti(o.out, warped);
+        const tx = new OutputTransaction(!!o.force);
+        tx.stageNifti(
+          '--out',
+          o.out,
+          o.nearest ? await encodeLabels(warped, moving.header.datatype) : encodeNifti(warped),
+        );
+        await tx.commit();
       } finally {
         warped.data.dispose();
       }

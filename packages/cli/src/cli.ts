@@ -50,6 +50,16 @@ function integerList(name: string) {
   };
 }
 
+function numberList(name: string) {
+  return (v: string) => {
+    const xs = v.split(',').map((s) => Number(s.trim()));
+    if (xs.length === 0 || xs.some((x) => !Number.isFinite(x))) {
+      throw new InvalidArgumentError(`${name} must be comma-separated numbers, got '${v}'`);
+    }
+    return xs;
+  };
+}
+
 interface Common {
   json?: boolean;
   quiet?: boolean;
@@ -173,7 +183,21 @@ export function buildProgram(io: CliIO = defaultIO): Command {
         '--weights <dir>',
         'directory of the trained network (model.json + weights.bin); default: the bundled weights of the method (sitreg)',
       )
-      .option('--force', 'replace existing outputs'),
+      .option('--force', 'replace existing outputs')
+      .addHelpText(
+        'after',
+        `
+Checked before registering (usage error, exit 2, nothing written): outputs (folder exists and
+is writable, .nii/.nii.gz or .png, not an input, not existing without --force), shapes and
+channels, and the images: non-finite values, a constant or all-zero image, a moving image
+outside the fixed grid (no overlap in space) or constant once resampled onto it, and a grid
+one voxel thick on two axes are refused. A 3D image one voxel thick along one axis is
+registered as 2D on the two others (zero displacement along that axis).
+Warnings on stderr (the run goes on): the moving image covers under 25 % of the fixed grid,
+or the foregrounds (above 1 % of each image's range) do not overlap.
+Outputs are written together or not at all, once everything is computed; an output that
+another run created meanwhile fails this run (exit 1) unless --force.`,
+      ),
   ).action(async (o: Common & Parameters<typeof registerCommand>[0], command: Command) => {
     if (o.method) {
       const instanceOnly = {
@@ -193,7 +217,9 @@ export function buildProgram(io: CliIO = defaultIO): Command {
       }
     }
     await setupBackend(o.backend);
-    const summary = await registerCommand(o, createProgress(!!(o.json || o.quiet)));
+    const summary = await registerCommand(o, createProgress(!!(o.json || o.quiet)), (w) =>
+      io.err(`regkit: warning: ${w}\n`),
+    );
     if (o.json) io.out(`${JSON.stringify(summary)}\n`);
     else {
       const last = summary.levels[summary.levels.length - 1];
@@ -217,7 +243,10 @@ export function buildProgram(io: CliIO = defaultIO): Command {
       .requiredOption('--field <file>', 'displacement field (ITK/ANTs NIfTI)')
       .requiredOption('--out <file>', 'output on the field grid')
       .option('--reference <file>', 'grid of the output (default: the field grid)')
-      .option('--nearest', 'nearest-neighbour interpolation (labels)')
+      .option(
+        '--nearest',
+        "nearest-neighbour interpolation (labels: values and, where it holds them, the input's datatype kept)",
+      )
       .option('--force', 'replace an existing output'),
   ).action(async (o: Common & Parameters<typeof applyCommand>[0]) => {
     await setupBackend(o.backend);
@@ -234,8 +263,14 @@ export function buildProgram(io: CliIO = defaultIO): Command {
       .option('--field <file>', 'displacement field on the fixed grid (ITK/ANTs)')
       .option(
         '--labels <list>',
-        'labels to score (default: all non-zero present)',
-        integerList('--labels'),
+        'labels to score, any numbers (default: all non-zero present)',
+        numberList('--labels'),
+      )
+      .addHelpText(
+        'after',
+        `
+Label maps: any finite values (1.5 and 2.7 are two labels, compared exactly). An image with
+more distinct values than both 256 and half its voxels is refused as not a label map.`,
       ),
   ).action(async (o: Common & Parameters<typeof evalCommand>[0]) => {
     await setupBackend(o.backend);

@@ -1,8 +1,8 @@
 import { randomSmoothField, tf, warp } from '@regkit/core';
-import { volumeLike, writeDisplacementField, writeNifti } from '@regkit/io';
+import { encodeDisplacementField, encodeNifti, volumeLike } from '@regkit/io';
 import { UsageError } from './errors.js';
-import { checkOutputs, disposeVolumes, readInput } from './files.js';
-import { writeLabels } from './register.js';
+import { checkOutputs, disposeVolumes, gzipAsync, OutputTransaction, readInput } from './files.js';
+import { encodeLabels } from './register.js';
 
 /** Options of the `deform` command. */
 export interface DeformCommandOptions {
@@ -21,7 +21,8 @@ export interface DeformCommandOptions {
  * `regkit deform`: makes a registration problem with a known answer. Writes
  * out(x) = image(x + v(x)) for a seeded random smooth B-spline displacement v (and the labels
  * warped with nearest neighbour); registering `image` (moving) to `out` (fixed) should
- * recover v, written as an ITK/ANTs field to `trueField`.
+ * recover v, written as an ITK/ANTs field to `trueField`. The outputs are written together
+ * or not at all.
  */
 export async function deformCommand(
   o: DeformCommandOptions,
@@ -48,13 +49,24 @@ export async function deformCommand(
     keep.push(v);
     const out = warp(image.data, v);
     keep.push(out);
-    await writeNifti(o.out, volumeLike(image, out));
-    await writeDisplacementField(o.trueField, v, image);
+    const tx = new OutputTransaction(!!o.force);
+    tx.stageNifti('--out', o.out, encodeNifti(volumeLike(image, out)));
+    const fieldRaw = encodeDisplacementField(v, image);
+    tx.stage(
+      '--true-field',
+      o.trueField,
+      o.trueField.toLowerCase().endsWith('.gz') ? gzipAsync(fieldRaw) : fieldRaw,
+    );
     if (labels && o.outLabels) {
       const l = warp(labels.data, v, { interpolation: 'nearest' });
       keep.push(l);
-      await writeLabels(o.outLabels, volumeLike(image, l));
+      tx.stageNifti(
+        '--out-labels',
+        o.outLabels,
+        await encodeLabels(volumeLike(image, l), labels.header.datatype),
+      );
     }
+    await tx.commit();
     return { maxDisplacement, controlSpacing, seed };
   } finally {
     for (const t of keep) t.dispose();

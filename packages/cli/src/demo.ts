@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gaussianSmooth, randomSmoothField, tf, warp } from '@regkit/core';
@@ -20,7 +20,7 @@ import {
 } from '@regkit/register';
 import { UsageError } from './errors.js';
 import { presentLabels } from './evaluate.js';
-import { checkOutputs, disposeVolumes } from './files.js';
+import { disposeVolumes, removeStaleTemporaries } from './files.js';
 import type { Progress } from './progress.js';
 import { writeLabels } from './register.js';
 
@@ -151,6 +151,7 @@ interface CaseInput {
 async function runCase(c: CaseInput, dir: string, progress: Progress): Promise<DemoCaseSummary> {
   const t0 = performance.now();
   mkdirSync(dir, { recursive: true });
+  removeStaleTemporaries(dir);
   const spatial = c.fixedSource.data.shape.slice(1, -1);
   const keep: tf.Tensor[] = [];
   try {
@@ -276,7 +277,9 @@ export async function demoCommand(o: DemoOptions, progress: Progress): Promise<D
     throw new UsageError(`--resolution-3d must be in [1, 8] mm, got ${mm}`);
   const data = demoDataDir();
   const dirs = cases.map((c) => join(outDir, c === '2d' ? '2d-t1-to-pd' : '3d-colin27'));
-  if (!o.force) checkOutputs(Object.fromEntries(dirs.map((d) => [d, d])), {}, false);
+  for (const d of dirs) {
+    if (!o.force && existsSync(d)) throw new UsageError(`${d} exists: pass --force to replace it`);
+  }
   const summaries: DemoCaseSummary[] = [];
   if (cases.includes('2d')) {
     const t1 = await readNifti(join(data, 'itk_brainweb_t1_slice.nii.gz'));

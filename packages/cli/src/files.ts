@@ -1,5 +1,17 @@
-import { existsSync, realpathSync } from 'node:fs';
-import { resolve } from 'node:path';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  lstatSync,
+  readdirSync,
+  realpathSync,
+  statSync,
+  unlinkSync,
+} from 'node:fs';
+import { copyFile, link, lstat, open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { gzip } from 'node:zlib';
+import { RegkitError } from '@regkit/core';
 import { readNifti, type Volume } from '@regkit/io';
 import { UsageError } from './errors.js';
 
@@ -11,9 +23,26 @@ function canonical(path: string): string {
   }
 }
 
+/** What an output file holds, which fixes its extension. */
+export type OutputKind = 'nifti' | 'png';
+
+const EXTENSIONS: Record<OutputKind, string[]> = {
+  nifti: ['.nii', '.nii.gz'],
+  png: ['.png'],
+};
+
+/** The kind of an output option: `--png` is a PNG preview, every other output is NIfTI. */
+function outputKind(option: string): OutputKind {
+  return option === '--png' ? 'png' : 'nifti';
+}
+
 /**
  * Checks output paths before any work: none may be an input (inputs are never overwritten),
- * two outputs may not coincide, and existing files are refused unless `force`.
+ * two outputs may not coincide, existing files are refused unless `force`, the extension
+ * must be one the output can be written as (`.nii`/`.nii.gz`, `.png` for `--png`), and the
+ * folder must exist and be writable. Removes stale temporaries of dead processes next to
+ * the outputs ({@link removeStaleTemporaries}). Throws a {@link UsageError} naming the option
+ * and the path.
  */
 export function checkOutputs(
   outputs: Record<string, string | undefined>,
@@ -23,6 +52,7 @@ export function checkOutputs(
   const inputPaths = new Map<string, string>();
   for (const [name, p] of Object.entries(inputs)) if (p) inputPaths.set(canonical(p), name);
   const seen = new Map<string, string>();
+  const dirs = new Set<string>();
   for (const [name, p] of Object.entries(outputs)) {
     if (!p) continue;
     const c = canonical(p);
@@ -32,8 +62,211 @@ export function checkOutputs(
     const other = seen.get(c);
     if (other) throw new UsageError(`${name} and ${other} are the same file ${p}`);
     seen.set(c, name);
-    if (!force && existsSync(p)) {
-      throw new UsageError(`${name} ${p} exists: pass --force to replace it`);
+    const kind = outputKind(name);
+    const lower = p.toLowerCase();
+    if (!EXTENSIONS[kind].some((e) => lower.endsWith(e))) {
+      throw new UsageError(
+        `${name} ${p}: the file name must end with ${EXTENSIONS[kind].join(' or ')}`,
+      );
+    }
+    const dir = dirname(resolve(p));
+    let isDir = false;
+    try {
+      isDir = statSync(dir).isDirectory();
+    } catch {
+      throw new UsageError(`${name} ${p}: the folder ${dir} does not exist`);
+    }
+    if (!isDir) throw new UsageError(`${name} ${p}: ${dir} is not a folder`);
+    try {
+      accessSync(dir, constants.W_OK);
+    } catch {
+      throw new UsageError(`${name} ${p}: the folder ${dir} is not writable`);
+    }
+    let stat: ReturnType<typeof lstatSync> | null = null;
+    try {
+      stat = lstatSync(p);
+    } catch {
+      stat = null;
+    }
+    if (stat?.isDirectory()) throw new UsageError(`${name} ${p} is a folder`);
+    if (stat && !force) throw new UsageError(`${name} ${p} exists: pass --force to replace it`);
+    dirs.add(dir);
+  }
+  for (const dir of dirs) removeStaleTemporaries(dir);
+}
+
+/**
+ * Temporary files of regkit's writers: `.<name>.<pid>.<random>.tmp` (this package's
+ * {@link OutputTransaction}, `writeFileAtomic` of `@regkit/io` and the weight writer of
+ * `@regkit/networks`), for the kinds of files regkit writes (`.nii`, `.nii.gz`, `.png`,
+ * `.json`, `.bin`). Group 1 is the final name, group 2 the pid of the process that wrote it.
+ */
+export const TEMPORARY_NAME = /^\.(.+\.(?:nii|nii\.gz|png|json|bin))\.(\d+)\.[0-9a-z]+\.tmp$/i;
+
+/** Whether a process with this pid is running (on this machine). */
+export function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists but belongs to someone else
+    return (e as { code?: string }).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the temporaries ({@link TEMPORARY_NAME}) in `dir` whose writing process is no longer
+ * running: leftovers of runs killed while writing (`kill -9`, power loss). Temporaries of
+ * live processes are kept. Best effort; returns the paths removed.
+ */
+export function removeStaleTemporaries(dir: string): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const m = TEMPORARY_NAME.exec(name);
+    if (!m || processAlive(Number(m[2]))) continue;
+    const path = join(dir, name);
+    try {
+      if (!lstatSync(path).isFile()) continue;
+      unlinkSync(path);
+      removed.push(path);
+    } catch {
+      // another run removed it first, or it is not ours to remove
+    }
+  }
+  return removed;
+}
+
+/** An output claimed by a concurrent run between the start-up check and the write: exit 1. */
+export class OutputClaimedError extends RegkitError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OutputClaimedError';
+  }
+}
+
+interface Staged {
+  option: string;
+  path: string;
+  bytes: Uint8Array | Promise<Uint8Array>;
+}
+
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV', 'EMLINK']);
+
+/** gzip-compresses bytes on the libuv thread pool (level 1, as `writeNifti`). */
+export function gzipAsync(bytes: Uint8Array, level = 1): Promise<Uint8Array> {
+  return new Promise((done, reject) =>
+    gzip(bytes, { level }, (err, res) =>
+      err ? reject(err) : done(new Uint8Array(res.buffer, res.byteOffset, res.length)),
+    ),
+  );
+}
+
+/**
+ * The outputs of one run, written all together or not at all. {@link stage} collects the
+ * bytes of each output once everything is computed; {@link commit} writes each to a
+ * temporary `.<name>.<pid>.<random>.tmp` beside it, then claims the final names: without
+ * `force` by a hard link that fails when the name exists (atomic: of two runs writing the same
+ * file, exactly one wins, the other fails with {@link OutputClaimedError}), with `force` by a
+ * rename that replaces. On any failure the temporaries and the outputs this run already
+ * claimed are removed.
+ */
+export class OutputTransaction {
+  private readonly staged: Staged[] = [];
+
+  constructor(private readonly force: boolean) {}
+
+  /** Adds an output (its bytes, or a promise of them). */
+  stage(option: string, path: string, bytes: Uint8Array | Promise<Uint8Array>): void {
+    this.staged.push({ option, path, bytes });
+  }
+
+  /** Adds a NIfTI output whose raw bytes are gzip-compressed when the name ends in `.gz`. */
+  stageNifti(option: string, path: string, raw: Uint8Array): void {
+    this.stage(option, path, path.toLowerCase().endsWith('.gz') ? gzipAsync(raw) : raw);
+  }
+
+  /** Writes every staged output (see the class); returns `{ option: path }`. */
+  async commit(): Promise<Record<string, string>> {
+    const temporaries: string[] = [];
+    const claimed: Array<{ path: string; ino: number; dev: number }> = [];
+    try {
+      const written: Array<Staged & { tmp: string; ino: number; dev: number }> = [];
+      for (const s of this.staged) {
+        const bytes = await s.bytes;
+        const tmp = join(
+          dirname(s.path),
+          `.${basename(s.path)}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`,
+        );
+        let handle: Awaited<ReturnType<typeof open>>;
+        try {
+          handle = await open(tmp, 'wx');
+        } catch (e) {
+          throw new RegkitError(`${s.option} ${s.path}: cannot write (${(e as Error).message})`);
+        }
+        temporaries.push(tmp);
+        try {
+          await handle.writeFile(bytes);
+          await handle.sync();
+        } catch (e) {
+          throw new RegkitError(`${s.option} ${s.path}: cannot write (${(e as Error).message})`);
+        } finally {
+          await handle.close();
+        }
+        const st = await lstat(tmp);
+        written.push({ ...s, tmp, ino: st.ino, dev: st.dev });
+      }
+      for (const w of written) {
+        if (this.force) {
+          await rename(w.tmp, w.path);
+          claimed.push({ path: w.path, ino: w.ino, dev: w.dev });
+          continue;
+        }
+        try {
+          await link(w.tmp, w.path);
+          claimed.push({ path: w.path, ino: w.ino, dev: w.dev });
+        } catch (e) {
+          const code = (e as { code?: string }).code;
+          if (code === 'EEXIST') {
+            throw new OutputClaimedError(
+              `${w.option} ${w.path} was created by another process while this run was computing; nothing was written (pass --force to replace it)`,
+            );
+          }
+          if (!code || !NO_HARD_LINKS.has(code)) {
+            throw new RegkitError(`${w.option} ${w.path}: cannot write (${(e as Error).message})`);
+          }
+          // no hard links here (some network or FAT file systems): an exclusive copy
+          try {
+            await copyFile(w.tmp, w.path, constants.COPYFILE_EXCL);
+          } catch (e2) {
+            if ((e2 as { code?: string }).code === 'EEXIST') {
+              throw new OutputClaimedError(
+                `${w.option} ${w.path} was created by another process while this run was computing; nothing was written (pass --force to replace it)`,
+              );
+            }
+            throw new RegkitError(`${w.option} ${w.path}: cannot write (${(e2 as Error).message})`);
+          }
+          const st = await lstat(w.path);
+          claimed.push({ path: w.path, ino: st.ino, dev: st.dev });
+        }
+      }
+      for (const tmp of temporaries) await unlink(tmp).catch(() => undefined);
+      return Object.fromEntries(this.staged.map((s) => [s.option, s.path]));
+    } catch (e) {
+      for (const tmp of temporaries) await unlink(tmp).catch(() => undefined);
+      for (const c of claimed) {
+        // only what this run wrote: a file another run put there meanwhile stays
+        const st = await lstat(c.path).catch(() => null);
+        if (st && st.ino === c.ino && st.dev === c.dev) await unlink(c.path).catch(() => undefined);
+      }
+      throw e;
     }
   }
 }
@@ -41,6 +274,7 @@ export function checkOutputs(
 /** Reads a NIfTI file named by an option, with the option in the error when it is missing. */
 export async function readInput(option: string, path: string | undefined): Promise<Volume> {
   if (!path) throw new UsageError(`${option} is required`);
+  if (!existsSync(path)) throw new UsageError(`${option} ${path} does not exist`);
   return readNifti(path);
 }
 

@@ -15,13 +15,28 @@ export {
   intensityClasses,
 } from './demo.js';
 export { EXIT, UsageError } from './errors.js';
-export { type EvalCommandOptions, type EvalSummary, evalCommand } from './evaluate.js';
+export {
+  assertLabelMap,
+  type EvalCommandOptions,
+  type EvalSummary,
+  evalCommand,
+  labelOverlap,
+} from './evaluate.js';
+export {
+  OutputClaimedError,
+  OutputTransaction,
+  processAlive,
+  removeStaleTemporaries,
+  TEMPORARY_NAME,
+} from './files.js';
 export { sameGrid, warpThroughAffines } from './geometry.js';
 export { type InfoSummary, infoCommand } from './info.js';
 export { createProgress, type Progress } from './progress.js';
 export {
+  encodeLabels,
   inverseFieldPath,
   labelDatatype,
+  labelDatatypeOf,
   type RegisterCommandOptions,
   type RegisterSummary,
   registerCommand,

@@ -1,10 +1,12 @@
-import { resizeField, resizeImage, tf } from '@regkit/core';
+import { RegkitError, resizeField, resizeImage, tf } from '@regkit/core';
 import {
+  encodeDisplacementField,
+  encodeNifti,
+  encodePng,
   type NiftiWriteDatatype,
-  saveSlicePng,
+  renderSlice,
   type Volume,
   volumeLike,
-  writeDisplacementField,
   writeNifti,
 } from '@regkit/io';
 import { foldingPercent } from '@regkit/metrics';
@@ -16,8 +18,18 @@ import {
   type SimilarityName as Similarity,
   type TransformModel,
 } from '@regkit/register';
+import {
+  assertRegistrable,
+  expandField,
+  fieldOfViewOverlap,
+  foregroundOverlap,
+  imageStats,
+  squeezeAxis,
+  thinAxis,
+} from './checks.js';
 import { UsageError } from './errors.js';
-import { checkOutputs, disposeVolumes, readInput } from './files.js';
+import { assertLabelMap } from './evaluate.js';
+import { checkOutputs, disposeVolumes, gzipAsync, OutputTransaction, readInput } from './files.js';
 import { sameGrid, warpThroughAffines } from './geometry.js';
 import type { Progress } from './progress.js';
 
@@ -62,13 +74,43 @@ export interface RegisterSummary {
   foldingPercent: number;
   seconds: number;
   outputs: Record<string, string>;
+  /** The axis along which the fixed grid is one voxel thick, when it was registered as 2D. */
+  registeredAs2d?: number;
+  /** Warnings about a registration that may be meaningless (also passed to `onWarning`). */
+  warnings: string[];
 }
 
-/** The on-disk type that holds integer labels of this range. */
-export function labelDatatype(max: number, min: number): NiftiWriteDatatype {
-  if (min >= 0 && max <= 255) return 'uint8';
-  if (min >= -32768 && max <= 32767) return 'int16';
-  return 'int32';
+const INTEGER_RANGES: Partial<Record<NiftiWriteDatatype, [number, number]>> = {
+  uint8: [0, 255],
+  int8: [-128, 127],
+  int16: [-32768, 32767],
+  uint16: [0, 65535],
+  int32: [-2147483648, 2147483647],
+  uint32: [0, 4294967295],
+};
+
+/**
+ * The on-disk type that holds labels of this range exactly: `preferred` (the input's
+ * datatype) when it does, else for integers the smallest of uint8, int16, int32 that holds
+ * the range, and float32 for non-integer labels or integers beyond int32 (the labels are
+ * float32 values in memory, so float32 represents every one of them).
+ */
+export function labelDatatype(
+  max: number,
+  min: number,
+  integer = true,
+  preferred?: string,
+): NiftiWriteDatatype {
+  if (preferred === 'float32' || preferred === 'float64') return preferred;
+  if (integer) {
+    const range = preferred ? INTEGER_RANGES[preferred as NiftiWriteDatatype] : undefined;
+    if (range && min >= range[0] && max <= range[1]) return preferred as NiftiWriteDatatype;
+    for (const t of ['uint8', 'int16', 'int32'] as const) {
+      const [lo, hi] = INTEGER_RANGES[t]!;
+      if (min >= lo && max <= hi) return t;
+    }
+  }
+  return 'float32';
 }
 
 /** Default name of the inverse field: `field.nii.gz` → `field_inverse.nii.gz`. */
@@ -77,14 +119,35 @@ export function inverseFieldPath(field: string): string {
   return `${m[1]}_inverse${m[2] ?? '.nii.gz'}`;
 }
 
-/** Writes integer labels (datatype chosen from their range). */
-export async function writeLabels(path: string, volume: Volume): Promise<void> {
-  const [min, max] = tf.tidy(() => [tf.min(volume.data), tf.max(volume.data)]);
-  const lo = (await min!.data())[0]!;
-  const hi = (await max!.data())[0]!;
-  min!.dispose();
-  max!.dispose();
-  await writeNifti(path, volume, { datatype: labelDatatype(hi, lo) });
+/**
+ * The datatype that keeps every value of a label map ({@link labelDatatype}; `preferred` is
+ * the datatype the labels were read in).
+ */
+export async function labelDatatypeOf(
+  volume: Volume,
+  preferred?: string,
+): Promise<NiftiWriteDatatype> {
+  const v = (await volume.data.data()) as Float32Array;
+  let lo = 0;
+  let hi = 0;
+  let integer = true;
+  for (let i = 0; i < v.length; i++) {
+    const x = v[i]!;
+    if (x < lo) lo = x;
+    if (x > hi) hi = x;
+    if (integer && !Number.isInteger(x)) integer = false;
+  }
+  return labelDatatype(hi, lo, integer, preferred);
+}
+
+/** The uncompressed NIfTI bytes of a label map, every value kept ({@link labelDatatypeOf}). */
+export async function encodeLabels(volume: Volume, preferred?: string): Promise<Uint8Array> {
+  return encodeNifti(volume, { datatype: await labelDatatypeOf(volume, preferred) });
+}
+
+/** Writes a label map, every value kept ({@link labelDatatypeOf}). */
+export async function writeLabels(path: string, volume: Volume, preferred?: string): Promise<void> {
+  await writeNifti(path, volume, { datatype: await labelDatatypeOf(volume, preferred) });
 }
 
 /**
@@ -144,10 +207,21 @@ async function registerWithNetwork(
  * or, with `method` and `weights`, by a trained network, in the fixed image's grid (the
  * moving image is mapped through both affines when the grids differ). Writes the warped image and, when asked, the ITK/ANTs displacement field, its
  * inverse, warped labels and a PNG preview.
+ *
+ * Every check that needs no registration comes first: outputs (folder, extension, existing
+ * files), shapes and channels, and the images themselves. Refused (usage error): images with
+ * non-finite values, constant images (all zero included), a moving image that does not
+ * overlap the fixed grid in space or is constant once resampled onto it, and images thinner
+ * than one voxel on two axes. A 3D image one voxel thick along one axis is registered as 2D on
+ * the other two (the field has a zero component along that axis). Warned (`onWarning`, and in
+ * the summary): a moving image covering less than a quarter of the fixed grid, and
+ * foregrounds (above 1 % of each image's range) that do not overlap. The outputs are written
+ * only once all of them are computed, together or not at all ({@link OutputTransaction}).
  */
 export async function registerCommand(
   o: RegisterCommandOptions,
   progress: Progress,
+  onWarning?: (message: string) => void,
 ): Promise<RegisterSummary> {
   const similarity = (o.similarity ?? 'lncc') as Similarity;
   if (!['lncc', 'mi', 'mind', 'mse'].includes(similarity)) {
@@ -191,11 +265,25 @@ export async function registerCommand(
     !!o.force,
   );
   const t0 = performance.now();
+  const warnings: string[] = [];
+  const warn = (message: string) => {
+    warnings.push(message);
+    onWarning?.(message);
+  };
   const fixed = await readInput('--fixed', o.fixed);
-  const moving = await readInput('--moving', o.moving);
-  const labels = o.movingLabels ? await readInput('--moving-labels', o.movingLabels) : null;
+  const moving = await readInput('--moving', o.moving).catch((e: unknown) => {
+    disposeVolumes(fixed);
+    throw e;
+  });
+  const labels = o.movingLabels
+    ? await readInput('--moving-labels', o.movingLabels).catch((e: unknown) => {
+        disposeVolumes(fixed, moving);
+        throw e;
+      })
+    : null;
   const toDispose: tf.Tensor[] = [];
   try {
+    // every check that needs no registration, before registering
     const fs = fixed.data.shape.slice(1, -1);
     const ms = moving.data.shape.slice(1, -1);
     if (fs.length !== ms.length) {
@@ -206,16 +294,66 @@ export async function registerCommand(
     for (const [name, v, path] of [
       ['--fixed', fixed, o.fixed],
       ['--moving', moving, o.moving],
+      ['--moving-labels', labels, o.movingLabels],
     ] as const) {
+      if (!v) continue;
       const c = v.data.shape[v.data.rank - 1];
       if (c !== 1) throw new UsageError(`${name} ${path} has ${c} channels; register needs one`);
     }
+    if (labels && labels.data.rank !== moving.data.rank) {
+      throw new UsageError(
+        `--moving-labels ${o.movingLabels} is ${labels.data.rank - 2}D but --moving ${o.moving} is ${ms.length}D`,
+      );
+    }
+    if (labels && o.movingLabels) {
+      assertLabelMap('--moving-labels', o.movingLabels, (await labels.data.data()) as Float32Array);
+    }
+    const thin = thinAxis('--fixed', o.fixed, fs);
+    await assertRegistrable('--fixed', o.fixed, fixed);
+    await assertRegistrable('--moving', o.moving, moving);
     const resampled = !sameGrid(fixed, moving);
+    if (resampled) {
+      const overlap = await fieldOfViewOverlap(moving, fixed);
+      if (overlap === 0) {
+        throw new UsageError(
+          `--moving ${o.moving} and --fixed ${o.fixed} do not overlap in space (their affines place the moving image outside the fixed grid): there is nothing to register`,
+        );
+      }
+      if (overlap < 0.25) {
+        warn(
+          `--moving ${o.moving} covers only ${(100 * overlap).toFixed(1)} % of the --fixed ${o.fixed} grid; the rest is registered against zeros`,
+        );
+      }
+    }
     const movingOnFixed = resampled ? warpThroughAffines(moving, null, fixed) : null;
     if (movingOnFixed) toDispose.push(movingOnFixed.data);
-    const f = await normalizeIntensity(fixed.data);
-    const m = await normalizeIntensity((movingOnFixed ?? moving).data);
+    const movingData = (movingOnFixed ?? moving).data;
+    if (resampled) {
+      const s = await imageStats(movingData);
+      if (s.max === s.min) {
+        throw new UsageError(
+          `--moving ${o.moving} is constant (${s.min}) once resampled onto the --fixed ${o.fixed} grid: there is nothing to register`,
+        );
+      }
+    }
+    if ((await foregroundOverlap(fixed.data, movingData)) === 0) {
+      warn(
+        `the foregrounds of --fixed ${o.fixed} and --moving ${o.moving} do not overlap on the fixed grid: the registration has no common structure to align and its result is likely meaningless`,
+      );
+    }
+    let f = await normalizeIntensity(fixed.data);
+    let m = await normalizeIntensity(movingData);
     toDispose.push(f, m);
+    let fRaw = fixed.data;
+    let mRaw = movingData;
+    if (thin >= 0) {
+      // one voxel thick: registered as 2D on the two other axes
+      f = squeezeAxis(f, thin);
+      m = squeezeAxis(m, thin);
+      fRaw = squeezeAxis(fRaw, thin);
+      mRaw = squeezeAxis(mRaw, thin);
+      toDispose.push(f, m, fRaw, mRaw);
+    }
     let started = false;
     const options: RegisterImagesOptions = {
       similarity,
@@ -243,24 +381,24 @@ export async function registerCommand(
     };
     if (o.method) {
       progress.start(`registering with ${o.method}`, 1);
-      const movingRaw = (movingOnFixed ?? moving).data;
       const r = await registerWithNetwork(
         o.method,
         o.weights!,
         f,
         m,
         normalizeIntensity,
-        fixed.data,
-        movingRaw,
+        fRaw,
+        mRaw,
       );
       progress.update(1, o.method);
       result = { ...r, levels: [] };
       if (inversePath && !r.inverseField) {
+        toDispose.push(r.field);
         throw new UsageError(`the ${o.method} network gives no inverse; drop --inverse-field`);
       }
     } else {
       const r = await registerImages(f, m, options);
-      if (r.velocity) r.velocity.dispose();
+      r.velocity?.dispose();
       result = r.inverse
         ? { field: r.forward, inverseField: r.inverse, levels: r.levels }
         : { field: r.forward, levels: r.levels };
@@ -268,30 +406,62 @@ export async function registerCommand(
     progress.stop();
     toDispose.push(result.field);
     if (result.inverseField) toDispose.push(result.inverseField);
-    const warped = warpThroughAffines(moving, result.field, fixed);
+    // the folding of the registered (2D when one voxel thick) field
+    const folding = await foldingPercent(result.field);
+    if (!Number.isFinite(folding)) {
+      throw new RegkitError(`the registration diverged: its field has non-finite values`);
+    }
+    let field = result.field;
+    let inverseField = result.inverseField;
+    if (thin >= 0) {
+      field = expandField(result.field, fs, thin);
+      toDispose.push(field);
+      if (inverseField) {
+        inverseField = expandField(inverseField, fs, thin);
+        toDispose.push(inverseField);
+      }
+    }
+    const warped = warpThroughAffines(moving, field, fixed);
     toDispose.push(warped.data);
-    await writeNifti(o.out, warped);
+    // all outputs are computed before any is written, then written together
+    const outputsTx = new OutputTransaction(!!o.force);
+    const gz = (path: string) => path.toLowerCase().endsWith('.gz');
+    outputsTx.stageNifti('--out', o.out, encodeNifti(warped));
     const written: Record<string, string> = { out: o.out };
     if (o.field) {
-      await writeDisplacementField(o.field, result.field, fixed);
+      outputsTx.stage('--field', o.field, fieldBytes(field, fixed, gz(o.field)));
       written.field = o.field;
     }
-    if (inversePath && result.inverseField) {
-      await writeDisplacementField(inversePath, result.inverseField, fixed);
+    if (inversePath && inverseField) {
+      outputsTx.stage(
+        '--inverse-field',
+        inversePath,
+        fieldBytes(inverseField, fixed, gz(inversePath)),
+      );
       written.inverseField = inversePath;
     }
     if (labels && o.outLabels) {
-      const warpedLabels = warpThroughAffines(labels, result.field, fixed, 'nearest');
+      const warpedLabels = warpThroughAffines(labels, field, fixed, 'nearest');
       toDispose.push(warpedLabels.data);
-      await writeLabels(o.outLabels, warpedLabels);
+      outputsTx.stageNifti(
+        '--out-labels',
+        o.outLabels,
+        await encodeLabels(warpedLabels, labels.header.datatype),
+      );
       written.outLabels = o.outLabels;
     }
     if (o.png) {
-      const grid = volumeLike(fixed, result.field);
-      await saveSlicePng(o.png, warped, { checkerboard: fixed, grid: grid.data, tiles: 8 });
+      const grid = volumeLike(fixed, field);
+      const slice: Parameters<typeof renderSlice>[1] = {
+        checkerboard: fixed,
+        grid: grid.data,
+        tiles: 8,
+      };
+      if (thin >= 0) slice.axis = thin;
+      outputsTx.stage('--png', o.png, encodePng(await renderSlice(warped, slice)));
       written.png = o.png;
     }
-    const folding = await foldingPercent(result.field);
+    await outputsTx.commit();
     return {
       fixed: o.fixed,
       moving: o.moving,
@@ -301,6 +471,7 @@ export async function registerCommand(
       transform,
       resampled,
       shape: fs,
+      ...(thin >= 0 ? { registeredAs2d: thin } : {}),
       levels: result.levels.map(({ shape, similarity: s, iterations }) => ({
         shape,
         similarity: s,
@@ -309,10 +480,17 @@ export async function registerCommand(
       foldingPercent: folding,
       seconds: (performance.now() - t0) / 1000,
       outputs: written,
+      warnings,
     };
   } finally {
     progress.stop();
     for (const t of toDispose) t.dispose();
     disposeVolumes(fixed, moving, labels);
   }
+}
+
+/** The bytes of an ITK/ANTs displacement field (gzip-compressed off the main thread). */
+async function fieldBytes(field: tf.Tensor, reference: Volume, gz: boolean): Promise<Uint8Array> {
+  const raw = encodeDisplacementField(field, reference);
+  return gz ? gzipAsync(raw) : raw;
 }
