@@ -14,7 +14,7 @@ import {
   tf,
 } from '@regkit/core';
 import { diffusionLoss } from '@regkit/losses';
-import { directoryHandler, encodeNamedWeights, writeFileAtomic } from './weights.js';
+import { directoryHandler, encodeNamedWeights, nodeModule, writeFileAtomic } from './weights.js';
 
 /** One training batch; the trainer disposes both tensors after the step. */
 export interface TrainingPair {
@@ -203,8 +203,8 @@ async function saveCheckpoint(
   optimizer: tf.AdamOptimizer,
   stateful: Array<[string, Stateful]>,
 ): Promise<void> {
-  const fs = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:fs/promises');
-  const path = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:path');
+  const fs = await nodeModule<typeof import('node:fs/promises')>('node:fs/promises');
+  const path = await nodeModule<typeof import('node:path')>('node:path');
   const named: NamedWeights = {};
   for (const [p, v] of vars) named[p] = v;
   const opt = await optimizer.getWeights();
@@ -248,8 +248,8 @@ async function saveCheckpoint(
 }
 
 async function readCheckpointJson(dir: string): Promise<CheckpointJson | null> {
-  const fs = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:fs/promises');
-  const path = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:path');
+  const fs = await nodeModule<typeof import('node:fs/promises')>('node:fs/promises');
+  const path = await nodeModule<typeof import('node:path')>('node:path');
   let text: string;
   try {
     text = await fs.readFile(path.join(dir, CHECKPOINT), 'utf8');
@@ -270,7 +270,7 @@ async function loadCheckpoint(
   optimizer: tf.AdamOptimizer,
   stateful: Array<[string, Stateful]>,
 ): Promise<void> {
-  const path = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:path');
+  const path = await nodeModule<typeof import('node:path')>('node:path');
   const artifacts = await directoryHandler(path.join(dir, json.weightsDir)).load!();
   const saved = tf.io.decodeWeights(
     artifacts.weightData as ArrayBuffer,
