@@ -20,6 +20,13 @@ export interface ReadmeSnippetOptions {
   tf?: { memory(): { numTensors: number } };
   /** 2000 */
   maxNewTensors?: number;
+  /**
+   * Also type-check the TypeScript snippets (no-run ones included) with tsc and the package's
+   * compiler options less `noUncheckedIndexedAccess` (default: when `tsconfig` exists).
+   */
+  typecheck?: boolean;
+  /** the package's tsconfig (`tsconfig.json` next to the README) */
+  tsconfig?: string;
 }
 
 export function extractSnippets(markdown: string): ReadmeSnippet[];

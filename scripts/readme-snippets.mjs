@@ -15,7 +15,9 @@
 // `<!-- no-run: reason -->` (the reason is required and shows as a skipped test): use that only
 // where running is impossible, e.g. a snippet that needs @tensorflow/tfjs-node.
 
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -90,20 +92,26 @@ export function readmeSnippetTests(readmeUrl, options = {}) {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
 
+  const tsconfig = options.tsconfig ?? path.join(path.dirname(readme), 'tsconfig.json');
+  const typecheck = options.typecheck ?? existsSync(tsconfig);
+  /** @type {string[]} */
+  const tsFiles = [];
+
   describe(`${path.basename(path.dirname(readme))}/${path.basename(readme)} snippets`, () => {
     let n = 0;
     for (const snippet of snippets) {
       if (!snippet.runnable) continue;
       n++;
       const name = `snippet ${n} (line ${snippet.line})`;
+      const file = path.join(dir, `${n}.${RUNNABLE[snippet.lang]}`);
+      writeFileSync(file, `// ${readme}:${snippet.line} (generated; do not edit)\n${snippet.code}`);
+      if (file.endsWith('.ts')) tsFiles.push(path.basename(file));
       if (snippet.noRun !== undefined) {
         if (!snippet.noRun)
           throw new Error(`${readme}:${snippet.line}: <!-- no-run: --> needs a reason`);
         it.skip(`${name}: not run: ${snippet.noRun}`, () => {});
         continue;
       }
-      const file = path.join(dir, `${n}.${RUNNABLE[snippet.lang]}`);
-      writeFileSync(file, `// ${readme}:${snippet.line} (generated; do not edit)\n${snippet.code}`);
       it(
         name,
         async () => {
@@ -118,5 +126,39 @@ export function readmeSnippetTests(readmeUrl, options = {}) {
       );
     }
     if (n === 0) it('has runnable snippets', () => expect.fail(`no ts/js snippets in ${readme}`));
+    if (typecheck && tsFiles.length > 0) {
+      it('TypeScript snippets type-check (tsc)', () => typeCheck(dir, tsconfig, tsFiles), timeout);
+    }
   });
+}
+
+/**
+ * Runs tsc on the snippet files with the package's compiler options, except
+ * `noUncheckedIndexedAccess` (a user's plain `strict` project is the target).
+ * @param {string} dir
+ * @param {string} tsconfig
+ * @param {string[]} files
+ */
+async function typeCheck(dir, tsconfig, files) {
+  const config = path.join(dir, 'tsconfig.json');
+  writeFileSync(
+    config,
+    JSON.stringify(
+      {
+        extends: path.relative(dir, tsconfig).split(path.sep).join('/'),
+        compilerOptions: { noEmit: true, noUncheckedIndexedAccess: false, paths: {} },
+        include: [],
+        files,
+      },
+      null,
+      2,
+    ),
+  );
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  const output = await new Promise((resolve) => {
+    execFile(process.execPath, [tsc, '-p', config, '--pretty', 'false'], (error, stdout, stderr) =>
+      resolve(error ? `${stdout}${stderr}` || String(error) : ''),
+    );
+  });
+  expect(output, 'tsc errors in README snippets').toBe('');
 }
