@@ -7,7 +7,7 @@
  * voxels with φ(x) = x + u(x) and `warp(m, u)(x) = m(x + u(x))`.
  */
 import { Module } from './module.js';
-import { tf } from './tf.js';
+import type { tf } from './tf.js';
 import { fail } from './validate.js';
 import { warp } from './warp.js';
 
@@ -107,10 +107,7 @@ export type Regulariser = (output: RegistrationOutput) => tf.Scalar;
  */
 export function similarityLoss(similarity: Similarity, fn = 'similarityLoss'): SimilarityLoss {
   if (typeof similarity === 'function') return similarity;
-  if (
-    similarity instanceof Module &&
-    typeof (similarity as SimilarityModule).loss === 'function'
-  ) {
+  if (similarity instanceof Module && typeof (similarity as SimilarityModule).loss === 'function') {
     return (f, m) => similarity.loss(f, m);
   }
   return fail(

@@ -17,9 +17,9 @@ export { l1Loss, mseLoss, rmsLoss } from './intensity.js';
 export {
   type MineCallOptions,
   MineEstimator,
+  type MineLossOptions,
   type MineOptions,
   type MineShuffle,
-  type MineLossOptions,
   mineLoss,
 } from './mine.js';
 export {

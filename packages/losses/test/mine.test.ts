@@ -328,7 +328,9 @@ describe('MINE errors', () => {
     expect(() => est.estimate(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4, 5, 1]))).toThrow(
       /MineEstimator\.estimate\(\): 'a' \[1, 4, 4, 1\] and 'b' \[1, 4, 5, 1\] must have the same batch and spatial shape/,
     );
-    expect(() => mineLoss(tf.zeros([1, 4, 4, 4, 1]), tf.zeros([1, 4, 4, 1]), { estimator: est })).toThrow(
+    expect(() =>
+      mineLoss(tf.zeros([1, 4, 4, 4, 1]), tf.zeros([1, 4, 4, 1]), { estimator: est }),
+    ).toThrow(
       /'a' \[1, 4, 4, 4, 1\] and 'b' \[1, 4, 4, 1\] must have the same batch and spatial shape/,
     );
     expect(() => new MineEstimator({ features: 0 })).toThrow(

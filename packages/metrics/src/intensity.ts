@@ -34,7 +34,10 @@ export interface IntensityRangeOptions {
 function rangeSpan(fn: string, r: number | readonly [number, number]): number {
   const span = typeof r === 'number' ? r : Array.isArray(r) && r.length === 2 ? r[1] - r[0] : NaN;
   if (!(span > 0 && Number.isFinite(span))) {
-    fail(fn, `'intensityRange' must be a span > 0 or [low, high] with high > low, got ${JSON.stringify(r)}`);
+    fail(
+      fn,
+      `'intensityRange' must be a span > 0 or [low, high] with high > low, got ${JSON.stringify(r)}`,
+    );
   }
   return span;
 }

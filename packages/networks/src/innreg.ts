@@ -420,7 +420,11 @@ function paperNmi(a: tf.Tensor, b: tf.Tensor, options: MutualInformationOptions 
       begin[0] = i;
       const size = [1, ...a.shape.slice(1)];
       const nmi = tf.neg(
-        normalizedMutualInformationLoss(tf.slice(a, begin, size), tf.slice(b, begin, size), options),
+        normalizedMutualInformationLoss(
+          tf.slice(a, begin, size),
+          tf.slice(b, begin, size),
+          options,
+        ),
       );
       items.push(tf.div(nmi, tf.maximum(tf.sub(nmi, 1), 1e-7)));
     }

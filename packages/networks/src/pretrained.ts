@@ -71,7 +71,7 @@ export const BUNDLED_WEIGHTS: Readonly<Record<string, string>> = {
  */
 export async function bundledWeights(method: string): Promise<string | null> {
   const url = BUNDLED_WEIGHTS[method];
-  if (!url || !url.startsWith('file:')) return null;
+  if (!url?.startsWith('file:')) return null;
   const { fileURLToPath } = await nodeModule<typeof import('node:url')>('node:url');
   const { access } = await nodeModule<typeof import('node:fs/promises')>('node:fs/promises');
   const dir = fileURLToPath(url);

@@ -701,7 +701,9 @@ export function sitregLoss(
 }
 
 /** Options of {@link trainSitreg}: the shared {@link TrainingOptions} and SITReg's loss options. */
-export interface TrainSitregOptions extends TrainingOptions, Omit<SitregLossOptions, 'similarity' | 'regulariser'> {
+export interface TrainSitregOptions
+  extends TrainingOptions,
+    Omit<SitregLossOptions, 'similarity' | 'regulariser'> {
   /** The network (trained in place). */
   model: Sitreg;
 }

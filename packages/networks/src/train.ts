@@ -366,7 +366,10 @@ export async function trainRegistration(
   if (!(lr > 0 && Number.isFinite(lr))) fail(fn, `'learningRate' must be > 0, got ${lr}`);
   const regulariser = o.regulariser;
   if (regulariser !== undefined && typeof regulariser !== 'function') {
-    fail(fn, `'regulariser' must be a function (output) => scalar, got ${JSON.stringify(regulariser)}`);
+    fail(
+      fn,
+      `'regulariser' must be a function (output) => scalar, got ${JSON.stringify(regulariser)}`,
+    );
   }
   const similarity = o.similarity;
   const simLoss = similarity === undefined ? undefined : similarityLoss(similarity, fn);
