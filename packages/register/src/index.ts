@@ -16,3 +16,14 @@ export {
   type SimilarityName,
   type TransformModel,
 } from './register_images.js';
+export {
+  type AffineInit,
+  type AffineProgress,
+  type AffineTransform,
+  affineDisplacement,
+  invertAffine,
+  type RegisterAffineOptions,
+  type RegisterAffineResult,
+  registerAffine,
+} from './affine.js';
+export { SIMILARITY_NAMES } from './similarity.js';

@@ -8,24 +8,23 @@ import {
   type RegistrationOutput,
   RegkitError,
   resizeField,
-  resizeImage,
   type Similarity,
-  type SimilarityLoss,
-  similarityLoss,
   tf,
   warp,
 } from '@regkit/core';
 import { invertField } from '@regkit/invertible';
+import { diffusionLoss } from '@regkit/losses';
 import {
-  diffusionLoss,
-  localNccLoss,
-  mindSsc,
-  mseLoss,
-  mutualInformationLoss,
-} from '@regkit/losses';
+  imagePyramid,
+  levelLoss,
+  levelShape,
+  MIND_FEATURES,
+  type SimilarityName,
+  sampleVoxels,
+  similarityName,
+} from './similarity.js';
 
-/** The similarities {@link registerImages} knows by name. */
-export type SimilarityName = 'lncc' | 'mi' | 'mind' | 'mse';
+export type { SimilarityName } from './similarity.js';
 
 /** How the deformation is parameterised. */
 export type TransformModel = 'velocity' | 'displacement';
@@ -48,6 +47,7 @@ export interface RegistrationProgress {
 export interface RegisterImagesOptions {
   /**
    * The similarity (default `'lncc'`): a name — `'lncc'` (local NCC, window {@link window}),
+   * `'ncc'` (global NCC),
    * `'mi'` (Parzen mutual information on sampled voxels), `'mind'` (MIND-SSC descriptors
    * computed once per level and warped, compared by mean squared difference), `'mse'` — or
    * any {@link Similarity} `(fixed, moving) => scalar`. With {@link features} it compares
@@ -115,17 +115,6 @@ export interface RegisterImagesResult extends RegistrationOutput {
   levels: { shape: number[]; similarity: number; regularisation: number; iterations: number }[];
 }
 
-/** A pyramid level's grid: `shape` shrunk by `factor` with corners aligned. */
-function levelShape(shape: readonly number[], factor: number): number[] {
-  return shape.map((s) => (s > 1 ? Math.max(2, Math.round((s - 1) / factor) + 1) : 1));
-}
-
-/** The MIND-SSC descriptors as a {@link FeatureExtractor} (radius 1, dilation 2). */
-const MIND_FEATURES: FeatureExtractor = { apply: (image) => mindSsc(image) };
-
-/** Mean squared difference of feature maps: the default feature similarity. */
-const featureMse: SimilarityLoss = (f, m) => mseLoss(f, m);
-
 /**
  * Pairwise registration with no trained model: multi-resolution instance optimisation (Adam
  * on a stationary velocity field integrated by scaling and squaring, or on a displacement
@@ -157,13 +146,7 @@ export async function registerImages(
   const nd = assertImagePair(fn, fixed, moving);
   if (fixed.shape[0] !== 1) fail(fn, `batch must be 1, got ${fmtShape(fixed.shape)}`);
   const similarity = options.similarity ?? 'lncc';
-  const named = typeof similarity === 'string' ? similarity : null;
-  if (named !== null && !['lncc', 'mi', 'mind', 'mse'].includes(named)) {
-    fail(fn, `'similarity' must be lncc, mi, mind, mse or a Similarity, got '${named}'`);
-  }
-  if (named === null && typeof similarity !== 'function' && typeof similarity !== 'object') {
-    fail(fn, `'similarity' must be lncc, mi, mind, mse or a Similarity, got ${similarity}`);
-  }
+  const named = similarityName(fn, similarity);
   const extractor = options.features ?? (named === 'mind' ? MIND_FEATURES : null);
   if (extractor !== null && typeof extractor?.apply !== 'function') {
     fail(fn, `'features' must be a FeatureExtractor with apply(image) => features`);
@@ -221,23 +204,6 @@ export async function registerImages(
   }
   if (!(down >= 1)) fail(fn, `'fieldDownsample' must be ≥ 1, got ${down}`);
 
-  /** The loss of a level: (fixed or its features, warped moving or its features, sample). */
-  const lossAt = (levelWindow: number): ((f: tf.Tensor, w: tf.Tensor, s: tf.Tensor | null) => tf.Scalar) => {
-    if (named === 'lncc') return (f, w) => localNccLoss(f, w, { window: levelWindow });
-    if (named === 'mse') return (f, w) => mseLoss(f, w);
-    if (named === 'mind') return featureMse;
-    if (named === 'mi') {
-      return (f, w, sample) => {
-        if (!sample) return mutualInformationLoss(f, w, { bins, intensityRange: [0, 1] });
-        const pick = (x: tf.Tensor) =>
-          tf.reshape(tf.gather(tf.reshape(x, [-1]), sample), [1, -1, 1, 1]);
-        return mutualInformationLoss(pick(f), pick(w), { bins, intensityRange: [0, 1] });
-      };
-    }
-    const loss = similarityLoss(similarity as Similarity, fn);
-    return (f, w) => loss(f, w);
-  };
-
   const spatial = fixed.shape.slice(1, -1);
   const total = iterations.slice(0, nLevels - skip).reduce((a, b) => a + b, 0);
   let done = 0;
@@ -249,14 +215,7 @@ export async function registerImages(
   const shapes = Array.from({ length: nLevels - skip }, (_, level) =>
     levelShape(spatial, 2 ** (nLevels - 1 - level)),
   );
-  const pyramid: Array<[tf.Tensor, tf.Tensor]> = [];
-  let prev: [tf.Tensor, tf.Tensor] = [fixed, moving];
-  for (let level = nLevels - 1 - skip; level >= 0; level--) {
-    const shape = shapes[level]!;
-    const next: [tf.Tensor, tf.Tensor] = [resizeImage(prev[0], shape), resizeImage(prev[1], shape)];
-    pyramid[level] = next;
-    prev = next;
-  }
+  const pyramid = imagePyramid(fixed, moving, shapes);
   const release = () => {
     for (const pair of pyramid) if (pair) tf.dispose(pair);
   };
@@ -275,7 +234,10 @@ export async function registerImages(
     param?.dispose();
     param = tf.variable(next, true);
     next.dispose();
-    const loss = lossAt(level === nLevels - 1 ? window : Math.min(window, 5));
+    const loss = levelLoss(fn, named, similarity, {
+      window: level === nLevels - 1 ? window : Math.min(window, 5),
+      bins,
+    });
     const optimizer = tf.train.adam(lr);
     const p = param;
     const deformation = (): tf.Tensor => {
@@ -287,8 +249,7 @@ export async function registerImages(
     let regValue = Number.NaN;
     const voxels = shape.reduce((a, b) => a * b, 1);
     for (let it = 0; it < iterations[level]!; it++) {
-      const sample =
-        mi && voxels > samples ? tf.randomUniform([samples], 0, voxels, 'int32', seed++) : null;
+      const sample = mi && voxels > samples ? sampleVoxels(voxels, samples, seed++) : null;
       const wantReport = (it + 1) % reportEvery === 0 || it === iterations[level]! - 1;
       let parts: tf.Tensor | null = null;
       tf.tidy(() => {

@@ -223,5 +223,4 @@ describe('helpers', () => {
     expect(Array.from(await c.data()).every((z) => z === 0)).toBe(true);
     tf.dispose([x, n, c]);
   });
-
 });
