@@ -601,3 +601,31 @@ export async function registerAffine(
   inv.dispose();
   return { affine, forward, inverse, levels: report };
 }
+
+/**
+ * An output-convention affine `[1, nd, nd + 1]` of the full grid `spatial`, expressed on a
+ * pyramid grid `shape` (same extent, corners aligned, x − c = D (x_ℓ − c_ℓ)): its dense
+ * displacement `[1, ...shape, nd]` there and its linear part B = D⁻¹ A D `[nd, nd]`, so the
+ * map x_ℓ ↦ a(x_ℓ + u(x_ℓ)) has the displacement `field + u Bᵀ` on that grid.
+ */
+export function affineOnGrid(
+  affine: tf.Tensor,
+  spatial: readonly number[],
+  shape: readonly number[],
+): { field: tf.Tensor; linear: tf.Tensor } {
+  const nd = spatial.length;
+  const m = centredOf(affine, spatial);
+  const f = spatial.map((s, k) => (s > 1 ? (s - 1) / (shape[k]! - 1) : 1));
+  const rows: number[][] = [];
+  const linear = new Float32Array(nd * nd);
+  for (let r = 0; r < nd; r++) {
+    const row: number[] = [];
+    for (let k = 0; k < nd; k++) {
+      linear[r * nd + k] = (m.a[r * nd + k]! * f[k]!) / f[r]!;
+      row.push(linear[r * nd + k]!);
+    }
+    row.push(m.t[r]! / f[r]!);
+    rows.push(row);
+  }
+  return { field: affineField([rows], shape), linear: tf.tensor2d(linear, [nd, nd]) };
+}

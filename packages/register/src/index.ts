@@ -7,15 +7,7 @@
  *
  * @packageDocumentation
  */
-export { normalizeIntensity, selectKth } from './intensity.js';
-export {
-  type RegisterImagesOptions,
-  type RegisterImagesResult,
-  type RegistrationProgress,
-  registerImages,
-  type SimilarityName,
-  type TransformModel,
-} from './register_images.js';
+
 export {
   type AffineInit,
   type AffineProgress,
@@ -26,4 +18,13 @@ export {
   type RegisterAffineResult,
   registerAffine,
 } from './affine.js';
+export { normalizeIntensity, selectKth } from './intensity.js';
+export {
+  type RegisterImagesOptions,
+  type RegisterImagesResult,
+  type RegistrationProgress,
+  registerImages,
+  type SimilarityName,
+  type TransformModel,
+} from './register_images.js';
 export { SIMILARITY_NAMES } from './similarity.js';

@@ -1,5 +1,6 @@
 import {
   assertImagePair,
+  composeFields,
   type FeatureExtractor,
   fail,
   fmtShape,
@@ -14,6 +15,15 @@ import {
 } from '@regkit/core';
 import { invertField } from '@regkit/invertible';
 import { diffusionLoss } from '@regkit/losses';
+import {
+  type AffineTransform,
+  affineDisplacement,
+  affineOnGrid,
+  invertAffine,
+  type RegisterAffineOptions,
+  type RegisterAffineResult,
+  registerAffine,
+} from './affine.js';
 import {
   imagePyramid,
   levelLoss,
@@ -98,6 +108,20 @@ export interface RegisterImagesOptions {
    * deformation inversion layer `invertField` (fixed point) for displacement fields.
    */
   inverse?: boolean;
+  /**
+   * The affine stage run before the deformable one (default `'affine'`, as ANTs'
+   * `antsRegistrationSyN` runs its linear stages first): `'affine'` or `'rigid'` runs
+   * {@link registerAffine}, a `[1, ndim, ndim + 1]` tensor (fixed voxel x ↦ moving voxel
+   * A x + t) is used as it is, `false` skips it (deformable only). The deformable field u is
+   * then optimised on top of it: the moving image is sampled once, at a(x + u(x)).
+   */
+  affine?: AffineTransform | false | tf.Tensor;
+  /**
+   * Options of the affine stage ({@link RegisterAffineOptions}). Its similarity defaults to
+   * `'mi'` for `mi`, global `'ncc'` for `lncc`, `ncc` and `mse`, `'mind'` for `mind`, and to
+   * the same `similarity` and `features` for a user similarity or feature extractor.
+   */
+  affineOptions?: Omit<RegisterAffineOptions, 'transform' | 'inverse'>;
   /** Called every `reportEvery` iterations (default 10) and at the end of each level. */
   onProgress?: (p: RegistrationProgress) => void;
   reportEvery?: number;
@@ -111,16 +135,23 @@ export interface RegisterImagesResult extends RegistrationOutput {
   inverse?: tf.Tensor;
   /** The stationary velocity `[1, ...S, ndim]` (velocity model), on the fixed grid. */
   velocity?: tf.Tensor;
-  /** Final similarity and regularisation values of each level. */
+  /**
+   * The affine part `[1, ndim, ndim + 1]` (fixed voxel x ↦ moving voxel A x + t), when an
+   * affine stage ran or was given; `forward` includes it: forward(x) = a(x + u(x)) − x.
+   */
+  affine?: tf.Tensor;
+  /** Final similarity and regularisation values of each level of the deformable stage. */
   levels: { shape: number[]; similarity: number; regularisation: number; iterations: number }[];
+  /** The affine stage's report, when it ran. */
+  affineLevels?: RegisterAffineResult['levels'];
 }
 
 /**
- * Pairwise registration with no trained model: multi-resolution instance optimisation (Adam
- * on a stationary velocity field integrated by scaling and squaring, or on a displacement
- * field) of
+ * Pairwise registration with no trained model: an affine stage ({@link registerAffine},
+ * unless `affine: false`), then multi-resolution instance optimisation (Adam on a stationary
+ * velocity field integrated by scaling and squaring, or on a displacement field) of
  *
- *   similarity(F(fixed), F(moving) ∘ φ) + λ · diffusion(parameters),
+ *   similarity(F(fixed), F(moving) ∘ a ∘ φ) + λ · diffusion(parameters),
  *
  * in the fixed image's voxel grid, with F the identity or a {@link FeatureExtractor} whose
  * maps are computed once per level. Both images must share one grid (resample with
@@ -129,7 +160,11 @@ export interface RegisterImagesResult extends RegistrationOutput {
  *
  * @param fixed `[1, ...S, C]`.
  * @param moving `[1, ...S, C]`, same shape.
- * @returns `{ forward, inverse?, velocity?, levels }` (a `RegistrationOutput`).
+ * With the affine a(x) = A x + t and φ = id + u, `forward(x) = a(x + u(x)) − x = (A − I) x + t
+ * + A u(x)` (computed exactly, so the moving image is resampled once), `inverse(y) =
+ * φ⁻¹(a⁻¹(y)) − y` = `composeFields(u⁻¹, a⁻¹ − id)`, and `velocity` is the deformable part's.
+ *
+ * @returns `{ forward, inverse?, velocity?, affine?, levels, affineLevels? }` (a `RegistrationOutput`).
  *
  * @example
  * ```ts
@@ -204,7 +239,48 @@ export async function registerImages(
   }
   if (!(down >= 1)) fail(fn, `'fieldDownsample' must be ≥ 1, got ${down}`);
 
+  const affineOption = options.affine ?? 'affine';
+  if (affineOption instanceof tf.Tensor) {
+    if (
+      affineOption.rank !== 3 ||
+      affineOption.shape[0] !== 1 ||
+      affineOption.shape[1] !== nd ||
+      affineOption.shape[2] !== nd + 1
+    ) {
+      fail(
+        fn,
+        `'affine' must be a [1, ${nd}, ${nd + 1}] tensor, got ${fmtShape(affineOption.shape)}`,
+      );
+    }
+  } else if (affineOption !== false && affineOption !== 'rigid' && affineOption !== 'affine') {
+    fail(
+      fn,
+      `'affine' must be 'affine', 'rigid', false or a [1, ${nd}, ${nd + 1}] tensor, got ${affineOption}`,
+    );
+  }
+
   const spatial = fixed.shape.slice(1, -1);
+  let affine: tf.Tensor | null = null;
+  let affineLevels: RegisterAffineResult['levels'] | undefined;
+  if (affineOption instanceof tf.Tensor) affine = tf.clone(affineOption);
+  else if (affineOption) {
+    const stageSimilarity =
+      named === 'mi' || named === 'mind'
+        ? named
+        : named === null || options.features
+          ? similarity
+          : 'ncc';
+    const stage = await registerAffine(fixed, moving, {
+      similarity: stageSimilarity,
+      ...(options.features && named !== 'mind' ? { features: options.features } : {}),
+      ...(options.seed !== undefined ? { seed: options.seed } : {}),
+      ...options.affineOptions,
+      transform: affineOption,
+    });
+    stage.forward.dispose();
+    affine = stage.affine;
+    affineLevels = stage.levels;
+  }
   const total = iterations.slice(0, nLevels - skip).reduce((a, b) => a + b, 0);
   let done = 0;
   let param: tf.Variable | null = null;
@@ -240,10 +316,15 @@ export async function registerImages(
     });
     const optimizer = tf.train.adam(lr);
     const p = param;
+    // the affine on this grid: x ↦ a(x + u(x)) has the displacement aField + u Bᵀ
+    const onGrid = affine ? affineOnGrid(affine, spatial, shape) : null;
     const deformation = (): tf.Tensor => {
       const smooth = smoothing > 0 ? gaussianSmooth(p, smoothing) : p;
-      const u = model === 'velocity' ? integrateVelocity(smooth, { steps }) : smooth;
-      return pShape.every((s, k) => s === shape[k]) ? u : resizeField(u, shape);
+      const v = model === 'velocity' ? integrateVelocity(smooth, { steps }) : smooth;
+      const u = pShape.every((s, k) => s === shape[k]) ? v : resizeField(v, shape);
+      if (!onGrid) return u;
+      const au = tf.matMul(tf.reshape(u, [-1, nd]), onGrid.linear, false, true);
+      return tf.add(onGrid.field, tf.reshape(au, u.shape));
     };
     let simValue = Number.NaN;
     let regValue = Number.NaN;
@@ -276,6 +357,8 @@ export async function registerImages(
           optimizer.dispose();
           release();
           param.dispose();
+          affine?.dispose();
+          if (onGrid) tf.dispose([onGrid.field, onGrid.linear]);
           throw new RegkitError(
             `${fn}(): the similarity became ${simValue} at level ${level + 1}, iteration ${it + 1}`,
           );
@@ -294,6 +377,7 @@ export async function registerImages(
     }
     optimizer.dispose();
     tf.dispose([f!, m!]);
+    if (onGrid) tf.dispose([onGrid.field, onGrid.linear]);
     report.push({
       shape,
       similarity: simValue,
@@ -303,19 +387,43 @@ export async function registerImages(
   }
 
   const p = param!;
+  const a = affine;
+  /** Adds the affine: a(x + u(x)) − x = (a − id)(x) + A u(x), exact (no resampling). */
+  const withAffine = (u: tf.Tensor): tf.Tensor => {
+    if (!a) return u;
+    const linear = tf.reshape(tf.slice(a, [0, 0, 0], [1, nd, nd]), [nd, nd]);
+    const au = tf.matMul(tf.reshape(u, [-1, nd]), linear, false, true);
+    return tf.add(affineDisplacement(a, spatial), tf.reshape(au, u.shape));
+  };
+  /** The inverse with the affine: φ⁻¹(a⁻¹(y)) − y = composeFields(u⁻¹, a⁻¹ − id). */
+  const inverseWithAffine = (uInv: tf.Tensor): tf.Tensor => {
+    if (!a) return uInv;
+    const inv = invertAffine(a);
+    return composeFields(uInv, affineDisplacement(inv, spatial));
+  };
   const result = tf.tidy(() => {
     const smooth = smoothing > 0 ? gaussianSmooth(p, smoothing) : p;
     const full = (u: tf.Tensor) =>
       u.shape.slice(1, -1).every((s, k) => s === spatial[k]) ? u : resizeField(u, spatial);
     if (model === 'velocity') {
-      const forward = full(integrateVelocity(smooth, { steps }));
+      const deformable = full(integrateVelocity(smooth, { steps }));
+      const forward = withAffine(deformable);
       const velocity = full(smooth);
       if (!options.inverse) return { forward, velocity };
-      return { forward, velocity, inverse: full(integrateVelocity(tf.neg(smooth), { steps })) };
+      const inverse = inverseWithAffine(full(integrateVelocity(tf.neg(smooth), { steps })));
+      return { forward, velocity, inverse };
     }
-    const forward = full(smooth);
-    return options.inverse ? { forward, inverse: invertField(forward) } : { forward };
+    const deformable = full(smooth);
+    const forward = withAffine(deformable);
+    return options.inverse
+      ? { forward, inverse: inverseWithAffine(invertField(deformable)) }
+      : { forward };
   });
   p.dispose();
-  return { ...result, levels: report };
+  return {
+    ...result,
+    ...(a ? { affine: a } : {}),
+    levels: report,
+    ...(affineLevels ? { affineLevels } : {}),
+  };
 }
