@@ -7,6 +7,17 @@
  *
  * @packageDocumentation
  */
+
+export {
+  type AffineInit,
+  type AffineProgress,
+  type AffineTransform,
+  affineDisplacement,
+  invertAffine,
+  type RegisterAffineOptions,
+  type RegisterAffineResult,
+  registerAffine,
+} from './affine.js';
 export { normalizeIntensity, selectKth } from './intensity.js';
 export {
   type RegisterImagesOptions,
@@ -16,3 +27,4 @@ export {
   type SimilarityName,
   type TransformModel,
 } from './register_images.js';
+export { SIMILARITY_NAMES } from './similarity.js';

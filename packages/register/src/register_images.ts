@@ -1,5 +1,6 @@
 import {
   assertImagePair,
+  composeFields,
   type FeatureExtractor,
   fail,
   fmtShape,
@@ -8,24 +9,32 @@ import {
   type RegistrationOutput,
   RegkitError,
   resizeField,
-  resizeImage,
   type Similarity,
-  type SimilarityLoss,
-  similarityLoss,
   tf,
   warp,
 } from '@regkit/core';
 import { invertField } from '@regkit/invertible';
+import { diffusionLoss } from '@regkit/losses';
 import {
-  diffusionLoss,
-  localNccLoss,
-  mindSsc,
-  mseLoss,
-  mutualInformationLoss,
-} from '@regkit/losses';
+  type AffineTransform,
+  affineDisplacement,
+  affineOnGrid,
+  invertAffine,
+  type RegisterAffineOptions,
+  type RegisterAffineResult,
+  registerAffine,
+} from './affine.js';
+import {
+  imagePyramid,
+  levelLoss,
+  levelShape,
+  MIND_FEATURES,
+  type SimilarityName,
+  sampleVoxels,
+  similarityName,
+} from './similarity.js';
 
-/** The similarities {@link registerImages} knows by name. */
-export type SimilarityName = 'lncc' | 'mi' | 'mind' | 'mse';
+export type { SimilarityName } from './similarity.js';
 
 /** How the deformation is parameterised. */
 export type TransformModel = 'velocity' | 'displacement';
@@ -48,6 +57,7 @@ export interface RegistrationProgress {
 export interface RegisterImagesOptions {
   /**
    * The similarity (default `'lncc'`): a name — `'lncc'` (local NCC, window {@link window}),
+   * `'ncc'` (global NCC),
    * `'mi'` (Parzen mutual information on sampled voxels), `'mind'` (MIND-SSC descriptors
    * computed once per level and warped, compared by mean squared difference), `'mse'` — or
    * any {@link Similarity} `(fixed, moving) => scalar`. With {@link features} it compares
@@ -98,6 +108,20 @@ export interface RegisterImagesOptions {
    * deformation inversion layer `invertField` (fixed point) for displacement fields.
    */
   inverse?: boolean;
+  /**
+   * The affine stage run before the deformable one (default `'affine'`, as ANTs'
+   * `antsRegistrationSyN` runs its linear stages first): `'affine'` or `'rigid'` runs
+   * {@link registerAffine}, a `[1, ndim, ndim + 1]` tensor (fixed voxel x ↦ moving voxel
+   * A x + t) is used as it is, `false` skips it (deformable only). The deformable field u is
+   * then optimised on top of it: the moving image is sampled once, at a(x + u(x)).
+   */
+  affine?: AffineTransform | false | tf.Tensor;
+  /**
+   * Options of the affine stage ({@link RegisterAffineOptions}). Its similarity defaults to
+   * `'mi'` for `mi`, global `'ncc'` for `lncc`, `ncc` and `mse`, `'mind'` for `mind`, and to
+   * the same `similarity` and `features` for a user similarity or feature extractor.
+   */
+  affineOptions?: Omit<RegisterAffineOptions, 'transform' | 'inverse'>;
   /** Called every `reportEvery` iterations (default 10) and at the end of each level. */
   onProgress?: (p: RegistrationProgress) => void;
   reportEvery?: number;
@@ -111,27 +135,23 @@ export interface RegisterImagesResult extends RegistrationOutput {
   inverse?: tf.Tensor;
   /** The stationary velocity `[1, ...S, ndim]` (velocity model), on the fixed grid. */
   velocity?: tf.Tensor;
-  /** Final similarity and regularisation values of each level. */
+  /**
+   * The affine part `[1, ndim, ndim + 1]` (fixed voxel x ↦ moving voxel A x + t), when an
+   * affine stage ran or was given; `forward` includes it: forward(x) = a(x + u(x)) − x.
+   */
+  affine?: tf.Tensor;
+  /** Final similarity and regularisation values of each level of the deformable stage. */
   levels: { shape: number[]; similarity: number; regularisation: number; iterations: number }[];
+  /** The affine stage's report, when it ran. */
+  affineLevels?: RegisterAffineResult['levels'];
 }
-
-/** A pyramid level's grid: `shape` shrunk by `factor` with corners aligned. */
-function levelShape(shape: readonly number[], factor: number): number[] {
-  return shape.map((s) => (s > 1 ? Math.max(2, Math.round((s - 1) / factor) + 1) : 1));
-}
-
-/** The MIND-SSC descriptors as a {@link FeatureExtractor} (radius 1, dilation 2). */
-const MIND_FEATURES: FeatureExtractor = { apply: (image) => mindSsc(image) };
-
-/** Mean squared difference of feature maps: the default feature similarity. */
-const featureMse: SimilarityLoss = (f, m) => mseLoss(f, m);
 
 /**
- * Pairwise registration with no trained model: multi-resolution instance optimisation (Adam
- * on a stationary velocity field integrated by scaling and squaring, or on a displacement
- * field) of
+ * Pairwise registration with no trained model: an affine stage ({@link registerAffine},
+ * unless `affine: false`), then multi-resolution instance optimisation (Adam on a stationary
+ * velocity field integrated by scaling and squaring, or on a displacement field) of
  *
- *   similarity(F(fixed), F(moving) ∘ φ) + λ · diffusion(parameters),
+ *   similarity(F(fixed), F(moving) ∘ a ∘ φ) + λ · diffusion(parameters),
  *
  * in the fixed image's voxel grid, with F the identity or a {@link FeatureExtractor} whose
  * maps are computed once per level. Both images must share one grid (resample with
@@ -140,7 +160,11 @@ const featureMse: SimilarityLoss = (f, m) => mseLoss(f, m);
  *
  * @param fixed `[1, ...S, C]`.
  * @param moving `[1, ...S, C]`, same shape.
- * @returns `{ forward, inverse?, velocity?, levels }` (a `RegistrationOutput`).
+ * With the affine a(x) = A x + t and φ = id + u, `forward(x) = a(x + u(x)) − x = (A − I) x + t
+ * + A u(x)` (computed exactly, so the moving image is resampled once), `inverse(y) =
+ * φ⁻¹(a⁻¹(y)) − y` = `composeFields(u⁻¹, a⁻¹ − id)`, and `velocity` is the deformable part's.
+ *
+ * @returns `{ forward, inverse?, velocity?, affine?, levels, affineLevels? }` (a `RegistrationOutput`).
  *
  * @example
  * ```ts
@@ -157,13 +181,7 @@ export async function registerImages(
   const nd = assertImagePair(fn, fixed, moving);
   if (fixed.shape[0] !== 1) fail(fn, `batch must be 1, got ${fmtShape(fixed.shape)}`);
   const similarity = options.similarity ?? 'lncc';
-  const named = typeof similarity === 'string' ? similarity : null;
-  if (named !== null && !['lncc', 'mi', 'mind', 'mse'].includes(named)) {
-    fail(fn, `'similarity' must be lncc, mi, mind, mse or a Similarity, got '${named}'`);
-  }
-  if (named === null && typeof similarity !== 'function' && typeof similarity !== 'object') {
-    fail(fn, `'similarity' must be lncc, mi, mind, mse or a Similarity, got ${similarity}`);
-  }
+  const named = similarityName(fn, similarity);
   const extractor = options.features ?? (named === 'mind' ? MIND_FEATURES : null);
   if (extractor !== null && typeof extractor?.apply !== 'function') {
     fail(fn, `'features' must be a FeatureExtractor with apply(image) => features`);
@@ -221,26 +239,48 @@ export async function registerImages(
   }
   if (!(down >= 1)) fail(fn, `'fieldDownsample' must be ≥ 1, got ${down}`);
 
-  /** The loss of a level: (fixed or its features, warped moving or its features, sample). */
-  const lossAt = (
-    levelWindow: number,
-  ): ((f: tf.Tensor, w: tf.Tensor, s: tf.Tensor | null) => tf.Scalar) => {
-    if (named === 'lncc') return (f, w) => localNccLoss(f, w, { window: levelWindow });
-    if (named === 'mse') return (f, w) => mseLoss(f, w);
-    if (named === 'mind') return featureMse;
-    if (named === 'mi') {
-      return (f, w, sample) => {
-        if (!sample) return mutualInformationLoss(f, w, { bins, intensityRange: [0, 1] });
-        const pick = (x: tf.Tensor) =>
-          tf.reshape(tf.gather(tf.reshape(x, [-1]), sample), [1, -1, 1, 1]);
-        return mutualInformationLoss(pick(f), pick(w), { bins, intensityRange: [0, 1] });
-      };
+  const affineOption = options.affine ?? 'affine';
+  if (affineOption instanceof tf.Tensor) {
+    if (
+      affineOption.rank !== 3 ||
+      affineOption.shape[0] !== 1 ||
+      affineOption.shape[1] !== nd ||
+      affineOption.shape[2] !== nd + 1
+    ) {
+      fail(
+        fn,
+        `'affine' must be a [1, ${nd}, ${nd + 1}] tensor, got ${fmtShape(affineOption.shape)}`,
+      );
     }
-    const loss = similarityLoss(similarity as Similarity, fn);
-    return (f, w) => loss(f, w);
-  };
+  } else if (affineOption !== false && affineOption !== 'rigid' && affineOption !== 'affine') {
+    fail(
+      fn,
+      `'affine' must be 'affine', 'rigid', false or a [1, ${nd}, ${nd + 1}] tensor, got ${affineOption}`,
+    );
+  }
 
   const spatial = fixed.shape.slice(1, -1);
+  let affine: tf.Tensor | null = null;
+  let affineLevels: RegisterAffineResult['levels'] | undefined;
+  if (affineOption instanceof tf.Tensor) affine = tf.clone(affineOption);
+  else if (affineOption) {
+    const stageSimilarity =
+      named === 'mi' || named === 'mind'
+        ? named
+        : named === null || options.features
+          ? similarity
+          : 'ncc';
+    const stage = await registerAffine(fixed, moving, {
+      similarity: stageSimilarity,
+      ...(options.features && named !== 'mind' ? { features: options.features } : {}),
+      ...(options.seed !== undefined ? { seed: options.seed } : {}),
+      ...options.affineOptions,
+      transform: affineOption,
+    });
+    stage.forward.dispose();
+    affine = stage.affine;
+    affineLevels = stage.levels;
+  }
   const total = iterations.slice(0, nLevels - skip).reduce((a, b) => a + b, 0);
   let done = 0;
   let param: tf.Variable | null = null;
@@ -251,14 +291,7 @@ export async function registerImages(
   const shapes = Array.from({ length: nLevels - skip }, (_, level) =>
     levelShape(spatial, 2 ** (nLevels - 1 - level)),
   );
-  const pyramid: Array<[tf.Tensor, tf.Tensor]> = [];
-  let prev: [tf.Tensor, tf.Tensor] = [fixed, moving];
-  for (let level = nLevels - 1 - skip; level >= 0; level--) {
-    const shape = shapes[level]!;
-    const next: [tf.Tensor, tf.Tensor] = [resizeImage(prev[0], shape), resizeImage(prev[1], shape)];
-    pyramid[level] = next;
-    prev = next;
-  }
+  const pyramid = imagePyramid(fixed, moving, shapes);
   const release = () => {
     for (const pair of pyramid) if (pair) tf.dispose(pair);
   };
@@ -277,20 +310,27 @@ export async function registerImages(
     param?.dispose();
     param = tf.variable(next, true);
     next.dispose();
-    const loss = lossAt(level === nLevels - 1 ? window : Math.min(window, 5));
+    const loss = levelLoss(fn, named, similarity, {
+      window: level === nLevels - 1 ? window : Math.min(window, 5),
+      bins,
+    });
     const optimizer = tf.train.adam(lr);
     const p = param;
+    // the affine on this grid: x ↦ a(x + u(x)) has the displacement aField + u Bᵀ
+    const onGrid = affine ? affineOnGrid(affine, spatial, shape) : null;
     const deformation = (): tf.Tensor => {
       const smooth = smoothing > 0 ? gaussianSmooth(p, smoothing) : p;
-      const u = model === 'velocity' ? integrateVelocity(smooth, { steps }) : smooth;
-      return pShape.every((s, k) => s === shape[k]) ? u : resizeField(u, shape);
+      const v = model === 'velocity' ? integrateVelocity(smooth, { steps }) : smooth;
+      const u = pShape.every((s, k) => s === shape[k]) ? v : resizeField(v, shape);
+      if (!onGrid) return u;
+      const au = tf.matMul(tf.reshape(u, [-1, nd]), onGrid.linear, false, true);
+      return tf.add(onGrid.field, tf.reshape(au, u.shape));
     };
     let simValue = Number.NaN;
     let regValue = Number.NaN;
     const voxels = shape.reduce((a, b) => a * b, 1);
     for (let it = 0; it < iterations[level]!; it++) {
-      const sample =
-        mi && voxels > samples ? tf.randomUniform([samples], 0, voxels, 'int32', seed++) : null;
+      const sample = mi && voxels > samples ? sampleVoxels(voxels, samples, seed++) : null;
       const wantReport = (it + 1) % reportEvery === 0 || it === iterations[level]! - 1;
       let parts: tf.Tensor | null = null;
       tf.tidy(() => {
@@ -317,6 +357,8 @@ export async function registerImages(
           optimizer.dispose();
           release();
           param.dispose();
+          affine?.dispose();
+          if (onGrid) tf.dispose([onGrid.field, onGrid.linear]);
           throw new RegkitError(
             `${fn}(): the similarity became ${simValue} at level ${level + 1}, iteration ${it + 1}`,
           );
@@ -335,6 +377,7 @@ export async function registerImages(
     }
     optimizer.dispose();
     tf.dispose([f!, m!]);
+    if (onGrid) tf.dispose([onGrid.field, onGrid.linear]);
     report.push({
       shape,
       similarity: simValue,
@@ -344,19 +387,43 @@ export async function registerImages(
   }
 
   const p = param!;
+  const a = affine;
+  /** Adds the affine: a(x + u(x)) − x = (a − id)(x) + A u(x), exact (no resampling). */
+  const withAffine = (u: tf.Tensor): tf.Tensor => {
+    if (!a) return u;
+    const linear = tf.reshape(tf.slice(a, [0, 0, 0], [1, nd, nd]), [nd, nd]);
+    const au = tf.matMul(tf.reshape(u, [-1, nd]), linear, false, true);
+    return tf.add(affineDisplacement(a, spatial), tf.reshape(au, u.shape));
+  };
+  /** The inverse with the affine: φ⁻¹(a⁻¹(y)) − y = composeFields(u⁻¹, a⁻¹ − id). */
+  const inverseWithAffine = (uInv: tf.Tensor): tf.Tensor => {
+    if (!a) return uInv;
+    const inv = invertAffine(a);
+    return composeFields(uInv, affineDisplacement(inv, spatial));
+  };
   const result = tf.tidy(() => {
     const smooth = smoothing > 0 ? gaussianSmooth(p, smoothing) : p;
     const full = (u: tf.Tensor) =>
       u.shape.slice(1, -1).every((s, k) => s === spatial[k]) ? u : resizeField(u, spatial);
     if (model === 'velocity') {
-      const forward = full(integrateVelocity(smooth, { steps }));
+      const deformable = full(integrateVelocity(smooth, { steps }));
+      const forward = withAffine(deformable);
       const velocity = full(smooth);
       if (!options.inverse) return { forward, velocity };
-      return { forward, velocity, inverse: full(integrateVelocity(tf.neg(smooth), { steps })) };
+      const inverse = inverseWithAffine(full(integrateVelocity(tf.neg(smooth), { steps })));
+      return { forward, velocity, inverse };
     }
-    const forward = full(smooth);
-    return options.inverse ? { forward, inverse: invertField(forward) } : { forward };
+    const deformable = full(smooth);
+    const forward = withAffine(deformable);
+    return options.inverse
+      ? { forward, inverse: inverseWithAffine(invertField(deformable)) }
+      : { forward };
   });
   p.dispose();
-  return { ...result, levels: report };
+  return {
+    ...result,
+    ...(a ? { affine: a } : {}),
+    levels: report,
+    ...(affineLevels ? { affineLevels } : {}),
+  };
 }
