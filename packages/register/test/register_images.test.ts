@@ -153,8 +153,10 @@ for (const backend of ['cpu', 'wasm'] as const) {
       const r = await registerImages(fixed, moving, {
         features,
         iterations: [60, 60, 60],
+        affine: false,
       });
       expect(calls).toBe(6); // fixed and moving, once per level
+      expect(r.affine).toBeUndefined();
       const err = tf.sub(r.forward, truth);
       expect(await meanNorm(err)).toBeLessThan(0.5 * before);
       // a user similarity on features: (fixed, moving) => scalar
@@ -169,7 +171,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
       const err2 = tf.sub(r2.forward, truth);
       expect(await meanNorm(err2)).toBeLessThan(0.7 * before);
       tf.dispose([moving, truth, inverted, fixed, r.forward, r.velocity!, err]);
-      tf.dispose([r2.forward, r2.velocity!, err2]);
+      tf.dispose([r2.forward, r2.velocity!, r2.affine!, err2]);
     });
 
     it('keeps tf.memory flat: every tensor but the result is freed', async () => {
@@ -183,7 +185,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
           inverse: true,
           samples: 256,
         });
-        tf.dispose([r.forward, r.inverse!, ...(r.velocity ? [r.velocity] : [])]);
+        tf.dispose([r.forward, r.inverse!, r.affine!, ...(r.velocity ? [r.velocity] : [])]);
       }
       expect(tf.memory().numTensors).toBe(n0);
       tf.dispose([moving, fixed]);
