@@ -15,6 +15,7 @@ import {
 import {
   imagePyramid,
   levelLoss,
+  levelSchedule,
   levelShape,
   MIND_FEATURES,
   type SimilarityName,
@@ -366,21 +367,11 @@ export async function registerAffine(
       fail(fn, `'init' must be a [1, ${nd}, ${nd + 1}] affine, got ${fmtShape(init.shape)}`);
     }
   }
-  const nLevels = options.levels ?? 3;
-  if (!Number.isInteger(nLevels) || nLevels < 1 || nLevels > 6) {
-    fail(fn, `'levels' must be an integer in [1, 6], got ${nLevels}`);
-  }
-  const iterations =
-    options.iterations ??
-    Array.from({ length: nLevels }, (_, i) =>
-      i === nLevels - 1 ? 50 : i === nLevels - 2 ? 100 : 150,
-    );
-  if (iterations.length !== nLevels || iterations.some((n) => !Number.isInteger(n) || n < 0)) {
-    fail(
-      fn,
-      `'iterations' must list ${nLevels} non-negative integers, got ${JSON.stringify(iterations)}`,
-    );
-  }
+  const { levels: nLevels, iterations } = levelSchedule(fn, options.levels, options.iterations, {
+    coarse: 150,
+    middle: 100,
+    finest: 50,
+  });
   const lr = options.learningRate ?? 0.3;
   if (!(lr > 0) || !Number.isFinite(lr))
     fail(fn, `'learningRate' must be a finite number > 0, got ${lr}`);

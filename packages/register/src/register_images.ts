@@ -27,6 +27,7 @@ import {
 import {
   imagePyramid,
   levelLoss,
+  levelSchedule,
   levelShape,
   MIND_FEATURES,
   type SimilarityName,
@@ -193,21 +194,11 @@ export async function registerImages(
   if (model !== 'velocity' && model !== 'displacement') {
     fail(fn, `'transform' must be velocity or displacement, got '${model}'`);
   }
-  const nLevels = options.levels ?? 3;
-  if (!Number.isInteger(nLevels) || nLevels < 1 || nLevels > 6) {
-    fail(fn, `'levels' must be an integer in [1, 6], got ${nLevels}`);
-  }
-  const iterations =
-    options.iterations ??
-    Array.from({ length: nLevels }, (_, i) =>
-      i === nLevels - 1 ? 60 : i === nLevels - 2 ? 100 : 150,
-    );
-  if (iterations.length !== nLevels || iterations.some((n) => !Number.isInteger(n) || n < 0)) {
-    fail(
-      fn,
-      `'iterations' must list ${nLevels} non-negative integers, got ${JSON.stringify(iterations)}`,
-    );
-  }
+  const { levels: nLevels, iterations } = levelSchedule(fn, options.levels, options.iterations, {
+    coarse: 150,
+    middle: 100,
+    finest: 60,
+  });
   const skip = options.skipFinest ?? 0;
   if (!Number.isInteger(skip) || skip < 0 || skip >= nLevels) {
     fail(fn, `'skipFinest' must be an integer in [0, ${nLevels - 1}], got ${skip}`);

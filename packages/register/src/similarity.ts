@@ -141,3 +141,29 @@ export function imagePyramid(
   }
   return pyramid;
 }
+
+/**
+ * The pyramid schedule of a multi-resolution stage: `levels` (an integer in [1, 6], default
+ * 3) and the iterations per level, coarsest first (default `[coarse…, middle, finest]` from
+ * `defaults`, trimmed to the number of levels). Throws naming `fn` and the option.
+ */
+export function levelSchedule(
+  fn: string,
+  levels: number | undefined,
+  iterations: readonly number[] | undefined,
+  defaults: { coarse: number; middle: number; finest: number },
+): { levels: number; iterations: readonly number[] } {
+  const n = levels ?? 3;
+  if (!Number.isInteger(n) || n < 1 || n > 6) {
+    fail(fn, `'levels' must be an integer in [1, 6], got ${n}`);
+  }
+  const its =
+    iterations ??
+    Array.from({ length: n }, (_, i) =>
+      i === n - 1 ? defaults.finest : i === n - 2 ? defaults.middle : defaults.coarse,
+    );
+  if (its.length !== n || its.some((k) => !Number.isInteger(k) || k < 0)) {
+    fail(fn, `'iterations' must list ${n} non-negative integers, got ${JSON.stringify(its)}`);
+  }
+  return { levels: n, iterations: its };
+}
