@@ -164,7 +164,7 @@ export function buildProgram(io: CliIO = defaultIO): Command {
       .option('--no-affine', 'skip the linear stage (= --affine none)')
       .option(
         '--affine-iterations <list>',
-        'Adam iterations per level of the linear stage, coarsest first (default 150,100,50)',
+        'Adam iterations of the linear stage, one per level of its 3-level pyramid, coarsest first (default 150,100,50)',
         integerList('--affine-iterations'),
       )
       .option(

@@ -188,6 +188,59 @@ describe('regkit register --transform affine, --affine-out, apply --affine', () 
     tf.dispose([w.data, p.data, q.data]);
   });
 
+  it('default pipeline: apply --affine A --field D (deformable part) = the registered output', async () => {
+    const r = await regkit([
+      'register',
+      '--fixed',
+      'fixed.nii',
+      '--moving',
+      'moving.nii',
+      '--out',
+      'pipe.nii',
+      '--similarity',
+      'mse',
+      '--levels',
+      '2',
+      '--iterations',
+      '10,5',
+      '--affine-iterations',
+      '20,15,10',
+      '--affine-out',
+      'pipe.mat',
+      '--deformable-field',
+      'pipe_def.nii.gz',
+      '--field',
+      'pipe_total.nii.gz',
+      '--backend',
+      'cpu',
+      '--json',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { pipeline: string[] }).pipeline).toEqual([
+      'affine',
+      'velocity',
+    ]);
+    const a = await regkit([
+      'apply',
+      '--moving',
+      'moving.nii',
+      '--affine',
+      'pipe.mat',
+      '--field',
+      'pipe_def.nii.gz',
+      '--out',
+      'pipe_applied.nii',
+      '--backend',
+      'cpu',
+    ]);
+    expect(a.code, a.stderr).toBe(0);
+    const w = await readNifti(join(dir, 'pipe.nii'));
+    const p = await readNifti(join(dir, 'pipe_applied.nii'));
+    const range = tf.max(w.data).dataSync()[0]!;
+    expect(tf.max(tf.abs(tf.sub(w.data, p.data))).dataSync()[0]!).toBeLessThan(2e-3 * range);
+    tf.dispose([w.data, p.data]);
+  });
+
   it('--help documents the pipeline', async () => {
     const r = await regkit(['register', '--help']);
     expect(r.code).toBe(0);
