@@ -133,7 +133,10 @@ export function buildProgram(io: CliIO = defaultIO): Command {
         'moving image (NIfTI; mapped through both affines when the grids differ)',
       )
       .requiredOption('--out <file>', 'warped moving image')
-      .option('--field <file>', 'write the displacement field (ITK/ANTs: 5D NIfTI, mm, LPS)')
+      .option(
+        '--field <file>',
+        'write the total displacement field, affine included (ITK/ANTs: 5D NIfTI, mm, LPS)',
+      )
       .option(
         '--inverse-field [file]',
         'also write the inverse field (default: beside --field, _inverse)',
@@ -147,14 +150,35 @@ export function buildProgram(io: CliIO = defaultIO): Command {
           .default('lncc'),
       )
       .addOption(
-        new Option('--transform <model>', 'velocity (diffeomorphic) or displacement')
-          .choices(['velocity', 'displacement'])
-          .default('velocity'),
+        new Option(
+          '--transform <model>',
+          'rigid or affine: that linear stage alone; velocity (diffeomorphic) or displacement: that deformable stage alone, unless --affine names a linear stage (default: affine then velocity)',
+        ).choices(['rigid', 'affine', 'velocity', 'displacement']),
+      )
+      .addOption(
+        new Option(
+          '--affine <model>',
+          'linear stage before the deformable one: affine (default without --transform), rigid, or none',
+        ).choices(['affine', 'rigid', 'none']),
+      )
+      .option('--no-affine', 'skip the linear stage (= --affine none)')
+      .option(
+        '--affine-iterations <list>',
+        'Adam iterations of the linear stage, one per level of its 3-level pyramid, coarsest first (default 150,100,50)',
+        integerList('--affine-iterations'),
+      )
+      .option(
+        '--affine-out <file>',
+        'write the linear stage as an ITK/ANTs affine: .txt/.tfm (ITK text) or .mat (ANTs 0GenericAffine.mat)',
+      )
+      .option(
+        '--deformable-field <file>',
+        "write the deformable part alone (ANTs' 1Warp; --field is the total)",
       )
       .option('--levels <n>', 'pyramid levels (default 3)', integer('--levels'))
       .option(
         '--iterations <list>',
-        'Adam iterations per level, coarsest first (default 150,100,60)',
+        'Adam iterations per level of the deformable stage (of the linear one with --transform rigid|affine), coarsest first (default 150,100,60; 150,100,50 linear)',
         integerList('--iterations'),
       )
       .option('--learning-rate <x>', 'Adam learning rate (voxels)', number('--learning-rate'))
@@ -187,6 +211,22 @@ export function buildProgram(io: CliIO = defaultIO): Command {
       .addHelpText(
         'after',
         `
+Pipeline (as antsRegistrationSyN / elastix: linear first, then deformable):
+  (no --transform)              affine, then velocity (stationary velocity field, diffeomorphic)
+  --transform rigid | affine    only that linear stage; --field is its displacement
+  --transform velocity | displacement
+                                only that deformable stage (no linear stage), unless
+                                --affine rigid|affine puts one first
+  --affine rigid                rigid instead of affine before the deformable stage
+  --affine none, --no-affine    no linear stage
+The linear stage maps fixed voxel x to A x + t (3 pyramid levels, global NCC for lncc/mse,
+MI for mi, MIND for mind). --field is always the total displacement, affine included, so
+'regkit apply --field' reproduces --out. --affine-out writes the affine in physical space as
+ITK/ANTs do (LPS mm, fixed point to moving point): 'regkit apply --affine A.txt' or
+'antsApplyTransforms -t A.txt' apply it; --deformable-field is the deformable part alone,
+applied after it ('regkit apply --affine A.txt --field D.nii.gz', 'antsApplyTransforms -t
+D.nii.gz -t A.txt').
+
 Checked before registering (usage error, exit 2, nothing written): outputs (folder exists and
 is writable, .nii/.nii.gz or .png, not an input, not existing without --force), shapes and
 channels, and the images: non-finite values, a constant or all-zero image, a moving image
@@ -203,6 +243,7 @@ another run created meanwhile fails this run (exit 1) unless --force.`,
       const instanceOnly = {
         similarity: '--similarity',
         transform: '--transform',
+        affine: '--affine',
         levels: '--levels',
         iterations: '--iterations',
         learningRate: '--learning-rate',
@@ -229,7 +270,7 @@ another run created meanwhile fails this run (exit 1) unless --force.`,
         );
       } else
         io.out(
-          `registered ${o.moving} → ${o.fixed} (${summary.shape.join('×')}, ${summary.similarity}${summary.resampled ? ', moving resampled through the affines' : ''}) in ${fmt(summary.seconds, 1)} s; final ${summary.similarity} ${fmt(last?.similarity ?? Number.NaN, 4)}, folding ${fmt(summary.foldingPercent, 3)} %\n`,
+          `registered ${o.moving} → ${o.fixed} (${summary.shape.join('×')}, ${summary.pipeline.join(' + ')}, ${summary.similarity}${summary.resampled ? ', moving resampled through the affines' : ''}) in ${fmt(summary.seconds, 1)} s; final ${summary.similarity} ${fmt(last?.similarity ?? Number.NaN, 4)}, folding ${fmt(summary.foldingPercent, 3)} %\n`,
         );
       for (const [k, p] of Object.entries(summary.outputs)) io.out(`  ${k}: ${p}\n`);
     }
@@ -238,16 +279,33 @@ another run created meanwhile fails this run (exit 1) unless --force.`,
   common(
     program
       .command('apply')
-      .description('warp an image or label map by an ITK/ANTs displacement field')
+      .description(
+        'warp an image or label map by an ITK/ANTs displacement field, affine transform, or both',
+      )
       .requiredOption('--moving <file>', 'image to warp')
-      .requiredOption('--field <file>', 'displacement field (ITK/ANTs NIfTI)')
+      .option('--field <file>', 'displacement field (ITK/ANTs NIfTI)')
+      .option(
+        '--affine <file>',
+        'affine transform (ITK .txt/.tfm or ANTs .mat, as register --affine-out writes); with --field, applied after it',
+      )
       .requiredOption('--out <file>', 'output on the field grid')
-      .option('--reference <file>', 'grid of the output (default: the field grid)')
+      .option(
+        '--reference <file>',
+        'grid of the output (default: the field grid; required with --affine alone)',
+      )
       .option(
         '--nearest',
         "nearest-neighbour interpolation (labels: values and, where it holds them, the input's datatype kept)",
       )
-      .option('--force', 'replace an existing output'),
+      .option('--force', 'replace an existing output')
+      .addHelpText(
+        'after',
+        `
+With --affine A and --field D, a fixed point x samples the moving image at A(x + D(x)): the
+field first, then the affine, as 'antsApplyTransforms -t D -t A' and as 'regkit register'
+composes its stages (--affine-out A --deformable-field D), with one interpolation. The
+--field of 'regkit register' is already the total: apply it alone.`,
+      ),
   ).action(async (o: Common & Parameters<typeof applyCommand>[0]) => {
     await setupBackend(o.backend);
     const r = await applyCommand(o);

@@ -24,22 +24,27 @@ function canonical(path: string): string {
 }
 
 /** What an output file holds, which fixes its extension. */
-export type OutputKind = 'nifti' | 'png';
+export type OutputKind = 'nifti' | 'png' | 'transform';
 
 const EXTENSIONS: Record<OutputKind, string[]> = {
   nifti: ['.nii', '.nii.gz'],
   png: ['.png'],
+  transform: ['.txt', '.tfm', '.mat'],
 };
 
-/** The kind of an output option: `--png` is a PNG preview, every other output is NIfTI. */
+/**
+ * The kind of an output option: `--png` is a PNG preview, `--affine-out` an ITK/ANTs affine
+ * transform file, every other output is NIfTI.
+ */
 function outputKind(option: string): OutputKind {
-  return option === '--png' ? 'png' : 'nifti';
+  return option === '--png' ? 'png' : option === '--affine-out' ? 'transform' : 'nifti';
 }
 
 /**
  * Checks output paths before any work: none may be an input (inputs are never overwritten),
  * two outputs may not coincide, existing files are refused unless `force`, the extension
- * must be one the output can be written as (`.nii`/`.nii.gz`, `.png` for `--png`), and the
+ * must be one the output can be written as (`.nii`/`.nii.gz`, `.png` for `--png`,
+ * `.txt`/`.tfm`/`.mat` for `--affine-out`), and the
  * folder must exist and be writable. Removes stale temporaries of dead processes next to
  * the outputs ({@link removeStaleTemporaries}). Throws a {@link UsageError} naming the option
  * and the path.
@@ -101,7 +106,8 @@ export function checkOutputs(
  * `@regkit/networks`), for the kinds of files regkit writes (`.nii`, `.nii.gz`, `.png`,
  * `.json`, `.bin`). Group 1 is the final name, group 2 the pid of the process that wrote it.
  */
-export const TEMPORARY_NAME = /^\.(.+\.(?:nii|nii\.gz|png|json|bin))\.(\d+)\.[0-9a-z]+\.tmp$/i;
+export const TEMPORARY_NAME =
+  /^\.(.+\.(?:nii|nii\.gz|png|json|bin|txt|tfm|mat))\.(\d+)\.[0-9a-z]+\.tmp$/i;
 
 /** Whether a process with this pid is running (on this machine). */
 export function processAlive(pid: number): boolean {

@@ -1,19 +1,24 @@
 import { RegkitError, resizeField, resizeImage, tf } from '@regkit/core';
 import {
   encodeDisplacementField,
+  encodeItkAffine,
   encodeNifti,
   encodePng,
   type NiftiWriteDatatype,
   renderSlice,
   type Volume,
   volumeLike,
+  voxelAffineToItk,
   writeNifti,
 } from '@regkit/io';
 import { foldingPercent } from '@regkit/metrics';
 import { BUNDLED_WEIGHTS, bundledWeights, loadRegistrationNetwork } from '@regkit/networks';
 import {
+  type AffineTransform,
   normalizeIntensity,
+  type RegisterAffineOptions,
   type RegisterImagesOptions,
+  registerAffine,
   registerImages,
   type SimilarityName as Similarity,
   type TransformModel,
@@ -30,7 +35,7 @@ import {
 import { UsageError } from './errors.js';
 import { assertLabelMap } from './evaluate.js';
 import { checkOutputs, disposeVolumes, gzipAsync, OutputTransaction, readInput } from './files.js';
-import { sameGrid, warpThroughAffines } from './geometry.js';
+import { deformablePart, expandAffine, sameGrid, warpThroughAffines } from './geometry.js';
 import type { Progress } from './progress.js';
 
 /** Options of the `register` command (the parsed command line). */
@@ -41,7 +46,23 @@ export interface RegisterCommandOptions {
   field?: string;
   inverseField?: string | boolean;
   similarity?: string;
+  /**
+   * `rigid` or `affine`: only that linear stage; `velocity` or `displacement`: only that
+   * deformable stage (unless `affine` names a linear stage); absent: the default pipeline,
+   * an affine stage then a velocity field.
+   */
   transform?: string;
+  /**
+   * The linear stage before the deformable one: `affine`, `rigid`, or `none`/false (skip it).
+   * Default: `affine` when `transform` is absent, none when it names a deformable model.
+   */
+  affine?: string | boolean;
+  /** Iterations per level of the linear stage of the pipeline (coarsest first). */
+  affineIterations?: number[];
+  /** Where to write the linear stage as an ITK/ANTs affine (`.txt`, `.tfm` or `.mat`). */
+  affineOut?: string;
+  /** Where to write the deformable part alone (ANTs' `1Warp`; `--field` is the total). */
+  deformableField?: string;
   levels?: number;
   iterations?: number[];
   learningRate?: number;
@@ -67,7 +88,15 @@ export interface RegisterSummary {
   /** The network directory, when a network registered. */
   weights?: string;
   similarity: Similarity;
-  transform: TransformModel;
+  /** `--transform`: the deformable model of the pipeline, or the linear stage run alone. */
+  transform: TransformModel | AffineTransform;
+  /** The stages that ran, in order: e.g. `['affine', 'velocity']`, `['rigid']`, `['velocity']`. */
+  pipeline: string[];
+  /**
+   * The linear stage's result, when one ran: fixed voxel x ↦ A x + t (rows, `[nd][nd + 1]`),
+   * the fixed-grid position where the moving image (mapped through both affines) is sampled.
+   */
+  affine?: number[][];
   resampled: boolean;
   shape: number[];
   levels: { shape: number[]; similarity: number; iterations: number }[];
@@ -205,8 +234,12 @@ async function registerWithNetwork(
 /**
  * `regkit register`: registration of a moving image to a fixed one by instance optimisation
  * or, with `method` and `weights`, by a trained network, in the fixed image's grid (the
- * moving image is mapped through both affines when the grids differ). Writes the warped image and, when asked, the ITK/ANTs displacement field, its
- * inverse, warped labels and a PNG preview.
+ * moving image is mapped through both affines when the grids differ). Instance optimisation
+ * runs the stages of {@link registerPlan}: by default an affine stage (`registerAffine`) then
+ * a velocity field (`registerImages`). Writes the warped image and, when asked, the ITK/ANTs
+ * displacement field (always the total: affine and deformable composed), its inverse, the
+ * affine as an ITK/ANTs transform file (`affineOut`), the deformable part alone
+ * (`deformableField`), warped labels and a PNG preview.
  *
  * Every check that needs no registration comes first: outputs (folder, extension, existing
  * files), shapes and channels, and the images themselves. Refused (usage error): images with
@@ -227,10 +260,7 @@ export async function registerCommand(
   if (!['lncc', 'mi', 'mind', 'mse'].includes(similarity)) {
     throw new UsageError(`--similarity must be lncc, mi, mind or mse, got '${o.similarity}'`);
   }
-  const transform = (o.transform ?? 'velocity') as TransformModel;
-  if (!['velocity', 'displacement'].includes(transform)) {
-    throw new UsageError(`--transform must be velocity or displacement, got '${o.transform}'`);
-  }
+  const plan = registerPlan(o);
   if (o.method && !o.weights) {
     const bundled = await bundledWeights(o.method);
     if (!bundled) {
@@ -255,6 +285,8 @@ export async function registerCommand(
   const outputs = {
     '--out': o.out,
     '--field': o.field,
+    '--affine-out': o.affineOut,
+    '--deformable-field': o.deformableField,
     '--inverse-field': inversePath,
     '--out-labels': o.outLabels,
     '--png': o.png,
@@ -357,7 +389,8 @@ export async function registerCommand(
     let started = false;
     const options: RegisterImagesOptions = {
       similarity,
-      transform,
+      transform: plan.deformable ?? 'velocity',
+      affine: plan.linear ?? false,
       inverse: !!inversePath,
       onProgress: (p) => {
         if (!started) progress.start('registering', p.total);
@@ -374,9 +407,13 @@ export async function registerCommand(
     if (o.regularisation !== undefined) options.regularisationWeight = o.regularisation;
     if (o.skipFinest !== undefined) options.skipFinest = o.skipFinest;
     if (o.seed !== undefined) options.seed = o.seed;
+    if (o.affineIterations !== undefined) {
+      options.affineOptions = { iterations: o.affineIterations };
+    }
     let result: {
       field: tf.Tensor;
       inverseField?: tf.Tensor;
+      affine?: tf.Tensor;
       levels: { shape: number[]; similarity: number; iterations: number }[];
     };
     if (o.method) {
@@ -396,16 +433,54 @@ export async function registerCommand(
         toDispose.push(r.field);
         throw new UsageError(`the ${o.method} network gives no inverse; drop --inverse-field`);
       }
+    } else if (!plan.deformable) {
+      // --transform rigid|affine: the linear stage alone
+      const affineOptions: RegisterAffineOptions = {
+        transform: plan.linear!,
+        similarity: affineSimilarity(similarity),
+        inverse: !!inversePath,
+        onProgress: (p) => {
+          if (!started) progress.start(`registering (${plan.linear})`, p.total);
+          started = true;
+          progress.update(p.done, `level ${p.level}/${p.levels} ${p.similarity.toFixed(4)}`);
+        },
+      };
+      if (o.levels !== undefined) affineOptions.levels = o.levels;
+      if (o.iterations !== undefined) affineOptions.iterations = o.iterations;
+      if (o.learningRate !== undefined) affineOptions.learningRate = o.learningRate;
+      if (o.seed !== undefined) affineOptions.seed = o.seed;
+      const r = await registerAffine(f, m, affineOptions);
+      result = {
+        field: r.forward,
+        affine: r.affine,
+        levels: r.levels,
+        ...(r.inverse ? { inverseField: r.inverse } : {}),
+      };
     } else {
       const r = await registerImages(f, m, options);
       r.velocity?.dispose();
-      result = r.inverse
-        ? { field: r.forward, inverseField: r.inverse, levels: r.levels }
-        : { field: r.forward, levels: r.levels };
+      result = {
+        field: r.forward,
+        levels: r.levels,
+        ...(r.inverse ? { inverseField: r.inverse } : {}),
+        ...(r.affine ? { affine: r.affine } : {}),
+      };
     }
     progress.stop();
     toDispose.push(result.field);
     if (result.inverseField) toDispose.push(result.inverseField);
+    if (result.affine) toDispose.push(result.affine);
+    // the deformable part alone (ANTs' 1Warp), on the registered grid
+    let deformable: tf.Tensor | null = null;
+    if (o.deformableField && result.affine) {
+      deformable = deformablePart(result.affine, result.field, result.field.shape.slice(1, -1));
+      toDispose.push(deformable);
+    }
+    let affineRows: number[][] | undefined;
+    if (result.affine) {
+      const rows = (result.affine.arraySync() as number[][][])[0]!;
+      affineRows = thin >= 0 ? expandAffine(rows, thin) : rows;
+    }
     // the folding of the registered (2D when one voxel thick) field
     const folding = await foldingPercent(result.field);
     if (!Number.isFinite(folding)) {
@@ -420,6 +495,10 @@ export async function registerCommand(
         inverseField = expandField(inverseField, fs, thin);
         toDispose.push(inverseField);
       }
+      if (deformable) {
+        deformable = expandField(deformable, fs, thin);
+        toDispose.push(deformable);
+      }
     }
     const warped = warpThroughAffines(moving, field, fixed);
     toDispose.push(warped.data);
@@ -431,6 +510,21 @@ export async function registerCommand(
     if (o.field) {
       outputsTx.stage('--field', o.field, fieldBytes(field, fixed, gz(o.field)));
       written.field = o.field;
+    }
+    if (o.deformableField && deformable) {
+      outputsTx.stage(
+        '--deformable-field',
+        o.deformableField,
+        fieldBytes(deformable, fixed, gz(o.deformableField)),
+      );
+      written.deformableField = o.deformableField;
+    }
+    if (o.affineOut && affineRows) {
+      // the moving image was registered on the fixed grid: world map A_f · a · A_f⁻¹
+      const itk = voxelAffineToItk(affineRows, fixed, fixed);
+      const format = o.affineOut.toLowerCase().endsWith('.mat') ? 'mat' : 'txt';
+      outputsTx.stage('--affine-out', o.affineOut, encodeItkAffine(itk, format));
+      written.affineOut = o.affineOut;
     }
     if (inversePath && inverseField) {
       outputsTx.stage(
@@ -468,7 +562,9 @@ export async function registerCommand(
       method: o.method ?? 'instance',
       ...(o.weights ? { weights: o.weights } : {}),
       similarity,
-      transform,
+      transform: plan.transform,
+      pipeline: o.method ? [o.method] : plan.pipeline,
+      ...(affineRows ? { affine: affineRows } : {}),
       resampled,
       shape: fs,
       ...(thin >= 0 ? { registeredAs2d: thin } : {}),
@@ -493,4 +589,102 @@ export async function registerCommand(
 async function fieldBytes(field: tf.Tensor, reference: Volume, gz: boolean): Promise<Uint8Array> {
   const raw = encodeDisplacementField(field, reference);
   return gz ? gzipAsync(raw) : raw;
+}
+
+/** The stages `register` runs, from `--transform` and `--affine` (see {@link registerPlan}). */
+export interface RegisterPlan {
+  /** The linear stage, or null. */
+  linear: AffineTransform | null;
+  /** The deformable model, or null (a linear stage alone). */
+  deformable: TransformModel | null;
+  /** The summary's `transform`. */
+  transform: TransformModel | AffineTransform;
+  /** The stages in order. */
+  pipeline: string[];
+}
+
+/**
+ * The stages of `regkit register` from its options, with usage errors naming the flag for
+ * bad values and combinations: no `--transform` → `--affine` (default affine) then velocity;
+ * `--transform rigid|affine` → that linear stage alone (`--affine`, `--no-affine`,
+ * `--affine-iterations`, `--regularisation`, `--skip-finest` and `--deformable-field` are
+ * refused); `--transform velocity|displacement` → that model alone, after the linear stage
+ * `--affine rigid|affine` names. `--affine-out` needs a linear stage, `--deformable-field`
+ * a linear and a deformable one.
+ */
+export function registerPlan(o: RegisterCommandOptions): RegisterPlan {
+  const t = o.transform;
+  if (t !== undefined && !['rigid', 'affine', 'velocity', 'displacement'].includes(t)) {
+    throw new UsageError(`--transform must be rigid, affine, velocity or displacement, got '${t}'`);
+  }
+  const a = o.affine;
+  if (a !== undefined && a !== false && a !== true && !['affine', 'rigid', 'none'].includes(a)) {
+    throw new UsageError(`--affine must be affine, rigid or none, got '${a}'`);
+  }
+  if (o.method) {
+    for (const [flag, v] of [
+      ['--affine', o.affine],
+      ['--affine-iterations', o.affineIterations],
+      ['--affine-out', o.affineOut],
+      ['--deformable-field', o.deformableField],
+    ] as const) {
+      if (v !== undefined)
+        throw new UsageError(`${flag} applies to instance optimisation, not to --method`);
+    }
+  }
+  if (t === 'rigid' || t === 'affine') {
+    for (const [flag, v] of [
+      [a === false ? '--no-affine' : '--affine', a],
+      ['--affine-iterations', o.affineIterations],
+      ['--regularisation', o.regularisation],
+      ['--skip-finest', o.skipFinest],
+      ['--deformable-field', o.deformableField],
+    ] as const) {
+      if (v !== undefined) {
+        throw new UsageError(
+          `${flag} does not apply to --transform ${t}, which runs the ${t} stage alone (its options: --levels, --iterations, --learning-rate, --seed, --similarity)`,
+        );
+      }
+    }
+    return { linear: t, deformable: null, transform: t, pipeline: [t] };
+  }
+  const deformable = (t ?? 'velocity') as TransformModel;
+  const linear: AffineTransform | null =
+    a === false || a === 'none'
+      ? null
+      : a === 'affine' || a === 'rigid'
+        ? a
+        : t === undefined
+          ? 'affine'
+          : null;
+  if (!linear) {
+    const why =
+      a === false
+        ? '--no-affine'
+        : a === 'none'
+          ? '--affine none'
+          : `--transform ${deformable} alone`;
+    for (const [flag, v] of [
+      ['--affine-iterations', o.affineIterations],
+      ['--affine-out', o.affineOut],
+      ['--deformable-field', o.deformableField],
+    ] as const) {
+      if (v !== undefined) {
+        throw new UsageError(
+          `${flag} needs an affine stage, but ${why} skips it (add --affine affine or --affine rigid)`,
+        );
+      }
+    }
+  }
+  return {
+    linear,
+    deformable,
+    transform: deformable,
+    pipeline: linear ? [linear, deformable] : [deformable],
+  };
+}
+
+/** The affine stage's similarity for a deformable one (as `registerImages` chooses). */
+function affineSimilarity(similarity: Similarity): 'mi' | 'mind' | 'ncc' {
+  return similarity === 'mi' || similarity === 'mind' ? similarity : 'ncc';
 }

@@ -18,7 +18,8 @@ import { RegkitError } from '@regkit/core';
  *   `'PATH'`: unsupported file extension;
  * - `'SHAPE'`: tensor shapes do not fit (field vs reference grid, volume data, ...);
  * - `'GRID'`: a displacement field's affine differs from the reference's;
- * - `'OPTION'`: an invalid option or argument.
+ * - `'OPTION'`: an invalid option or argument;
+ * - `'TRANSFORM'`: not a readable ITK/ANTs affine transform file (text or MATLAB v4 `.mat`).
  */
 export type RegkitIOErrorCode =
   | 'NOTFOUND'
@@ -37,7 +38,8 @@ export type RegkitIOErrorCode =
   | 'PATH'
   | 'SHAPE'
   | 'GRID'
-  | 'OPTION';
+  | 'OPTION'
+  | 'TRANSFORM';
 
 /**
  * Every error `@regkit/io` throws on purpose. `message` starts with the file name (`file`)

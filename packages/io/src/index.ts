@@ -1,6 +1,6 @@
 /**
  * @regkit/io — medical image I/O for regkit: NIfTI-1/2 read and write (`.nii`, `.nii.gz`,
- * `.hdr/.img` pairs; Analyze 7.5 read), ITK/ANTs displacement fields, reorientation to RAS+,
+ * `.hdr/.img` pairs; Analyze 7.5 read), ITK/ANTs displacement fields and affine transforms, reorientation to RAS+,
  * resampling through affines, and PNG slice previews.
  *
  * Conventions: image `[1, ...spatial, C]` float32 with spatial axes in nibabel's array order
@@ -20,6 +20,17 @@ export {
   type WriteFieldOptions,
   writeDisplacementField,
 } from './field.js';
+export {
+  decodeItkAffine,
+  encodeItkAffine,
+  type ItkAffine,
+  itkToVoxelAffine,
+  readItkAffine,
+  voxelAffineToItk,
+  voxelToItkPhysical,
+  type WriteItkAffineOptions,
+  writeItkAffine,
+} from './itk_affine.js';
 export { axisCodes } from './matrix.js';
 export {
   encodePng,
