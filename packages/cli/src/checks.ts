@@ -73,7 +73,7 @@ export function thinAxis(option: string, path: string, shape: number[]): number 
 export async function fieldOfViewOverlap(moving: Volume, reference: Volume): Promise<number> {
   const ones: Volume = { ...moving, data: tf.onesLike(moving.data) };
   try {
-    const r = resampleToReference(ones, reference, { interpolation: 'nearest' });
+    const r = resampleToReference(ones, reference, { interpolation: 'nearest', defaultValue: 0 });
     try {
       const v = (await r.data.data()) as Float32Array;
       let n = 0;

@@ -281,8 +281,9 @@ describe('labels keep their values and datatype', () => {
     const nan = Float32Array.from({ length: 8000 }, (_, i) => (i === 17 ? Number.NaN : 1));
     const bad = await save(join(work, 'nan.nii'), tf.tensor(nan, [1, 20, 20, 20, 1]));
     const n = await regkit(['eval', '--fixed-labels', bad, '--warped-labels', lab], work);
-    // readNifti refuses non-finite voxels itself (an I/O failure, exit 1)
-    expect(n.code).toBe(1);
+    // readNifti keeps NaN voxels (SPM writes them) with a warning; eval refuses them as labels
+    expect(n.code).toBe(2);
+    expect(errors(n)).toContain('is not a label map');
     expect(errors(n)).toContain('nan.nii');
     expect(errors(n)).toContain('NaN');
   });

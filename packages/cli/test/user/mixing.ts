@@ -115,7 +115,9 @@ export async function mixParts(): Promise<MixingResult> {
     after,
     result.forward,
   ]);
+  // every tensor of the output is the caller's: the affine stage's matrix too
   if (result.velocity) result.velocity.dispose();
+  if (result.affine) result.affine.dispose();
   sitreg.dispose();
   mine.dispose();
   voxelMorph.dispose();
