@@ -6,7 +6,9 @@ type Path = typeof import('node:path');
 /** Imports a Node built-in by a name bundlers cannot follow (weights, checkpoints: Node.js only). */
 export async function nodeModule<T>(name: string): Promise<T> {
   if (typeof process === 'undefined' || !process.versions?.node) {
-    throw new RegkitError(`${name} is needed to read and write weight directories and checkpoints (Node.js only)`);
+    throw new RegkitError(
+      `${name} is needed to read and write weight directories and checkpoints (Node.js only)`,
+    );
   }
   return (await import(/* webpackIgnore: true */ /* @vite-ignore */ name)) as T;
 }
