@@ -112,7 +112,8 @@ function memoryError(
     `regkit: a ${dtype} tensor of shape [${shape.join(', ')}] (${fmtGiB(requested)}) does not fit ` +
       `the tfjs wasm backend's heap: ${why}. The wasm heap holds at most 4 GiB; for inputs of this ` +
       `size use the cpu backend (no such limit, same regkit kernels): ` +
-      "`await initBackend('cpu', { kernels: await import('@regkit/kernels') })`, or " +
+      "`await initBackend('cpu', { kernels: await import('@regkit/kernels') })` (the regkit CLI: " +
+      '`--backend cpu`), or ' +
       '`await moveToCpuBackend()` to move live tensors and weights there (trainRegistration does ' +
       'so by itself), or use smaller images or a smaller batch.',
     requested,

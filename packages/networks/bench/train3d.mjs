@@ -8,7 +8,10 @@
  * whether the weights changed, the warnings, and the peak RSS of the process.
  *
  *   node bench/train3d.mjs [--model sitreg|voxelmorph] [--size 96x112x96] [--backend cpu|wasm]
- *                          [--on-full cpu|error]
+ *                          [--on-full cpu|error] [--mode train|apply]
+ *
+ * `--mode apply` times one inference (`model.apply` in `tf.tidy`) through
+ * `withWasmHeapFallback` instead of a training step.
  *
  * SITReg is `createSitreg({ ndim: 3, width: 0.25 })` with its own loss; VoxelMorph is
  * `createVoxelMorph({ ndim: 3 })` with local NCC. Images are seeded uniform noise.
@@ -45,21 +48,31 @@ let loss = Number.NaN;
 const t0 = performance.now();
 let error = null;
 try {
-  await trainRegistration({
-    model,
-    similarity: which === 'sitreg' ? undefined : (f, m) => localNccLoss(f, m),
-    epochs: 1,
-    learningRate: 1e-3,
-    onWasmHeapFull: arg('on-full', 'cpu'),
-    data: () =>
-      tf.tidy(() => ({
-        moving: tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 1),
-        fixed: tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 2),
-      })),
-    onProgress: (p) => {
-      loss = p.loss;
-    },
-  });
+  if (arg('mode', 'train') === 'apply') {
+    const moving = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 1);
+    const fixed = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 2);
+    const forward = await core.withWasmHeapFallback(
+      () => tf.tidy(() => tf.keep(model.apply(moving, fixed).forward)),
+      { what: 'inference' },
+    );
+    loss = tf.tidy(() => tf.mean(tf.abs(forward)).dataSync()[0]); // mean |u| instead
+    tf.dispose([moving, fixed, forward]);
+  } else
+    await trainRegistration({
+      model,
+      similarity: which === 'sitreg' ? undefined : (f, m) => localNccLoss(f, m),
+      epochs: 1,
+      learningRate: 1e-3,
+      onWasmHeapFull: arg('on-full', 'cpu'),
+      data: () =>
+        tf.tidy(() => ({
+          moving: tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 1),
+          fixed: tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 2),
+        })),
+      onProgress: (p) => {
+        loss = p.loss;
+      },
+    });
 } catch (e) {
   error = `${e.name}: ${e.message}`;
 }
@@ -81,7 +94,7 @@ const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
 console.log(
   JSON.stringify({
     suite: 'networks',
-    op: `train_step_${which}`,
+    op: `${arg('mode', 'train')}_${which}`,
     size: spatial.join('x'),
     startedOn: started,
     endedOn: tf.getBackend(),
