@@ -141,35 +141,39 @@ export function guardWasmHeap(): boolean {
   guarded.set(backend, state);
   const move = backend.move;
   const disposeData = backend.disposeData;
-  backend.move = function (dataId, values, shape, dtype, refCount) {
+  const check = (shape: number[], dtype: tf.DataType): number => {
     const n = bytesOf(shape, dtype);
-    if (n > 0) {
-      if (state.total + n > budget) {
-        throw memoryError(
-          shape,
-          dtype,
-          n,
-          state.total,
-          `${fmtGiB(state.total)} of tensors are on the heap and its budget is ${fmtGiB(budget)}`,
-        );
-      }
-      // tfjs does not check malloc's result (0 when the heap is exhausted): probe first
-      const probe = this.wasm._malloc(n) >>> 0;
-      if (probe === 0) {
-        throw memoryError(
-          shape,
-          dtype,
-          n,
-          state.total,
-          `its allocator found no room (${fmtGiB(state.total)} of tensors, heap ${fmtGiB(this.wasm.HEAPU8.length)})`,
-        );
-      }
-      this.wasm._free(probe);
+    if (n === 0) return 0;
+    if (state.total + n > budget) {
+      throw memoryError(
+        shape,
+        dtype,
+        n,
+        state.total,
+        `${fmtGiB(state.total)} of tensors are on the heap and its budget is ${fmtGiB(budget)}`,
+      );
     }
+    // tfjs does not check malloc's result (0 when the heap is exhausted): probe first
+    const probe = backend.wasm._malloc(n) >>> 0;
+    if (probe === 0) {
+      throw memoryError(
+        shape,
+        dtype,
+        n,
+        state.total,
+        `its allocator found no room (${fmtGiB(state.total)} of tensors, heap ${fmtGiB(backend.wasm.HEAPU8.length)})`,
+      );
+    }
+    backend.wasm._free(probe);
+    return n;
+  };
+  backend.move = function (dataId, values, shape, dtype, refCount) {
+    const n = check(shape, dtype);
     move.call(this, dataId, values, shape, dtype, refCount);
     state.bytes.set(dataId, (state.bytes.get(dataId) ?? 0) + n);
     state.total += n;
   };
+  guardMovesInto(backend, check);
   backend.disposeData = function (dataId, force) {
     const freed = disposeData.call(this, dataId, force);
     if (freed) {
@@ -182,6 +186,36 @@ export function guardWasmHeap(): boolean {
     return freed;
   };
   return true;
+}
+
+interface EngineInternals {
+  moveData(backend: object, dataId: object): void;
+  state: { tensorInfo: WeakMap<object, { backend: object; shape: number[]; dtype: tf.DataType }> };
+}
+
+const moveChecks = new WeakMap<object, (shape: number[], dtype: tf.DataType) => number>();
+let engineGuarded = false;
+
+/**
+ * tfjs moves a tensor into a backend (`engine.moveData`) by freeing it on the old backend
+ * first: a guard that threw inside the new backend's `move` would lose its data. Check
+ * before tfjs frees anything instead.
+ */
+function guardMovesInto(
+  backend: object,
+  check: (shape: number[], dtype: tf.DataType) => number,
+): void {
+  moveChecks.set(backend, check);
+  if (engineGuarded) return;
+  const engine = tf.engine() as unknown as EngineInternals;
+  const moveData = engine.moveData;
+  engine.moveData = function (target, dataId) {
+    const info = this.state.tensorInfo.get(dataId);
+    const targetCheck = moveChecks.get(target);
+    if (info && targetCheck && info.backend !== target) targetCheck(info.shape, info.dtype);
+    moveData.call(this, target, dataId);
+  };
+  engineGuarded = true;
 }
 
 /**

@@ -99,6 +99,13 @@ describe('wasm heap guard', () => {
     expect(warnings[0]).toMatch(/moving to the cpu backend/);
     expect(Array.from(w.dataSync())).toEqual([1, 2, 3, 4]);
     w.dispose();
+    // a tensor that would not fit when tfjs moves it back into wasm keeps its data
+    const big = tf.fill([512, 1024], 2);
+    await tf.setBackend('wasm');
+    expect(() => tf.sum(big)).toThrow(RegkitMemoryError);
+    await tf.setBackend('cpu');
+    expect(big.dataSync()[512 * 1024 - 1]).toBe(2);
+    big.dispose();
     // errors that are not about memory are not retried
     await expect(
       withWasmHeapFallback(() => {
