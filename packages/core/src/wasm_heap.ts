@@ -38,7 +38,7 @@ export class RegkitMemoryError extends RegkitError {
 }
 
 const GiB = 2 ** 30;
-const fmtGiB = (bytes: number) =>
+const fmtBytes = (bytes: number) =>
   bytes >= GiB ? `${(bytes / GiB).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 let budget = DEFAULT_WASM_HEAP_BUDGET_BYTES;
@@ -109,7 +109,7 @@ function memoryError(
   why: string,
 ): RegkitMemoryError {
   return new RegkitMemoryError(
-    `regkit: a ${dtype} tensor of shape [${shape.join(', ')}] (${fmtGiB(requested)}) does not fit ` +
+    `regkit: a ${dtype} tensor of shape [${shape.join(', ')}] (${fmtBytes(requested)}) does not fit ` +
       `the tfjs wasm backend's heap: ${why}. The wasm heap holds at most 4 GiB; for inputs of this ` +
       `size use the cpu backend (no such limit, same regkit kernels): ` +
       "`await initBackend('cpu', { kernels: await import('@regkit/kernels') })` (the regkit CLI: " +
@@ -150,7 +150,7 @@ export function guardWasmHeap(): boolean {
         dtype,
         n,
         state.total,
-        `${fmtGiB(state.total)} of tensors are on the heap and its budget is ${fmtGiB(budget)}`,
+        `${fmtBytes(state.total)} of tensors are on the heap and its budget is ${fmtBytes(budget)}`,
       );
     }
     // tfjs does not check malloc's result (0 when the heap is exhausted): probe first
@@ -161,7 +161,7 @@ export function guardWasmHeap(): boolean {
         dtype,
         n,
         state.total,
-        `its allocator found no room (${fmtGiB(state.total)} of tensors, heap ${fmtGiB(backend.wasm.HEAPU8.length)})`,
+        `its allocator found no room (${fmtBytes(state.total)} of tensors, heap ${fmtBytes(backend.wasm.HEAPU8.length)})`,
       );
     }
     backend.wasm._free(probe);
@@ -292,7 +292,7 @@ export async function withWasmHeapFallback<T>(
     const warn = options.warn ?? ((m: string) => console.warn(m));
     warn(
       `regkit: ${options.what ?? 'the computation'} needs more than the wasm backend's heap allows ` +
-        `(${fmtGiB(e.inUseBytes)} in use + ${fmtGiB(e.requestedBytes)} requested > budget ${fmtGiB(e.budgetBytes)} of 4 GiB): ` +
+        `(${fmtBytes(e.inUseBytes)} in use + ${fmtBytes(e.requestedBytes)} requested > budget ${fmtBytes(e.budgetBytes)} of 4 GiB): ` +
         "moving to the cpu backend (weights kept; slower; call initBackend('cpu') first to skip this attempt)",
     );
     await moveToCpuBackend();
