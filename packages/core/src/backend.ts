@@ -2,6 +2,7 @@ import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { RegkitBackendError } from './errors.js';
 import './kernel_fixes.js';
 import { tf } from './tf.js';
+import { guardWasmHeap } from './wasm_heap.js';
 
 /** Backends `initBackend` can select. */
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
@@ -98,6 +99,7 @@ async function tryBackend(name: BackendName, options: InitBackendOptions): Promi
   const ok = await tf.setBackend(name);
   if (!ok) throw new Error(`tf.setBackend('${name}') failed`);
   await tf.ready();
+  if (name === 'wasm') guardWasmHeap();
   if (name !== 'tensorflow') {
     if (options.kernels) await useKernelModule(options.kernels);
     else await loadOptionalKernels();
@@ -117,6 +119,10 @@ async function tryBackend(name: BackendName, options: InitBackendOptions): Promi
  * cpu and wasm, the WebAssembly-SIMD kernels of `@regkit/kernels` are registered: from
  * `options.kernels` when given, else by importing the package by name when installed (see
  * `loadOptionalKernels`).
+ *
+ * On wasm, the heap (at most 4 GiB) is guarded ({@link guardWasmHeap}): a tensor that would
+ * not fit throws a `RegkitMemoryError` naming the fix instead of aborting the WebAssembly
+ * instance; `withWasmHeapFallback` and `trainRegistration` then move to cpu.
  *
  * @example
  * ```ts

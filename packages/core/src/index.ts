@@ -124,3 +124,15 @@ export {
   type WarpOptions,
   warp,
 } from './warp.js';
+export {
+  DEFAULT_WASM_HEAP_BUDGET_BYTES,
+  guardWasmHeap,
+  moveToCpuBackend,
+  RegkitMemoryError,
+  setWasmHeapBudget,
+  WASM_HEAP_LIMIT_BYTES,
+  type WasmHeapFallbackOptions,
+  wasmHeapBudget,
+  wasmHeapTensorBytes,
+  withWasmHeapFallback,
+} from './wasm_heap.js';

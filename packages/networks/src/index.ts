@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 
+export type { WasmHeapPolicy } from './heap_fallback.js';
 /** INNReg: invertible translation network T + residual U-Net registration network R. */
 export {
   createInnreg,

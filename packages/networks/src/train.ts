@@ -14,6 +14,7 @@ import {
   tf,
 } from '@regkit/core';
 import { diffusionLoss } from '@regkit/losses';
+import { stepWithinHeap, type WasmHeapPolicy } from './heap_fallback.js';
 import { directoryHandler, encodeNamedWeights, nodeModule, writeFileAtomic } from './weights.js';
 
 /** One training batch; the trainer disposes both tensors after the step. */
@@ -86,6 +87,13 @@ export interface TrainingOptions<P extends TrainingProgress = TrainingProgress> 
   checkpointEvery?: number;
   /** Called after every step. */
   onProgress?: (progress: P) => void;
+  /**
+   * When a step would not fit the wasm backend's 4 GiB heap (3D at brain sizes): `'cpu'`
+   * (default) moves training to the cpu backend with a one-line warning, keeping weights and
+   * optimiser state, and redoes the step; `'error'` throws the `RegkitMemoryError` (raised
+   * before the heap is exhausted, naming the size and the fix).
+   */
+  onWasmHeapFull?: WasmHeapPolicy;
 }
 
 /** Options of {@link trainRegistration}. */
@@ -515,9 +523,12 @@ export async function trainRegistration(
       let value: tf.Scalar;
       let grads: Record<string, tf.Variable | tf.Tensor>;
       try {
-        ({ value, grads } = tf.variableGrads(
-          lossOf(pair, terms, epoch * stepsPerEpoch + step + 1),
-          trainable,
+        ({ value, grads } = await stepWithinHeap(
+          fn,
+          o.onWasmHeapFull,
+          pair.moving,
+          () => tf.variableGrads(lossOf(pair, terms, epoch * stepsPerEpoch + step + 1), trainable),
+          () => tf.dispose(terms.splice(0)),
         ));
       } finally {
         tf.dispose([pair.moving, pair.fixed]);
