@@ -392,6 +392,7 @@ export async function registerCommand(
       transform: plan.deformable ?? 'velocity',
       affine: plan.linear ?? false,
       inverse: !!inversePath,
+      returnVelocity: false,
       onProgress: (p) => {
         if (!started) progress.start('registering', p.total);
         started = true;
@@ -467,6 +468,10 @@ export async function registerCommand(
       };
     }
     progress.stop();
+    // the normalised copies (and the moving image resampled onto the fixed grid) are no
+    // longer needed: free them before the full-resolution outputs are computed
+    tf.dispose([f, m]);
+    if (movingOnFixed && !o.method) movingOnFixed.data.dispose();
     toDispose.push(result.field);
     if (result.inverseField) toDispose.push(result.inverseField);
     if (result.affine) toDispose.push(result.affine);
