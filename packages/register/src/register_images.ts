@@ -331,15 +331,16 @@ export async function registerImages(
     });
     const optimizer = tf.train.adam(lr);
     const p = param;
-    // the affine on this grid: x ↦ a(x + u(x)) has the displacement aField + u Bᵀ
-    const onGrid = affine ? affineOnGrid(affine, spatial, shape) : null;
+    // the affine on the parameter grid: x ↦ a(x + u(x)) has the displacement aField + u Bᵀ
+    // there; as the affine part is linear in x and the upsampling linear in the field, the
+    // level grid's displacement is that field upsampled (exactly), so the level grid holds a
+    // single dense field (and its gradient) instead of four
+    const onGrid = affine ? affineOnGrid(affine, spatial, pShape) : null;
     const deformation = (): tf.Tensor => {
       const smooth = smoothing > 0 ? gaussianSmooth(p, smoothing) : p;
       const v = model === 'velocity' ? integrateVelocity(smooth, { steps }) : smooth;
-      const u = pShape.every((s, k) => s === shape[k]) ? v : resizeField(v, shape);
-      if (!onGrid) return u;
-      const au = tf.matMul(tf.reshape(u, [-1, nd]), onGrid.linear, false, true);
-      return tf.add(onGrid.field, tf.reshape(au, u.shape));
+      const d = onGrid ? addAffine(v, onGrid) : v;
+      return pShape.every((s, k) => s === shape[k]) ? d : resizeField(d, shape);
     };
     let simValue = Number.NaN;
     let regValue = Number.NaN;
@@ -412,18 +413,16 @@ export async function registerImages(
     u.dispose();
     return r;
   };
-  /** Adds the affine: a(x + u(x)) − x = (a − id)(x) + A u(x), exact (no resampling). */
-  const withAffine = (u: tf.Tensor): tf.Tensor => {
-    if (!a) return u;
-    const au = tf.tidy(() => {
-      const linear = tf.reshape(tf.slice(a, [0, 0, 0], [1, nd, nd]), [nd, nd]);
-      return tf.reshape(tf.matMul(tf.reshape(u, [-1, nd]), linear, false, true), u.shape);
-    });
-    u.dispose();
-    const field = affineDisplacement(a, spatial);
-    const out = tf.add(field, au);
-    tf.dispose([field, au]);
-    return out;
+  /**
+   * Adds the affine on the parameter grid, then upsamples: a(x + u(x)) − x = (a − id)(x) +
+   * A u(x), exact (no resampling: both terms are linear in what is interpolated).
+   */
+  const forwardOf = (v: tf.Tensor): tf.Tensor => {
+    if (!a) return full(v);
+    const grid = affineOnGrid(a, spatial, v.shape.slice(1, -1));
+    const d = addAffine(v, grid);
+    tf.dispose([v, grid.field, grid.linear]);
+    return full(d);
   };
   /** The inverse with the affine: φ⁻¹(a⁻¹(y)) − y = composeFields(u⁻¹, a⁻¹ − id). */
   const inverseWithAffine = (uInv: tf.Tensor): tf.Tensor => {
@@ -440,7 +439,7 @@ export async function registerImages(
   let result: { forward: tf.Tensor; velocity?: tf.Tensor; inverse?: tf.Tensor };
   if (model === 'velocity') {
     const v = tf.tidy(() => integrateVelocity(smooth, { steps }));
-    const forward = withAffine(full(v === smooth ? tf.clone(v) : v));
+    const forward = forwardOf(v === smooth ? tf.clone(v) : v);
     result = { forward };
     if (options.inverse) {
       const back = tf.tidy(() => tf.clone(integrateVelocity(tf.neg(smooth), { steps })));
@@ -448,10 +447,13 @@ export async function registerImages(
     }
     if (wantVelocity) result.velocity = full(tf.clone(smooth));
   } else {
-    const deformable = full(tf.clone(smooth));
     let inverse: tf.Tensor | undefined;
-    if (options.inverse) inverse = inverseWithAffine(invertField(deformable));
-    const forward = a ? withAffine(deformable) : deformable;
+    if (options.inverse) {
+      const deformable = full(tf.clone(smooth));
+      inverse = inverseWithAffine(invertField(deformable));
+      deformable.dispose();
+    }
+    const forward = forwardOf(tf.clone(smooth));
     result = inverse ? { forward, inverse } : { forward };
   }
   smooth.dispose();
@@ -462,4 +464,13 @@ export async function registerImages(
     levels: report,
     ...(affineLevels ? { affineLevels } : {}),
   };
+}
+
+/** The displacement x ↦ a(x + u(x)) − x on a grid: `grid.field + u Bᵀ` ({@link affineOnGrid}). */
+function addAffine(u: tf.Tensor, grid: { field: tf.Tensor; linear: tf.Tensor }): tf.Tensor {
+  return tf.tidy(() => {
+    const nd = u.shape[u.rank - 1]!;
+    const au = tf.matMul(tf.reshape(u, [-1, nd]), grid.linear, false, true);
+    return tf.add(grid.field, tf.reshape(au, u.shape));
+  });
 }
