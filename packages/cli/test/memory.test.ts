@@ -86,7 +86,7 @@ describe('register memory', () => {
     const preload = join(dir, 'maxrss.mjs');
     writeFileSync(
       preload,
-      "process.on('exit', () => process.stderr.write(`REGKIT_MAXRSS_KB ${process.resourceUsage().maxRSS}\\n`));\n",
+      "process.on('exit', () => process.stderr.write('REGKIT_MAXRSS_KB ' + process.resourceUsage().maxRSS + '\\n'));\n",
     );
     const r = await maxRssOf(
       [
