@@ -405,6 +405,9 @@ try {
       runs: 1,
       machine_threads: machineThreads,
     };
+    // peak memory per voxel of the fixed grid (the target for 3D `register`: ≤ 100 bytes)
+    const voxels = shape.reduce((a, b) => a * b, 1);
+    const perVoxel = (mb) => (mb ? round((mb * 1048576) / voxels, 0) : null);
     const evalCmd = (warped) =>
       cmdline('node', [
         BIN,
@@ -476,6 +479,7 @@ try {
         backend: `elastix ${elastixVersion}`,
         ms: round(seconds * 1000, 0),
         peak_rss_mb: round(Math.max(e.peakRssMb ?? 0, t.peakRssMb ?? 0), 1),
+        peak_bytes_per_voxel: perVoxel(Math.max(e.peakRssMb ?? 0, t.peakRssMb ?? 0)),
         dice: round(after.dice),
         hd95_mm: round(after.hd95, 2),
         elastix_s: round(e.seconds, 1),
@@ -519,6 +523,7 @@ try {
         backend: regkitBackend,
         ms: round(r.seconds * 1000, 0),
         peak_rss_mb: round(r.peakRssMb, 1),
+        peak_bytes_per_voxel: perVoxel(r.peakRssMb),
         dice: round(after.dice),
         dice_before: round(before.dice),
         labels: before.labels,

@@ -192,6 +192,11 @@ export function buildProgram(io: CliIO = defaultIO): Command {
         'stop this many levels before the full grid (faster, coarser)',
         integer('--skip-finest'),
       )
+      .option(
+        '--max-voxels <n>',
+        'largest grid a level is optimised on, the field upsampled after (default 4194304; 0: the full grid, finer but ~2x the memory)',
+        integer('--max-voxels'),
+      )
       .option('--seed <n>', 'seed of the MI voxel sampler', integer('--seed'))
       .option('--moving-labels <file>', 'labels on the moving grid, warped with nearest neighbour')
       .option('--out-labels <file>', 'where to write the warped labels')
@@ -249,6 +254,7 @@ another run created meanwhile fails this run (exit 1) unless --force.`,
         learningRate: '--learning-rate',
         regularisation: '--regularisation',
         skipFinest: '--skip-finest',
+        maxVoxels: '--max-voxels',
         seed: '--seed',
       };
       for (const [key, flag] of Object.entries(instanceOnly)) {

@@ -68,6 +68,8 @@ export interface RegisterCommandOptions {
   learningRate?: number;
   regularisation?: number;
   skipFinest?: number;
+  /** The most voxels a level is optimised on (`registerImages`' `maxVoxels`); 0: no cap. */
+  maxVoxels?: number;
   seed?: number;
   movingLabels?: string;
   outLabels?: string;
@@ -261,6 +263,9 @@ export async function registerCommand(
     throw new UsageError(`--similarity must be lncc, mi, mind or mse, got '${o.similarity}'`);
   }
   const plan = registerPlan(o);
+  if (o.maxVoxels !== undefined && !(o.maxVoxels === 0 || o.maxVoxels >= 64)) {
+    throw new UsageError(`--max-voxels must be 0 (no cap) or ≥ 64, got ${o.maxVoxels}`);
+  }
   if (o.method && !o.weights) {
     const bundled = await bundledWeights(o.method);
     if (!bundled) {
@@ -392,6 +397,7 @@ export async function registerCommand(
       transform: plan.deformable ?? 'velocity',
       affine: plan.linear ?? false,
       inverse: !!inversePath,
+      returnVelocity: false,
       onProgress: (p) => {
         if (!started) progress.start('registering', p.total);
         started = true;
@@ -406,6 +412,7 @@ export async function registerCommand(
     if (o.learningRate !== undefined) options.learningRate = o.learningRate;
     if (o.regularisation !== undefined) options.regularisationWeight = o.regularisation;
     if (o.skipFinest !== undefined) options.skipFinest = o.skipFinest;
+    if (o.maxVoxels !== undefined) options.maxVoxels = o.maxVoxels === 0 ? Infinity : o.maxVoxels;
     if (o.seed !== undefined) options.seed = o.seed;
     if (o.affineIterations !== undefined) {
       options.affineOptions = { iterations: o.affineIterations };
@@ -467,6 +474,10 @@ export async function registerCommand(
       };
     }
     progress.stop();
+    // the normalised copies (and the moving image resampled onto the fixed grid) are no
+    // longer needed: free them before the full-resolution outputs are computed
+    tf.dispose([f, m]);
+    if (movingOnFixed && !o.method) movingOnFixed.data.dispose();
     toDispose.push(result.field);
     if (result.inverseField) toDispose.push(result.inverseField);
     if (result.affine) toDispose.push(result.affine);

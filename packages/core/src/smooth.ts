@@ -92,7 +92,12 @@ export function gaussianSmooth(
     const perm = [0, nd + 1, ...Array.from({ length: nd }, (_, k) => k + 1)];
     // channels into the batch axis: [B * C, ...S, 1]
     const xf = x.dtype === 'float32' ? x : tf.cast(x, 'float32');
-    let y = tf.reshape(tf.transpose(xf, perm), [b! * c, ...spatial, 1]);
+    const taping = tf.engine().isTapeOn();
+    // one channel: the transposes only move a unit axis, a reshape does it without a copy
+    let y =
+      c === 1
+        ? tf.reshape(xf, [b!, ...spatial, 1])
+        : tf.reshape(tf.transpose(xf, perm), [b! * c, ...spatial, 1]);
     for (let k = 0; k < nd; k++) {
       if (sig[k] === 0) continue;
       const w = gaussianKernel1d(sig[k]!, truncate);
@@ -100,11 +105,20 @@ export function gaussianSmooth(
       const kshape = spatial.map((_, j) => (j === k ? w.length : 1));
       const kernel = tf.tensor(w, [...kshape, 1, 1]);
       const padded = reflectPad(y, k + 1, r);
-      y =
+      const next =
         nd === 2
           ? tf.conv2d(padded as tf.Tensor4D, kernel as tf.Tensor4D, 1, 'valid')
           : tf.conv3d(padded as tf.Tensor5D, kernel as tf.Tensor5D, 1, 'valid');
+      // free each pass's input and padded copy at once (the tidy would keep them all to its
+      // end: eight full-size copies of a large volume instead of three); never x itself, and
+      // not while a gradient tape records (the backward pass needs them)
+      if (!taping) {
+        if (padded !== y && padded !== x) padded.dispose();
+        if (y !== x && y !== xf) y.dispose();
+      }
+      y = next;
     }
+    if (c === 1) return tf.reshape(y, x.shape);
     const back = [0, ...Array.from({ length: nd }, (_, k) => k + 2), 1];
     return tf.transpose(tf.reshape(y, [b!, c, ...spatial]), back);
   });

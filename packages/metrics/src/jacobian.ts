@@ -8,6 +8,23 @@ import { assertField, fail, fmtShape, type tf } from '@regkit/core';
  * 240×240×155.
  */
 async function determinants(fn: string, field: tf.Tensor): Promise<Float32Array> {
+  let out: Float32Array | null = null;
+  await eachDeterminant(fn, field, (i, d, total) => {
+    out ??= new Float32Array(total);
+    out[i] = d;
+  });
+  return out ?? new Float32Array(0);
+}
+
+/**
+ * Calls `visit(index, det, total)` for the determinant of every voxel (batch-major), without
+ * storing them: a full-resolution 3D field's determinants would be another volume.
+ */
+async function eachDeterminant(
+  fn: string,
+  field: tf.Tensor,
+  visit: (index: number, det: number, total: number) => void,
+): Promise<void> {
   const nd = assertField(fn, 'field', field);
   const spatial = field.shape.slice(1, 1 + nd);
   if (spatial.some((s) => s < 2)) {
@@ -16,7 +33,7 @@ async function determinants(fn: string, field: tf.Tensor): Promise<Float32Array>
   const u = await field.data();
   const voxels = spatial.reduce((a, b) => a * b, 1);
   const strides = spatial.map((_, k) => spatial.slice(k + 1).reduce((a, b) => a * b, 1));
-  const out = new Float32Array(field.shape[0]! * voxels);
+  const total = field.shape[0]! * voxels;
   const coord = new Int32Array(nd);
   const jac = new Float64Array(nd * nd); // jac[i * nd + j] = δij + ∂u_i/∂x_j
   for (let b = 0; b < field.shape[0]!; b++) {
@@ -34,19 +51,21 @@ async function determinants(fn: string, field: tf.Tensor): Promise<Float32Array>
           jac[i * nd + j] = (u[ph + i]! - u[pl + i]!) * scale + (i === j ? 1 : 0);
         }
       }
-      out[base + v] =
+      visit(
+        base + v,
         nd === 2
           ? jac[0]! * jac[3]! - jac[1]! * jac[2]!
           : jac[0]! * (jac[4]! * jac[8]! - jac[5]! * jac[7]!) -
-            jac[1]! * (jac[3]! * jac[8]! - jac[5]! * jac[6]!) +
-            jac[2]! * (jac[3]! * jac[7]! - jac[4]! * jac[6]!);
+              jac[1]! * (jac[3]! * jac[8]! - jac[5]! * jac[6]!) +
+              jac[2]! * (jac[3]! * jac[7]! - jac[4]! * jac[6]!),
+        total,
+      );
       for (let k = nd - 1; k >= 0; k--) {
         if (++coord[k]! < spatial[k]!) break;
         coord[k] = 0;
       }
     }
   }
-  return out;
 }
 
 function std(values: ArrayLike<number>): number {
@@ -66,10 +85,13 @@ function std(values: ArrayLike<number>): number {
  * @returns percentage in [0, 100] over batch and voxels.
  */
 export async function foldingPercent(field: tf.Tensor): Promise<number> {
-  const det = await determinants('foldingPercent', field);
   let n = 0;
-  for (let i = 0; i < det.length; i++) if (det[i]! <= 0) n++;
-  return (100 * n) / det.length;
+  let total = 0;
+  await eachDeterminant('foldingPercent', field, (_, d, t) => {
+    if (Math.fround(d) <= 0) n++; // as the float32 determinants were compared
+    total = t;
+  });
+  return (100 * n) / total;
 }
 
 /** Standard deviation (population) of det(I + ∇u) over batch and voxels. */

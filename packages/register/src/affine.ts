@@ -329,6 +329,20 @@ export async function registerAffine(
   moving: tf.Tensor,
   options: RegisterAffineOptions = {},
 ): Promise<RegisterAffineResult> {
+  return (await fitAffine(fixed, moving, options, true)) as RegisterAffineResult;
+}
+
+/**
+ * {@link registerAffine}; without `withFields` it returns the affine and the levels only
+ * (no full-resolution `forward`/`inverse` fields: the deformable stage does not need them).
+ * @internal
+ */
+export async function fitAffine(
+  fixed: tf.Tensor,
+  moving: tf.Tensor,
+  options: RegisterAffineOptions,
+  withFields: boolean,
+): Promise<Omit<RegisterAffineResult, 'forward'> & { forward?: tf.Tensor }> {
   const fn = 'registerAffine';
   const nd = assertImagePair(fn, fixed, moving);
   if (fixed.shape[0] !== 1) fail(fn, `batch must be 1, got ${fmtShape(fixed.shape)}`);
@@ -585,6 +599,7 @@ export async function registerAffine(
     for (const pair of pyramid) if (pair) tf.dispose(pair);
   }
   const affine = originOf(state, spatial);
+  if (!withFields) return { affine, levels: report };
   const forward = affineDisplacement(affine, spatial);
   if (!options.inverse) return { affine, forward, levels: report };
   const inv = invertAffine(affine);

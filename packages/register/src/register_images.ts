@@ -19,10 +19,10 @@ import {
   type AffineTransform,
   affineDisplacement,
   affineOnGrid,
+  fitAffine,
   invertAffine,
   type RegisterAffineOptions,
   type RegisterAffineResult,
-  registerAffine,
 } from './affine.js';
 import {
   imagePyramid,
@@ -104,6 +104,19 @@ export interface RegisterImagesOptions {
    * result is upsampled (default 0). Trades accuracy for time on large images.
    */
   skipFinest?: number;
+  /**
+   * The most voxels a level's grid may have (default 2²² ≈ 4.2 M): a level whose grid would
+   * be larger (the finest level of a large 3D image) is optimised on a grid shrunk uniformly
+   * to fit, and the field is upsampled to the full grid at the end. It bounds the memory of
+   * an iteration (the warped image, the loss and their gradients), which otherwise grows with
+   * the image: ~250 bytes per voxel at the full grid. `Infinity` optimises at the full grid.
+   */
+  maxVoxels?: number;
+  /**
+   * Return the full-resolution stationary `velocity` (velocity model; default true). A caller
+   * that only needs the displacement passes false and saves a full-resolution field.
+   */
+  returnVelocity?: boolean;
   /**
    * Also return the inverse deformation: exp(−v) for velocity fields (exact), the
    * deformation inversion layer `invertField` (fixed point) for displacement fields.
@@ -261,14 +274,18 @@ export async function registerImages(
         : named === null || options.features
           ? similarity
           : 'ncc';
-    const stage = await registerAffine(fixed, moving, {
-      similarity: stageSimilarity,
-      ...(options.features && named !== 'mind' ? { features: options.features } : {}),
-      ...(options.seed !== undefined ? { seed: options.seed } : {}),
-      ...options.affineOptions,
-      transform: affineOption,
-    });
-    stage.forward.dispose();
+    const stage = await fitAffine(
+      fixed,
+      moving,
+      {
+        similarity: stageSimilarity,
+        ...(options.features && named !== 'mind' ? { features: options.features } : {}),
+        ...(options.seed !== undefined ? { seed: options.seed } : {}),
+        ...options.affineOptions,
+        transform: affineOption,
+      },
+      false,
+    );
     affine = stage.affine;
     affineLevels = stage.levels;
   }
@@ -279,8 +296,15 @@ export async function registerImages(
 
   // image pyramid, built finest to coarsest so each level smooths and shrinks a grid twice
   // its size (cheap) instead of the full image
+  const maxVoxels = options.maxVoxels ?? 2 ** 22;
+  if (!(maxVoxels >= 64)) fail(fn, `'maxVoxels' must be ≥ 64, got ${maxVoxels}`);
+  const fullVoxels = spatial.reduce((a, b) => a * b, 1);
+  const capFactor = Math.max(
+    1,
+    (fullVoxels / maxVoxels) ** (1 / spatial.filter((s) => s > 1).length),
+  );
   const shapes = Array.from({ length: nLevels - skip }, (_, level) =>
-    levelShape(spatial, 2 ** (nLevels - 1 - level)),
+    levelShape(spatial, Math.max(2 ** (nLevels - 1 - level), capFactor)),
   );
   const pyramid = imagePyramid(fixed, moving, shapes);
   const release = () => {
@@ -307,15 +331,16 @@ export async function registerImages(
     });
     const optimizer = tf.train.adam(lr);
     const p = param;
-    // the affine on this grid: x ↦ a(x + u(x)) has the displacement aField + u Bᵀ
-    const onGrid = affine ? affineOnGrid(affine, spatial, shape) : null;
+    // the affine on the parameter grid: x ↦ a(x + u(x)) has the displacement aField + u Bᵀ
+    // there; as the affine part is linear in x and the upsampling linear in the field, the
+    // level grid's displacement is that field upsampled (exactly), so the level grid holds a
+    // single dense field (and its gradient) instead of four
+    const onGrid = affine ? affineOnGrid(affine, spatial, pShape) : null;
     const deformation = (): tf.Tensor => {
       const smooth = smoothing > 0 ? gaussianSmooth(p, smoothing) : p;
       const v = model === 'velocity' ? integrateVelocity(smooth, { steps }) : smooth;
-      const u = pShape.every((s, k) => s === shape[k]) ? v : resizeField(v, shape);
-      if (!onGrid) return u;
-      const au = tf.matMul(tf.reshape(u, [-1, nd]), onGrid.linear, false, true);
-      return tf.add(onGrid.field, tf.reshape(au, u.shape));
+      const d = onGrid ? addAffine(v, onGrid) : v;
+      return pShape.every((s, k) => s === shape[k]) ? d : resizeField(d, shape);
     };
     let simValue = Number.NaN;
     let regValue = Number.NaN;
@@ -379,37 +404,59 @@ export async function registerImages(
 
   const p = param!;
   const a = affine;
-  /** Adds the affine: a(x + u(x)) − x = (a − id)(x) + A u(x), exact (no resampling). */
-  const withAffine = (u: tf.Tensor): tf.Tensor => {
-    if (!a) return u;
-    const linear = tf.reshape(tf.slice(a, [0, 0, 0], [1, nd, nd]), [nd, nd]);
-    const au = tf.matMul(tf.reshape(u, [-1, nd]), linear, false, true);
-    return tf.add(affineDisplacement(a, spatial), tf.reshape(au, u.shape));
+  // the full-resolution fields are built one at a time, each temporary disposed as soon as
+  // it is used: the peak is about three full-resolution fields
+  /** u on the full grid (a clone-free pass-through when it is already there). */
+  const full = (u: tf.Tensor): tf.Tensor => {
+    if (u.shape.slice(1, -1).every((s, k) => s === spatial[k])) return u;
+    const r = resizeField(u, spatial);
+    u.dispose();
+    return r;
+  };
+  /**
+   * Adds the affine on the parameter grid, then upsamples: a(x + u(x)) − x = (a − id)(x) +
+   * A u(x), exact (no resampling: both terms are linear in what is interpolated).
+   */
+  const forwardOf = (v: tf.Tensor): tf.Tensor => {
+    if (!a) return full(v);
+    const grid = affineOnGrid(a, spatial, v.shape.slice(1, -1));
+    const d = addAffine(v, grid);
+    tf.dispose([v, grid.field, grid.linear]);
+    return full(d);
   };
   /** The inverse with the affine: φ⁻¹(a⁻¹(y)) − y = composeFields(u⁻¹, a⁻¹ − id). */
   const inverseWithAffine = (uInv: tf.Tensor): tf.Tensor => {
     if (!a) return uInv;
     const inv = invertAffine(a);
-    return composeFields(uInv, affineDisplacement(inv, spatial));
+    const field = affineDisplacement(inv, spatial);
+    inv.dispose();
+    const out = composeFields(uInv, field);
+    tf.dispose([uInv, field]);
+    return out;
   };
-  const result = tf.tidy(() => {
-    const smooth = smoothing > 0 ? gaussianSmooth(p, smoothing) : p;
-    const full = (u: tf.Tensor) =>
-      u.shape.slice(1, -1).every((s, k) => s === spatial[k]) ? u : resizeField(u, spatial);
-    if (model === 'velocity') {
-      const deformable = full(integrateVelocity(smooth, { steps }));
-      const forward = withAffine(deformable);
-      const velocity = full(smooth);
-      if (!options.inverse) return { forward, velocity };
-      const inverse = inverseWithAffine(full(integrateVelocity(tf.neg(smooth), { steps })));
-      return { forward, velocity, inverse };
+  const wantVelocity = options.returnVelocity ?? true;
+  const smooth = smoothing > 0 ? gaussianSmooth(p, smoothing) : tf.clone(p);
+  let result: { forward: tf.Tensor; velocity?: tf.Tensor; inverse?: tf.Tensor };
+  if (model === 'velocity') {
+    const v = tf.tidy(() => integrateVelocity(smooth, { steps }));
+    const forward = forwardOf(v === smooth ? tf.clone(v) : v);
+    result = { forward };
+    if (options.inverse) {
+      const back = tf.tidy(() => tf.clone(integrateVelocity(tf.neg(smooth), { steps })));
+      result.inverse = inverseWithAffine(full(back));
     }
-    const deformable = full(smooth);
-    const forward = withAffine(deformable);
-    return options.inverse
-      ? { forward, inverse: inverseWithAffine(invertField(deformable)) }
-      : { forward };
-  });
+    if (wantVelocity) result.velocity = full(tf.clone(smooth));
+  } else {
+    let inverse: tf.Tensor | undefined;
+    if (options.inverse) {
+      const deformable = full(tf.clone(smooth));
+      inverse = inverseWithAffine(invertField(deformable));
+      deformable.dispose();
+    }
+    const forward = forwardOf(tf.clone(smooth));
+    result = inverse ? { forward, inverse } : { forward };
+  }
+  smooth.dispose();
   p.dispose();
   return {
     ...result,
@@ -417,4 +464,13 @@ export async function registerImages(
     levels: report,
     ...(affineLevels ? { affineLevels } : {}),
   };
+}
+
+/** The displacement x ↦ a(x + u(x)) − x on a grid: `grid.field + u Bᵀ` ({@link affineOnGrid}). */
+function addAffine(u: tf.Tensor, grid: { field: tf.Tensor; linear: tf.Tensor }): tf.Tensor {
+  return tf.tidy(() => {
+    const nd = u.shape[u.rank - 1]!;
+    const au = tf.matMul(tf.reshape(u, [-1, nd]), grid.linear, false, true);
+    return tf.add(grid.field, tf.reshape(au, u.shape));
+  });
 }
