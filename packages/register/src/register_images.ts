@@ -16,6 +16,7 @@ import {
 import { invertField } from '@regkit/invertible';
 import { diffusionLoss } from '@regkit/losses';
 import {
+  type AffineProgress,
   type AffineTransform,
   affineDisplacement,
   affineOnGrid,
@@ -40,17 +41,12 @@ export type { SimilarityName } from './similarity.js';
 /** How the deformation is parameterised. */
 export type TransformModel = 'velocity' | 'displacement';
 
-/** Progress report of {@link registerImages}, once per `reportEvery` iterations. */
-export interface RegistrationProgress {
-  level: number;
-  levels: number;
-  iteration: number;
-  iterations: number;
-  /** Iterations done over all levels, and their total: for progress bars. */
-  done: number;
-  total: number;
-  /** Similarity term and (unweighted) regularisation term of the last reported iteration. */
-  similarity: number;
+/**
+ * Progress report of {@link registerImages}, once per `reportEvery` iterations: the affine
+ * stage's fields (level, iterations, done/total for progress bars, the similarity) and the
+ * (unweighted) regularisation term of the last reported iteration.
+ */
+export interface RegistrationProgress extends AffineProgress {
   regularisation: number;
 }
 
