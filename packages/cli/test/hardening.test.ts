@@ -288,7 +288,7 @@ describe('labels keep their values and datatype', () => {
     expect(errors(n)).toContain('NaN');
   });
 
-  it('eval is linear in the labels: 10,000 labels of a 32³ volume in well under a second, equal to @regkit/metrics', async () => {
+  it('eval is linear in the labels: 10,000 labels of a 32³ volume in seconds (one pass per label took 377 s), equal to @regkit/metrics', async () => {
     const { evalCommand } = await import('@regkit/cli');
     const work = join(dir, 'many');
     mkdirSync(work);
@@ -301,7 +301,9 @@ describe('labels keep their values and datatype', () => {
     const s = await evalCommand({ fixedLabels: pa, warpedLabels: pb });
     const seconds = (performance.now() - t0) / 1000;
     expect(s.labels).toHaveLength(10000);
-    expect(seconds).toBeLessThan(1);
+    // ~0.2 s on an idle 2-core machine; the bound only separates a few passes over the volume
+    // from one pass per label (377 s), with room for a machine busy with other test files
+    expect(seconds).toBeLessThan(30);
     // the same numbers as the per-label metrics, on a few labels
     const ta = tf.tensor(a, [1, 32, 32, 32, 1]);
     const tb = tf.tensor(b, [1, 32, 32, 32, 1]);
