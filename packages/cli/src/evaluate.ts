@@ -1,6 +1,11 @@
 import { tf } from '@regkit/core';
 import { readDisplacementField } from '@regkit/io';
-import { foldingPercent, logJacobianStd, squaredDistanceTransform } from '@regkit/metrics';
+import {
+  foldingPercent,
+  logJacobianStd,
+  percentileOf,
+  squaredDistanceTransform,
+} from '@regkit/metrics';
 import { squeezeField, thinAxis } from './checks.js';
 import { UsageError } from './errors.js';
 import { disposeVolumes, readInput } from './files.js';
@@ -60,15 +65,6 @@ export function assertLabelMap(option: string, path: string, values: ArrayLike<n
       );
     }
   }
-}
-
-/** numpy.percentile with linear interpolation. */
-function percentileOf(values: Float64Array, q: number): number {
-  const sorted = Float64Array.from(values).sort();
-  const pos = ((sorted.length - 1) * q) / 100;
-  const lo = Math.floor(pos);
-  const hi = Math.min(lo + 1, sorted.length - 1);
-  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
 }
 
 /**

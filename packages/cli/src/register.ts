@@ -4,6 +4,7 @@ import {
   encodeItkAffine,
   encodeNifti,
   encodePng,
+  NIFTI_INTEGER_RANGES,
   type NiftiWriteDatatype,
   renderSlice,
   type Volume,
@@ -111,15 +112,6 @@ export interface RegisterSummary {
   warnings: string[];
 }
 
-const INTEGER_RANGES: Partial<Record<NiftiWriteDatatype, [number, number]>> = {
-  uint8: [0, 255],
-  int8: [-128, 127],
-  int16: [-32768, 32767],
-  uint16: [0, 65535],
-  int32: [-2147483648, 2147483647],
-  uint32: [0, 4294967295],
-};
-
 /**
  * The on-disk type that holds labels of this range exactly: `preferred` (the input's
  * datatype) when it does, else for integers the smallest of uint8, int16, int32 that holds
@@ -134,10 +126,10 @@ export function labelDatatype(
 ): NiftiWriteDatatype {
   if (preferred === 'float32' || preferred === 'float64') return preferred;
   if (integer) {
-    const range = preferred ? INTEGER_RANGES[preferred as NiftiWriteDatatype] : undefined;
+    const range = preferred ? NIFTI_INTEGER_RANGES[preferred as NiftiWriteDatatype] : undefined;
     if (range && min >= range[0] && max <= range[1]) return preferred as NiftiWriteDatatype;
     for (const t of ['uint8', 'int16', 'int32'] as const) {
-      const [lo, hi] = INTEGER_RANGES[t]!;
+      const [lo, hi] = NIFTI_INTEGER_RANGES[t]!;
       if (min >= lo && max <= hi) return t;
     }
   }

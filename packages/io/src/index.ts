@@ -52,6 +52,7 @@ export { defaultHeader, finiteMask, fromCanonical, toCanonical, volumeLike } fro
 export {
   type EncodeNiftiOptions,
   encodeNifti,
+  NIFTI_INTEGER_RANGES,
   type NiftiWriteDatatype,
   type VolumeLikeInput,
   type WriteNiftiOptions,

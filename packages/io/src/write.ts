@@ -27,7 +27,10 @@ const WRITABLE: readonly NiftiWriteDatatype[] = [
   'uint32',
 ];
 
-const RANGES: Record<string, [number, number]> = {
+/** The `[min, max]` a NIfTI integer datatype holds exactly (values written there are clamped to it). */
+export const NIFTI_INTEGER_RANGES: Readonly<
+  Partial<Record<NiftiWriteDatatype, readonly [number, number]>>
+> = {
   uint8: [0, 255],
   int8: [-128, 127],
   int16: [-32768, 32767],
@@ -253,7 +256,7 @@ export function encodeRaw(file: string, input: EncodeInput, opts: EncodeNiftiOpt
   const nt = dims[4]!;
   const nv = dims[5]!;
   const src = input.values;
-  const range = RANGES[dtype.name];
+  const range = NIFTI_INTEGER_RANGES[dtype.name as NiftiWriteDatatype];
   const nxy = nx * ny;
   const jStride = nz * channels;
   const iStride = ny * jStride;

@@ -12,8 +12,11 @@ export interface HausdorffOptions {
   percentile?: number;
 }
 
-/** numpy.percentile with linear interpolation. */
-function percentileOf(values: Float64Array, q: number): number {
+/**
+ * The q-th percentile of `values` (0 ≤ q ≤ 100) with linear interpolation between the closest
+ * ranks, as `numpy.percentile` (method 'linear'). `values` is not reordered.
+ */
+export function percentileOf(values: ArrayLike<number>, q: number): number {
   const sorted = Float64Array.from(values).sort();
   const pos = ((sorted.length - 1) * q) / 100;
   const lo = Math.floor(pos);

@@ -16,7 +16,7 @@ export {
 } from './consistency.js';
 export { type DiceOptions, dice, type MeanDiceOptions, meanDice } from './dice.js';
 export { squaredDistanceTransform } from './edt.js';
-export { type HausdorffOptions, hausdorff95 } from './hausdorff.js';
+export { type HausdorffOptions, hausdorff95, percentileOf } from './hausdorff.js';
 export {
   type IntensityRangeOptions,
   ncc,

@@ -13,6 +13,7 @@ import {
   logJacobianStd,
   meanDice,
   ncc,
+  percentileOf,
   psnr,
   squaredDistanceTransform,
 } from '@regkit/metrics';
@@ -116,6 +117,20 @@ describe.each(['cpu', 'wasm'] as const)('metrics on %s', (backend) => {
     const b = make(3);
     expectValues(await hausdorff95(a, b, { labels: [1], spacing: [1, 2] }), [6], 1e-9);
     tf.dispose([a, b]);
+  });
+
+  it('percentileOf is numpy.percentile (linear) and leaves its input in order', () => {
+    const v = [4, 1, 3, 2];
+    expect(percentileOf(v, 50)).toBe(2.5); // np.percentile([4, 1, 3, 2], 50)
+    expect(percentileOf(v, 0)).toBe(1);
+    expect(percentileOf(v, 100)).toBe(4);
+    expect(
+      percentileOf(
+        Float64Array.from({ length: 11 }, (_, i) => 10 - i),
+        95,
+      ),
+    ).toBeCloseTo(9.5, 12);
+    expect(v).toEqual([4, 1, 3, 2]);
   });
 
   it('Jacobian statistics, NCC and PSNR closed forms', async () => {

@@ -17,9 +17,9 @@ import {
   levelLoss,
   levelSchedule,
   levelShape,
-  MIND_FEATURES,
   type SimilarityName,
   similarityName,
+  stageExtractor,
 } from './similarity.js';
 
 /** The affine models of {@link registerAffine}: rotation + translation, or a full matrix + translation. */
@@ -352,16 +352,7 @@ export async function fitAffine(
   }
   const similarity = options.similarity ?? 'mi';
   const named = similarityName(fn, similarity);
-  const extractor = options.features ?? (named === 'mind' ? MIND_FEATURES : null);
-  if (extractor !== null && typeof extractor?.apply !== 'function') {
-    fail(fn, `'features' must be a FeatureExtractor with apply(image) => features`);
-  }
-  if (options.features && (named === 'mi' || named === 'mind')) {
-    fail(
-      fn,
-      `'features' takes a feature similarity (mse, ncc, lncc or a Similarity), not '${named}'`,
-    );
-  }
+  const extractor = stageExtractor(fn, named, options.features);
   const init = options.init ?? 'moments';
   if (typeof init === 'string') {
     if (!['moments', 'centres', 'identity'].includes(init)) {

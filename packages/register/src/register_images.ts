@@ -30,10 +30,10 @@ import {
   levelLoss,
   levelSchedule,
   levelShape,
-  MIND_FEATURES,
   type SimilarityName,
   sampleVoxels,
   similarityName,
+  stageExtractor,
 } from './similarity.js';
 
 export type { SimilarityName } from './similarity.js';
@@ -192,13 +192,7 @@ export async function registerImages(
   if (fixed.shape[0] !== 1) fail(fn, `batch must be 1, got ${fmtShape(fixed.shape)}`);
   const similarity = options.similarity ?? 'lncc';
   const named = similarityName(fn, similarity);
-  const extractor = options.features ?? (named === 'mind' ? MIND_FEATURES : null);
-  if (extractor !== null && typeof extractor?.apply !== 'function') {
-    fail(fn, `'features' must be a FeatureExtractor with apply(image) => features`);
-  }
-  if (options.features && (named === 'mi' || named === 'mind')) {
-    fail(fn, `'features' takes a feature similarity (mse, lncc or a Similarity), not '${named}'`);
-  }
+  const extractor = stageExtractor(fn, named, options.features);
   const model = options.transform ?? 'velocity';
   if (model !== 'velocity' && model !== 'displacement') {
     fail(fn, `'transform' must be velocity or displacement, got '${model}'`);

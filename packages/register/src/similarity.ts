@@ -167,3 +167,25 @@ export function levelSchedule(
   }
   return { levels: n, iterations: its };
 }
+
+/**
+ * The feature extractor a stage uses: the given one, MIND-SSC for the name `'mind'`, or none.
+ * Throws naming `fn` when `features` is not a {@link FeatureExtractor} or is combined with a
+ * similarity that is not a feature similarity (`mi`, `mind`).
+ */
+export function stageExtractor(
+  fn: string,
+  named: SimilarityName | null,
+  features: FeatureExtractor | undefined,
+): FeatureExtractor | null {
+  if (features !== undefined && typeof features?.apply !== 'function') {
+    fail(fn, `'features' must be a FeatureExtractor with apply(image) => features`);
+  }
+  if (features && (named === 'mi' || named === 'mind')) {
+    fail(
+      fn,
+      `'features' takes a feature similarity (mse, ncc, lncc or a Similarity), not '${named}'`,
+    );
+  }
+  return features ?? (named === 'mind' ? MIND_FEATURES : null);
+}
