@@ -2,7 +2,7 @@
  * Reading inputs and writing outputs of JavaScript kernels on the `cpu` and `wasm`
  * backends without extra copies (wasm: views on its heap).
  */
-import type { tf } from './tf.js';
+import { tf } from './tf.js';
 
 /** The parts of the cpu and wasm backend classes the kernels use. */
 export type KernelBackendLike = tf.KernelBackend & {
@@ -82,4 +82,34 @@ export function runFloatKernel(
   const ins = inputs.map((t) => backend.readSync(t.dataId) as Float32Array);
   compute(ins, outs);
   return outs.map((o, i) => makeOutput(backend, outShapes[i]!, 'float32', o));
+}
+
+/**
+ * Calls `read` with the values of `t` without copying them where the backend allows: on
+ * wasm a view on its heap, on cpu its stored array (`dataSync()` elsewhere, a copy). The
+ * values are valid only during the call and must not be modified: `read` must be synchronous
+ * and must not run tfjs ops (a heap growth would detach the view). Saves a copy of a large
+ * tensor when encoding it (e.g. a 3D field written to a file).
+ * @param t any float32/int32/bool tensor.
+ * @returns what `read` returns.
+ */
+export function withValues<T>(t: tf.Tensor, read: (values: tf.TypedArray) => T): T {
+  const info = (
+    tf.engine().state as unknown as {
+      tensorInfo: WeakMap<object, { backend: KernelBackendLike } | undefined>;
+    }
+  ).tensorInfo.get(t.dataId);
+  const wasm = info?.backend as
+    | (KernelBackendLike & { dataIdMap?: { has(id: object): boolean } })
+    | undefined;
+  if (
+    wasm &&
+    isWasmBackend(wasm) &&
+    t.dtype !== 'string' &&
+    t.size > 0 &&
+    wasm.dataIdMap?.has(t.dataId) === true
+  ) {
+    return read(wasm.typedArrayFromHeap!({ dataId: t.dataId, shape: t.shape, dtype: t.dtype }));
+  }
+  return read(t.dataSync() as tf.TypedArray);
 }

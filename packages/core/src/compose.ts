@@ -1,6 +1,7 @@
 import { resizeField } from './resize.js';
 import { tf } from './tf.js';
 import { assertField, fail, fmtShape } from './validate.js';
+import { vjp } from './vjp.js';
 import { warp } from './warp.js';
 
 /**
@@ -53,11 +54,44 @@ export function integrateVelocity(
   if (!Number.isInteger(steps) || steps < 0 || steps > 30) {
     fail(fn, `'steps' must be an integer in [0, 30], got ${steps}`);
   }
-  return tf.tidy(() => {
-    let u = tf.mul(velocity, 1 / 2 ** steps);
-    for (let i = 0; i < steps; i++) u = composeFields(u, u);
-    return u;
-  });
+  if (steps === 0) return tf.tidy(() => tf.mul(velocity, 1));
+  return scalingAndSquaring(velocity, steps);
+}
+
+/**
+ * Scaling and squaring with a hand-written backward pass: the forward keeps the `steps` fields
+ * u₀ … u_{steps−1}; the backward runs the vector–Jacobian product of one squaring u ↦ u∘u at a
+ * time, g_{i} = vjp(u_i ↦ composeFields(u_i, u_i))(g_{i+1}), freeing each step's gradients
+ * before the next. The gradient is the one autodiff gives, but tfjs's autodiff holds every
+ * intermediate gradient of the chain until the backward pass ends (about four fields per
+ * step); this holds about `steps` + 4 fields.
+ */
+function scalingAndSquaring(velocity: tf.Tensor, steps: number): tf.Tensor {
+  const scale = 1 / 2 ** steps;
+  const run = tf.customGrad(((v: tf.Tensor, save: tf.GradSaveFunc) => {
+    const saved: tf.Tensor[] = [];
+    let u = tf.mul(v, scale);
+    for (let i = 0; i < steps; i++) {
+      saved.push(u);
+      u = composeFields(u, u);
+    }
+    save(saved);
+    return {
+      value: u,
+      gradFunc: (dy: tf.Tensor, fields: tf.Tensor[]) => {
+        let g = dy;
+        for (let i = steps - 1; i >= 0; i--) {
+          const next = vjp((x) => composeFields(x, x), [fields[i]!], g)[0]!;
+          if (g !== dy) g.dispose();
+          g = next;
+        }
+        const dv = tf.mul(g, scale);
+        if (g !== dy) g.dispose();
+        return dv;
+      },
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return run(velocity);
 }
 
 /** Options of {@link velocityDeformation}. */

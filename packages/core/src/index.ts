@@ -27,6 +27,7 @@ export {
   makeOutput,
   makeWasmOutput,
   runFloatKernel,
+  withValues,
 } from './backend_io.js';
 export { boxSum } from './box_sum.js';
 export { type CubicBSplineOptions, cubicBSpline, cubicBSplineField } from './bspline.js';

@@ -15,6 +15,11 @@
  *   for a short last axis): a slice of a 3D field took up to half a second. Replaced on
  *   both by `fast_slice.ts` (merges axes taken whole, copies contiguous runs).
  *
+ * - wasm `Identity` (run by `tf.clone` and by the engine for every tensor a gradient saves)
+ *   copies the data; tensors are immutable, so it is replaced by the cpu backend's form: the
+ *   output shares the input's data (reference-counted, like wasm's own `Reshape`). This
+ *   halves the memory a backward pass holds on wasm.
+ *
  * `@regkit/kernels` later replaces these with fast WebAssembly-SIMD kernels.
  */
 import '@tensorflow/tfjs-backend-cpu';
@@ -94,6 +99,20 @@ const unsortedSegmentSum: KernelFunc = ({ inputs, backend, attrs }) => {
   return makeOutput(b, outShape, x.dtype, out);
 };
 
+/** Identity without a copy: the output shares the input's (reference-counted) data. */
+function sharedIdentity(stock: KernelFunc | undefined): KernelFunc {
+  return (args) => {
+    const x = (args.inputs as { x: tf.TensorInfo }).x;
+    const b = args.backend as { incRef?: (dataId: object) => void };
+    if (x.dtype === 'string' || typeof b.incRef !== 'function') {
+      if (!stock) throw new Error('regkit: no Identity kernel to fall back on');
+      return stock(args);
+    }
+    b.incRef(x.dataId);
+    return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+  };
+}
+
 let installed = false;
 
 /** The kernel functions registered when core was imported, by `backend/kernel`. */
@@ -124,6 +143,11 @@ export function registerKernelFixes(): void {
       kernelFunc: unsortedSegmentSum,
     });
   }
+  replaceKernel({
+    kernelName: 'Identity',
+    backendName: 'wasm',
+    kernelFunc: sharedIdentity(tf.getKernel('Identity', 'wasm')?.kernelFunc),
+  });
   for (const { kernelName } of tf.getKernelsForBackend('cpu')) {
     if (NOT_DELEGATED.has(kernelName) || REPLACED_ON_BOTH.has(kernelName)) continue;
     const replace = (WASM_KERNELS_REPLACED as readonly string[]).includes(kernelName);

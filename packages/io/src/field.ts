@@ -1,4 +1,4 @@
-import { tf } from '@regkit/core';
+import { tf, withValues } from '@regkit/core';
 import { ioFail } from './errors.js';
 import { invert } from './matrix.js';
 import { gzipBytes, gzipBytesSync, writeFileAtomic } from './platform.js';
@@ -80,11 +80,12 @@ function encodeField(
   spatial: number[],
 ): Uint8Array {
   const nd = spatial.length;
-  const mm = applyMatrix(values, itkFieldMatrix(reference.affine, nd), nd);
+  // the LPS-mm mixing is applied while storing (no mixed copy of the field)
   return encodeRaw(
     file,
     {
-      values: mm,
+      values,
+      mix: itkFieldMatrix(reference.affine, nd),
       spatial,
       channels: nd,
       affine: reference.affine,
@@ -135,8 +136,8 @@ export function encodeDisplacementField(
   const file = `<${fn}>`;
   const spatial = checkVolumeArg(fn, 'reference', reference);
   checkField(fn, file, field, spatial);
-  const values = field.dataSync() as ArrayLike<number>;
-  const raw = encodeField(file, values, reference, spatial);
+  // read in place (no copy of the field on wasm/cpu): encodeField is synchronous
+  const raw = withValues(field, (values) => encodeField(file, values, reference, spatial));
   return opts.gzip ? gzipBytesSync(raw, checkLevel(file, opts.compressionLevel)) : raw;
 }
 

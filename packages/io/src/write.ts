@@ -1,4 +1,4 @@
-import { tf } from '@regkit/core';
+import { tf, withValues } from '@regkit/core';
 import { ioFail } from './errors.js';
 import { type DatatypeInfo, datatypeByName } from './header.js';
 import { columnNorms, det3, linearPart, matrixToQuat, polarOrthogonal } from './matrix.js';
@@ -76,6 +76,11 @@ export interface EncodeInput {
   header?: NiftiHeaderInfo | undefined;
   layout: ChannelLayout;
   intentCode?: number;
+  /**
+   * Channel mixing applied while storing (float64 arithmetic, one rounding): stored channel c
+   * of a voxel is Σ_k mix[c][k] · values[voxel·C + k]. Saves the mixed copy of a large field.
+   */
+  mix?: readonly (readonly number[])[];
 }
 
 /** Checks a volume for writing and returns its spatial shape and channel count. */
@@ -274,6 +279,13 @@ export function encodeRaw(file: string, input: EncodeInput, opts: EncodeNiftiOpt
               const x = Math.round(src[si]!);
               storage[di] = Math.min(hi, Math.max(lo, x)); // NaN → 0 by the typed array
             }
+          } else if (input.mix) {
+            const row = input.mix[c]!;
+            for (let i = 0, s0 = si - c; i < nx; i++, di++, s0 += iStride) {
+              let acc = row[0]! * src[s0]!;
+              for (let q = 1; q < channels; q++) acc += row[q]! * src[s0 + q]!;
+              storage[di] = acc;
+            }
           } else {
             for (let i = 0; i < nx; i++, di++, si += iStride) storage[di] = src[si]!;
           }
@@ -318,16 +330,18 @@ function makeStorage(
  * both the sform and the qform (codes copied from `volume.header`, else 1 = scanner; the
  * qform is the closest rigid + zoom approximation, as nibabel `set_qform`), pixdim from the
  * affine's column norms, channels as `dim[4]` (or the header's `dim[4]·dim[5]` layout).
- * Uses `dataSync()`; prefer {@link writeNifti} in Node.
+ * Reads the data in place (`withValues` of core); prefer {@link writeNifti} in Node.
  */
 export function encodeNifti(volume: VolumeLikeInput, opts: EncodeNiftiOptions = {}): Uint8Array {
   const file = '<encodeNifti>';
   const { spatial, channels } = checkVolume(file, 'encodeNifti', volume);
-  const values = volume.data.dataSync() as ArrayLike<number>; // int32/bool values are numbers too
-  const raw = encodeRaw(
-    file,
-    { values, spatial, channels, affine: volume.affine, header: volume.header, layout: 'auto' },
-    opts,
+  // read in place (no copy on wasm/cpu; int32/bool values are numbers too): encodeRaw is synchronous
+  const raw = withValues(volume.data, (values) =>
+    encodeRaw(
+      file,
+      { values, spatial, channels, affine: volume.affine, header: volume.header, layout: 'auto' },
+      opts,
+    ),
   );
   return opts.gzip ? gzipBytesSync(raw, checkLevel(file, opts.compressionLevel)) : raw;
 }

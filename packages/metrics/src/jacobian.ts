@@ -1,4 +1,4 @@
-import { assertField, fail, fmtShape, type tf } from '@regkit/core';
+import { assertField, fail, fmtShape, type tf, withValues } from '@regkit/core';
 
 /**
  * det(I + ∇u) of every voxel of a `[B, ...S, ndim]` field, in one pass over its values on the
@@ -30,42 +30,45 @@ async function eachDeterminant(
   if (spatial.some((s) => s < 2)) {
     fail(fn, `every spatial size of 'field' must be at least 2, got ${fmtShape(field.shape)}`);
   }
-  const u = await field.data();
-  const voxels = spatial.reduce((a, b) => a * b, 1);
-  const strides = spatial.map((_, k) => spatial.slice(k + 1).reduce((a, b) => a * b, 1));
-  const total = field.shape[0]! * voxels;
-  const coord = new Int32Array(nd);
-  const jac = new Float64Array(nd * nd); // jac[i * nd + j] = δij + ∂u_i/∂x_j
-  for (let b = 0; b < field.shape[0]!; b++) {
-    coord.fill(0);
-    const base = b * voxels;
-    for (let v = 0; v < voxels; v++) {
-      for (let j = 0; j < nd; j++) {
-        const c = coord[j]!;
-        const lo = c > 0 ? v - strides[j]! : v;
-        const hi = c < spatial[j]! - 1 ? v + strides[j]! : v;
-        const scale = lo === v || hi === v ? 1 : 0.5;
-        const pl = (base + lo) * nd;
-        const ph = (base + hi) * nd;
-        for (let i = 0; i < nd; i++) {
-          jac[i * nd + j] = (u[ph + i]! - u[pl + i]!) * scale + (i === j ? 1 : 0);
+  // the values are read in place (no copy of a full-resolution field): the loop is
+  // synchronous and runs no tfjs op
+  withValues(field, (u) => {
+    const voxels = spatial.reduce((a, b) => a * b, 1);
+    const strides = spatial.map((_, k) => spatial.slice(k + 1).reduce((a, b) => a * b, 1));
+    const total = field.shape[0]! * voxels;
+    const coord = new Int32Array(nd);
+    const jac = new Float64Array(nd * nd); // jac[i * nd + j] = δij + ∂u_i/∂x_j
+    for (let b = 0; b < field.shape[0]!; b++) {
+      coord.fill(0);
+      const base = b * voxels;
+      for (let v = 0; v < voxels; v++) {
+        for (let j = 0; j < nd; j++) {
+          const c = coord[j]!;
+          const lo = c > 0 ? v - strides[j]! : v;
+          const hi = c < spatial[j]! - 1 ? v + strides[j]! : v;
+          const scale = lo === v || hi === v ? 1 : 0.5;
+          const pl = (base + lo) * nd;
+          const ph = (base + hi) * nd;
+          for (let i = 0; i < nd; i++) {
+            jac[i * nd + j] = (u[ph + i]! - u[pl + i]!) * scale + (i === j ? 1 : 0);
+          }
+        }
+        visit(
+          base + v,
+          nd === 2
+            ? jac[0]! * jac[3]! - jac[1]! * jac[2]!
+            : jac[0]! * (jac[4]! * jac[8]! - jac[5]! * jac[7]!) -
+                jac[1]! * (jac[3]! * jac[8]! - jac[5]! * jac[6]!) +
+                jac[2]! * (jac[3]! * jac[7]! - jac[4]! * jac[6]!),
+          total,
+        );
+        for (let k = nd - 1; k >= 0; k--) {
+          if (++coord[k]! < spatial[k]!) break;
+          coord[k] = 0;
         }
       }
-      visit(
-        base + v,
-        nd === 2
-          ? jac[0]! * jac[3]! - jac[1]! * jac[2]!
-          : jac[0]! * (jac[4]! * jac[8]! - jac[5]! * jac[7]!) -
-              jac[1]! * (jac[3]! * jac[8]! - jac[5]! * jac[6]!) +
-              jac[2]! * (jac[3]! * jac[7]! - jac[4]! * jac[6]!),
-        total,
-      );
-      for (let k = nd - 1; k >= 0; k--) {
-        if (++coord[k]! < spatial[k]!) break;
-        coord[k] = 0;
-      }
     }
-  }
+  });
 }
 
 function std(values: ArrayLike<number>): number {

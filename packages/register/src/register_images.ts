@@ -11,6 +11,7 @@ import {
   resizeField,
   type Similarity,
   tf,
+  vjp,
   warp,
 } from '@regkit/core';
 import { invertField } from '@regkit/invertible';
@@ -326,12 +327,13 @@ export async function registerImages(
     // level grid's displacement is that field upsampled (exactly), so the level grid holds a
     // single dense field (and its gradient) instead of four
     const onGrid = affine ? affineOnGrid(affine, spatial, pShape) : null;
-    const deformation = (): tf.Tensor => {
-      const smooth = smoothing > 0 ? gaussianSmooth(p, smoothing) : p;
+    /** The displacement on the parameter grid: smoothing, integration, the affine. */
+    const onParamGrid = (q: tf.Tensor): tf.Tensor => {
+      const smooth = smoothing > 0 ? gaussianSmooth(q, smoothing) : q;
       const v = model === 'velocity' ? integrateVelocity(smooth, { steps }) : smooth;
-      const d = onGrid ? addAffine(v, onGrid) : v;
-      return pShape.every((s, k) => s === shape[k]) ? d : resizeField(d, shape);
+      return onGrid ? addAffine(v, onGrid) : v;
     };
+    const sameGrid = pShape.every((s, k) => s === shape[k]);
     let simValue = Number.NaN;
     let regValue = Number.NaN;
     const voxels = shape.reduce((a, b) => a * b, 1);
@@ -339,17 +341,36 @@ export async function registerImages(
       const sample = mi && voxels > samples ? sampleVoxels(voxels, samples, seed++) : null;
       const wantReport = (it + 1) % reportEvery === 0 || it === iterations[level]! - 1;
       let parts: tf.Tensor | null = null;
+      // The gradient in two stages, so that the backward passes of the level grid and of the
+      // parameter grid are never held at once (tfjs keeps every intermediate gradient of a
+      // backward pass until it ends): (1) g = ∂sim/∂d for the level-grid displacement d;
+      // (2) back through the upsampling (linear, so its adjoint) and the parameter-grid chain
+      // as the gradient of ⟨d(q), g⟩; (3) plus λ·∂reg/∂q. The same gradient as one pass.
       tf.tidy(() => {
-        optimizer.minimize(
-          () => {
-            const sim = loss(f!, warp(m!, deformation()), sample);
-            const reg = diffusionLoss(p);
-            if (wantReport) parts = tf.keep(tf.stack([sim, reg]));
-            return tf.add(sim, tf.mul(reg, lambda)) as tf.Scalar;
-          },
-          false,
-          [p],
+        // (each in its own tidy: no intermediate outlives its stage)
+        const dParam = tf.tidy(() => onParamGrid(p));
+        const d = sameGrid ? dParam : resizeField(dParam, shape);
+        const [sim, gLevel] = tf.tidy(() => {
+          const { value, grad } = tf.valueAndGrad((x: tf.Tensor) => loss(f!, warp(m!, x), sample))(
+            d,
+          );
+          return [value, grad];
+        });
+        if (!sameGrid) d.dispose();
+        let gParam = gLevel;
+        if (!sameGrid) {
+          gParam = tf.tidy(() => vjp((x) => resizeField(x, shape), [dParam], gLevel)[0]!);
+          gLevel.dispose();
+        }
+        if (dParam !== p) dParam.dispose();
+        const gChain = tf.tidy(() =>
+          tf.grad((q: tf.Tensor) => tf.sum(tf.mul(onParamGrid(q), gParam)))(p),
         );
+        gParam.dispose();
+        const grad = tf.tidy(() => tf.add(gChain, tf.mul(tf.grad(diffusionLoss)(p), lambda)));
+        gChain.dispose();
+        optimizer.applyGradients([{ name: p.name, tensor: grad }]);
+        if (wantReport) parts = tf.keep(tf.stack([sim, diffusionLoss(p)]));
       });
       sample?.dispose();
       done++;
