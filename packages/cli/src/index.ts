@@ -5,6 +5,29 @@
  */
 
 export { type ApplyCommandOptions, applyCommand } from './apply.js';
+export {
+  type BatchInstanceOptions,
+  type BatchOptions,
+  type BatchRowReport,
+  type BatchRowResult,
+  type BatchSummary,
+  failuresFile,
+  type HashedInput,
+  MANIFEST_COLUMNS,
+  type ManifestRow,
+  type MergeSummary,
+  mergeBatch,
+  parseManifest,
+  RESULTS_COLUMNS,
+  ROW_FILES,
+  type RowOverlap,
+  readManifest,
+  resolveShard,
+  runBatch,
+  SHARD_INDEX_VARIABLES,
+  type Shard,
+  sha256File,
+} from './batch.js';
 export { buildProgram, type CliIO, runCli } from './cli.js';
 export { type DeformCommandOptions, deformCommand } from './deform.js';
 export {
@@ -31,13 +54,14 @@ export {
 } from './files.js';
 export { sameGrid, warpThroughAffines } from './geometry.js';
 export { type InfoSummary, infoCommand } from './info.js';
-export { createProgress, type Progress } from './progress.js';
+export { createLineProgress, createProgress, type Progress } from './progress.js';
 export {
   encodeLabels,
   inverseFieldPath,
   labelDatatype,
   labelDatatypeOf,
   type RegisterCommandOptions,
+  type RegisterContext,
   type RegisterSummary,
   registerCommand,
 } from './register.js';
