@@ -83,10 +83,14 @@ interface Run {
   stderr: string;
 }
 
-function regkit(args: string[]): { done: Promise<Run>; pid: number; kill: () => void } {
+function regkit(
+  args: string[],
+  cwd = dir,
+  env: Record<string, string> = {},
+): { done: Promise<Run>; pid: number; kill: () => void } {
   const child = spawn(process.execPath, [bin, ...args, '--backend', 'wasm'], {
-    cwd: dir,
-    env: { ...process.env, FORCE_COLOR: '0' },
+    cwd,
+    env: { ...process.env, FORCE_COLOR: '0', ...env },
   });
   let stdout = '';
   let stderr = '';
@@ -499,6 +503,64 @@ describe('regkit batch', () => {
       const v = await readNifti(join(out, f));
       expect(v.data.shape, f).toEqual([1, N, N, 1]);
       v.data.dispose();
+    }
+  });
+
+  it('runs the one command of the Slurm, Kubernetes and Nextflow templates, a shard per scheduler', async () => {
+    const cohorts = resolve(here, '..', '..', '..', 'docs', 'cohorts');
+    const commands = ['slurm.sh', 'kubernetes-job.yaml', 'main.nf'].map((f) => {
+      const lines = readFileSync(join(cohorts, f), 'utf8')
+        .split('\n')
+        .map((l) => l.replace(/^\s*(- )?/, ''))
+        .filter((l) => l.startsWith('regkit batch --manifest'));
+      expect(lines, f).toHaveLength(1);
+      return lines[0]!;
+    });
+    expect(new Set(commands).size).toBe(1);
+    const command = commands[0]!.split(' ').slice(1);
+    expect(command).toEqual([
+      'batch',
+      '--manifest',
+      'pairs.csv',
+      '--out-dir',
+      'results',
+      '--shards',
+      '4',
+    ]);
+    // a study folder as the templates expect: pairs.csv beside the images, results/ beside it
+    const study = join(dir, 'study');
+    mkdirSync(study);
+    for (const f of readdirSync(data)) writeFileSync(join(study, f), readFileSync(join(data, f)));
+    const lines = ['id,fixed,moving,fixed_labels,moving_labels'];
+    for (let r = 0; r < 4; r++)
+      lines.push(`s${r},fixed.nii.gz,m${r}.nii.gz,fixed_labels.nii.gz,m${r}_labels.nii.gz`);
+    writeFileSync(join(study, 'pairs.csv'), `${lines.join('\n')}\n`);
+    // the variables each scheduler sets for its task k
+    const environments: Array<Record<string, string>> = [
+      { SLURM_ARRAY_TASK_ID: '0', SLURM_ARRAY_TASK_MIN: '0', SLURM_ARRAY_TASK_COUNT: '4' },
+      { JOB_COMPLETION_INDEX: '1' },
+      { REGKIT_SHARD_INDEX: '2' },
+      { AWS_BATCH_JOB_ARRAY_INDEX: '3' },
+    ];
+    const runs = await Promise.all(
+      environments.map((env) => regkit([...command, '--json'], study, env).done),
+    );
+    for (const [k, r] of runs.entries()) {
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({
+        shard: { index: k, count: 4 },
+        rows: 1,
+        done: 1,
+      });
+    }
+    const merged = await regkit(
+      ['batch', 'merge', 'results', '--manifest', 'pairs.csv', '--json'],
+      study,
+    ).done;
+    expect(merged.code, merged.stderr).toBe(0);
+    expect(JSON.parse(merged.stdout)).toMatchObject({ rows: 4, done: 4, failed: 0, missing: 0 });
+    for (let r = 0; r < 4; r++) {
+      expect(result(join(study, 'results'), `s${r}`).overlap!.meanDiceAfter).toBeGreaterThan(0.8);
     }
   });
 
