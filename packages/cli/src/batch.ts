@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, readdirSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { RegkitError, tf } from '@regkit/core';
@@ -583,8 +583,8 @@ async function writeJson(path: string, value: unknown): Promise<void> {
  * `fixed_labels`, folding, time, options, SHA-256 of the inputs), every file written to a
  * temporary and renamed.
  *
- * Resumable: a row whose `result.json` says done with the same input hashes and options is
- * skipped; any other row is redone from scratch (its old files removed first), so a run
+ * Resumable: a row whose `result.json` says done with the same input hashes and options, its
+ * outputs present, is skipped; any other row is redone from scratch (its old files removed first), so a run
  * killed at any moment and restarted finishes the rest; temporaries of dead processes are
  * removed. A failing row writes `result.json` with `status: 'failed'` and its error, is added
  * to the shard's {@link failuresFile}, and the next row runs. Networks are loaded once per
@@ -685,7 +685,8 @@ export async function runBatch(o: BatchOptions): Promise<BatchSummary> {
         if (
           previous?.status === 'done' &&
           hashes(previous.inputs ?? {}) === hashes(inputs) &&
-          canonicalJson(previous.options) === canonicalJson(options)
+          canonicalJson(previous.options) === canonicalJson(options) &&
+          Object.values(previous.outputs ?? {}).every((f) => existsSync(join(dir, f)))
         ) {
           report = {
             id: r.id,

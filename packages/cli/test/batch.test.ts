@@ -408,11 +408,14 @@ describe('regkit batch', () => {
       'p1,1,failed',
       'p2,2,done',
     ]);
-    // the file repaired: only p1 runs again, the failures file goes
+    // the file repaired: p1 runs again (and p2, whose warped image was deleted), the
+    // failures file goes
     writeFileSync(broken, readFileSync(join(data, 'm1.nii.gz')));
+    rmSync(join(out, 'p2', 'warped.nii.gz'));
     const again = await regkit([...args, '--json']).done;
     expect(again.code).toBe(0);
-    expect(JSON.parse(again.stdout)).toMatchObject({ done: 1, skipped: 2, failed: 0 });
+    expect(JSON.parse(again.stdout)).toMatchObject({ done: 2, skipped: 1, failed: 0 });
+    expect(existsSync(join(out, 'p2', 'warped.nii.gz'))).toBe(true);
     expect(result(out, 'p1').status).toBe('done');
     expect(existsSync(join(out, 'failures-0-of-1.jsonl'))).toBe(false);
     // new options redo every row
@@ -479,8 +482,11 @@ describe('regkit batch', () => {
     expect(finishedBefore.size).toBeGreaterThanOrEqual(4);
     expect(finishedBefore.size).toBeLessThan(n);
     // a temporary left by a dead writer beside a finished row goes too
-    const stale = join(out, 'p0', `.result.json.${first.pid}.zz.tmp`);
-    writeFileSync(stale, '{');
+    writeFileSync(join(out, 'p0', `.result.json.${first.pid}.zz.tmp`), '{');
+    // and beside an unfinished row, with a half-written output the killed writer left there
+    const unfinished = `p${n - 1}`;
+    mkdirSync(join(out, unfinished), { recursive: true });
+    writeFileSync(join(out, unfinished, `.warped.nii.gz.${first.pid}.zz.tmp`), 'half');
     const second = await regkit([...args, '--json']).done;
     expect(second.code).toBe(0);
     const s = JSON.parse(second.stdout);
