@@ -816,16 +816,22 @@ function fmt(x: number | undefined, digits: number): string {
   return x !== undefined && Number.isFinite(x) ? x.toFixed(digits) : 'n/a';
 }
 
-/** The progress line of a row: `id done 1.2 s, Dice 0.612 → 0.834, folding 0.000 %`. */
+/**
+ * The progress line of a row: `id done 1.2 s, Dice 0.612 → 0.834, folding 0.000 %`,
+ * `id skipped (up to date: Dice …, folding …)` or `id FAILED (line n): error`.
+ */
 function rowLine(r: BatchRowReport): string {
   if (r.status === 'failed') return `${r.id} FAILED (line ${r.line}): ${r.error}`;
   const res = r.result;
-  const dice = res?.overlap
-    ? `, Dice ${fmt(res.overlap.meanDiceBefore, 3)} → ${fmt(res.overlap.meanDiceAfter, 3)}`
-    : '';
-  const what =
-    r.status === 'skipped' ? 'skipped (result.json up to date:' : `done ${fmt(r.seconds, 1)} s`;
-  return `${r.id} ${what}${dice}, folding ${fmt(res?.foldingPercent, 3)} %${r.status === 'skipped' ? ')' : ''}`;
+  const facts = [
+    ...(res?.overlap
+      ? [`Dice ${fmt(res.overlap.meanDiceBefore, 3)} → ${fmt(res.overlap.meanDiceAfter, 3)}`]
+      : []),
+    `folding ${fmt(res?.foldingPercent, 3)} %`,
+  ].join(', ');
+  return r.status === 'skipped'
+    ? `${r.id} skipped (up to date: ${facts})`
+    : `${r.id} done ${fmt(r.seconds, 1)} s, ${facts}`;
 }
 
 /** Columns of `results.csv`. */
