@@ -13,19 +13,12 @@ export {
   type BatchSummary,
   failuresFile,
   type HashedInput,
-  MANIFEST_COLUMNS,
-  type ManifestRow,
   type MergeSummary,
   mergeBatch,
-  parseManifest,
   RESULTS_COLUMNS,
   ROW_FILES,
   type RowOverlap,
-  readManifest,
-  resolveShard,
   runBatch,
-  SHARD_INDEX_VARIABLES,
-  type Shard,
   sha256File,
 } from './batch.js';
 export { buildProgram, type CliIO, runCli } from './cli.js';
@@ -54,6 +47,15 @@ export {
 } from './files.js';
 export { sameGrid, warpThroughAffines } from './geometry.js';
 export { type InfoSummary, infoCommand } from './info.js';
+export {
+  MANIFEST_COLUMNS,
+  type ManifestRow,
+  parseManifest,
+  readManifest,
+  resolveShard,
+  SHARD_INDEX_VARIABLES,
+  type Shard,
+} from './manifest.js';
 export { createLineProgress, createProgress, type Progress } from './progress.js';
 export {
   encodeLabels,
