@@ -3,12 +3,14 @@ import { RegkitIOError } from '@regkit/io';
 import { networkMethods } from '@regkit/networks';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { applyCommand } from './apply.js';
+import { type BatchOptions, mergeBatch, runBatch } from './batch.js';
 import { deformCommand } from './deform.js';
 import { type DemoCaseSummary, demoCommand } from './demo.js';
 import { EXIT, UsageError } from './errors.js';
 import { evalCommand } from './evaluate.js';
 import { infoCommand } from './info.js';
-import { createProgress } from './progress.js';
+import { MANIFEST_COLUMNS } from './manifest.js';
+import { createLineProgress, createProgress } from './progress.js';
 import { registerCommand } from './register.js';
 import { setupBackend } from './runtime.js';
 
@@ -95,11 +97,68 @@ function demoTable(cases: DemoCaseSummary[]): string {
   return [head, ...lines].join('\n');
 }
 
+/**
+ * The instance-optimisation flags of `register`, shared by `batch` (which applies them to
+ * every instance row): similarity, transform and affine stage, pyramid and optimiser.
+ */
+function instanceOptions(c: Command): Command {
+  return c
+    .addOption(
+      new Option(
+        '--similarity <name>',
+        'lncc (same modality), mi or mind (different modalities), mse',
+      )
+        .choices(['lncc', 'mi', 'mind', 'mse'])
+        .default('lncc'),
+    )
+    .addOption(
+      new Option(
+        '--transform <model>',
+        'rigid or affine: that linear stage alone; velocity (diffeomorphic) or displacement: that deformable stage alone, unless --affine names a linear stage (default: affine then velocity)',
+      ).choices(['rigid', 'affine', 'velocity', 'displacement']),
+    )
+    .addOption(
+      new Option(
+        '--affine <model>',
+        'linear stage before the deformable one: affine (default without --transform), rigid, or none',
+      ).choices(['affine', 'rigid', 'none']),
+    )
+    .option('--no-affine', 'skip the linear stage (= --affine none)')
+    .option(
+      '--affine-iterations <list>',
+      'Adam iterations of the linear stage, one per level of its 3-level pyramid, coarsest first (default 150,100,50)',
+      integerList('--affine-iterations'),
+    )
+    .option('--levels <n>', 'pyramid levels (default 3)', integer('--levels'))
+    .option(
+      '--iterations <list>',
+      'Adam iterations per level of the deformable stage (of the linear one with --transform rigid|affine), coarsest first (default 150,100,60; 150,100,50 linear)',
+      integerList('--iterations'),
+    )
+    .option('--learning-rate <x>', 'Adam learning rate (voxels)', number('--learning-rate'))
+    .option(
+      '--regularisation <x>',
+      'weight of the diffusion regulariser',
+      number('--regularisation'),
+    )
+    .option(
+      '--skip-finest <n>',
+      'stop this many levels before the full grid (faster, coarser)',
+      integer('--skip-finest'),
+    )
+    .option(
+      '--max-voxels <n>',
+      'largest grid a level is optimised on, the field upsampled after (default 4194304; 0: the full grid, finer but ~2x the memory)',
+      integer('--max-voxels'),
+    )
+    .option('--seed <n>', 'seed of the MI voxel sampler', integer('--seed'));
+}
+
 /** Builds the `regkit` program (commander), writing through `io`. */
 export function buildProgram(io: CliIO = defaultIO): Command {
   const program = new Command('regkit')
     .description(
-      'Medical image registration on TensorFlow.js: register, apply, eval, info, deform, demo.',
+      'Medical image registration on TensorFlow.js: register, apply, eval, info, deform, demo, batch.',
     )
     .version('0.1.0')
     .showSuggestionAfterError()
@@ -122,100 +181,55 @@ export function buildProgram(io: CliIO = defaultIO): Command {
       .configureOutput({ writeOut: io.out, writeErr: io.err });
 
   common(
-    program
-      .command('register')
-      .description(
-        'register --moving to --fixed in the fixed grid: multi-resolution instance optimisation (no trained model), or a trained network with --method and --weights',
-      )
-      .requiredOption('--fixed <file>', 'fixed image (NIfTI)')
-      .requiredOption(
-        '--moving <file>',
-        'moving image (NIfTI; mapped through both affines when the grids differ)',
-      )
-      .requiredOption('--out <file>', 'warped moving image')
-      .option(
-        '--field <file>',
-        'write the total displacement field, affine included (ITK/ANTs: 5D NIfTI, mm, LPS)',
-      )
-      .option(
-        '--inverse-field [file]',
-        'also write the inverse field (default: beside --field, _inverse)',
-      )
-      .addOption(
-        new Option(
-          '--similarity <name>',
-          'lncc (same modality), mi or mind (different modalities), mse',
+    instanceOptions(
+      program
+        .command('register')
+        .description(
+          'register --moving to --fixed in the fixed grid: multi-resolution instance optimisation (no trained model), or a trained network with --method and --weights',
         )
-          .choices(['lncc', 'mi', 'mind', 'mse'])
-          .default('lncc'),
-      )
-      .addOption(
-        new Option(
-          '--transform <model>',
-          'rigid or affine: that linear stage alone; velocity (diffeomorphic) or displacement: that deformable stage alone, unless --affine names a linear stage (default: affine then velocity)',
-        ).choices(['rigid', 'affine', 'velocity', 'displacement']),
-      )
-      .addOption(
-        new Option(
-          '--affine <model>',
-          'linear stage before the deformable one: affine (default without --transform), rigid, or none',
-        ).choices(['affine', 'rigid', 'none']),
-      )
-      .option('--no-affine', 'skip the linear stage (= --affine none)')
-      .option(
-        '--affine-iterations <list>',
-        'Adam iterations of the linear stage, one per level of its 3-level pyramid, coarsest first (default 150,100,50)',
-        integerList('--affine-iterations'),
-      )
-      .option(
-        '--affine-out <file>',
-        'write the linear stage as an ITK/ANTs affine: .txt/.tfm (ITK text) or .mat (ANTs 0GenericAffine.mat)',
-      )
-      .option(
-        '--deformable-field <file>',
-        "write the deformable part alone (ANTs' 1Warp; --field is the total)",
-      )
-      .option('--levels <n>', 'pyramid levels (default 3)', integer('--levels'))
-      .option(
-        '--iterations <list>',
-        'Adam iterations per level of the deformable stage (of the linear one with --transform rigid|affine), coarsest first (default 150,100,60; 150,100,50 linear)',
-        integerList('--iterations'),
-      )
-      .option('--learning-rate <x>', 'Adam learning rate (voxels)', number('--learning-rate'))
-      .option(
-        '--regularisation <x>',
-        'weight of the diffusion regulariser',
-        number('--regularisation'),
-      )
-      .option(
-        '--skip-finest <n>',
-        'stop this many levels before the full grid (faster, coarser)',
-        integer('--skip-finest'),
-      )
-      .option(
-        '--max-voxels <n>',
-        'largest grid a level is optimised on, the field upsampled after (default 4194304; 0: the full grid, finer but ~2x the memory)',
-        integer('--max-voxels'),
-      )
-      .option('--seed <n>', 'seed of the MI voxel sampler', integer('--seed'))
-      .option('--moving-labels <file>', 'labels on the moving grid, warped with nearest neighbour')
-      .option('--out-labels <file>', 'where to write the warped labels')
-      .option(
-        '--png <file>',
-        'preview PNG: checkerboard of fixed and warped with the deformed grid',
-      )
-      .option(
-        '--method <name>',
-        `register with a trained network of this method (${networkMethods().join(', ')}) instead of instance optimisation`,
-      )
-      .option(
-        '--weights <dir>',
-        'directory of the trained network (model.json + weights.bin); default: the bundled weights of the method (sitreg)',
-      )
-      .option('--force', 'replace existing outputs')
-      .addHelpText(
-        'after',
-        `
+        .requiredOption('--fixed <file>', 'fixed image (NIfTI)')
+        .requiredOption(
+          '--moving <file>',
+          'moving image (NIfTI; mapped through both affines when the grids differ)',
+        )
+        .requiredOption('--out <file>', 'warped moving image')
+        .option(
+          '--field <file>',
+          'write the total displacement field, affine included (ITK/ANTs: 5D NIfTI, mm, LPS)',
+        )
+        .option(
+          '--inverse-field [file]',
+          'also write the inverse field (default: beside --field, _inverse)',
+        )
+        .option(
+          '--affine-out <file>',
+          'write the linear stage as an ITK/ANTs affine: .txt/.tfm (ITK text) or .mat (ANTs 0GenericAffine.mat)',
+        )
+        .option(
+          '--deformable-field <file>',
+          "write the deformable part alone (ANTs' 1Warp; --field is the total)",
+        )
+        .option(
+          '--moving-labels <file>',
+          'labels on the moving grid, warped with nearest neighbour',
+        )
+        .option('--out-labels <file>', 'where to write the warped labels')
+        .option(
+          '--png <file>',
+          'preview PNG: checkerboard of fixed and warped with the deformed grid',
+        )
+        .option(
+          '--method <name>',
+          `register with a trained network of this method (${networkMethods().join(', ')}) instead of instance optimisation`,
+        )
+        .option(
+          '--weights <dir>',
+          'directory of the trained network (model.json + weights.bin); default: the bundled weights of the method (sitreg)',
+        )
+        .option('--force', 'replace existing outputs')
+        .addHelpText(
+          'after',
+          `
 Pipeline (as antsRegistrationSyN / elastix: linear first, then deformable):
   (no --transform)              affine, then velocity (stationary velocity field, diffeomorphic)
   --transform rigid | affine    only that linear stage; --field is its displacement
@@ -242,7 +256,8 @@ Warnings on stderr (the run goes on): the moving image covers under 25 % of the 
 or the foregrounds (above 1 % of each image's range) do not overlap.
 Outputs are written together or not at all, once everything is computed; an output that
 another run created meanwhile fails this run (exit 1) unless --force.`,
-      ),
+        ),
+    ),
   ).action(async (o: Common & Parameters<typeof registerCommand>[0], command: Command) => {
     if (o.method) {
       const instanceOnly = {
@@ -447,6 +462,90 @@ more distinct values than both 256 and half its voxels is refused as not a label
       }
     },
   );
+  const batch = common(
+    instanceOptions(
+      program
+        .command('batch')
+        .description(
+          'register every pair of a manifest (CSV) into DIR/<id>/, resumable and sharded across jobs (Slurm, Kubernetes, AWS Batch arrays); `batch merge DIR` gathers results.csv',
+        )
+        .option('--manifest <csv>', `pairs to register: columns ${MANIFEST_COLUMNS.join(',')}`)
+        .option('--out-dir <dir>', 'one folder per row: <dir>/<id>/')
+        .option(
+          '--shard <I/N>',
+          'run rows r with r mod N = I (default: I from REGKIT_SHARD_INDEX, SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX, N from --shards or SLURM_ARRAY_TASK_COUNT; else every row)',
+        )
+        .option(
+          '--shards <n>',
+          'the number of shards N, the index from the environment',
+          integer('--shards'),
+        )
+        .addHelpText(
+          'after',
+          `
+Manifest: a CSV with a header; columns id, fixed, moving, and optionally fixed_labels,
+moving_labels, method (instance, or a network: ${networkMethods().join(', ')}), weights (the
+network's folder; default: its bundled weights) and similarity (lncc, mi, mind, mse; default
+--similarity). Relative paths are relative to the manifest's folder. ids name folders
+(letters, digits, _ - .).
+Per row: <dir>/<id>/warped.nii.gz, field.nii.gz (ITK/ANTs, total), labels.nii.gz (with
+moving_labels), then result.json (Dice before/after with fixed_labels, folding %, seconds,
+options, SHA-256 of the inputs), each written to a temporary and renamed: the same outputs
+as 'regkit register' with the same options. The instance flags (--similarity, --levels, ...)
+apply to every instance row.
+Rerunning the same command skips rows whose result.json matches their inputs and options,
+so a killed job resumes. A failing row is recorded (its result.json, status failed, and
+<dir>/failures-I-of-N.jsonl) and the others run; the exit code is 1 when a row failed.
+Networks are loaded once per shard. Parallel runs on one machine: one process per shard.`,
+        ),
+    ),
+  ).action(async (o: Common & BatchOptions & { outDir?: string; manifest?: string }) => {
+    if (!o.manifest) throw new UsageError("required option '--manifest <csv>' not specified");
+    if (!o.outDir) throw new UsageError("required option '--out-dir <dir>' not specified");
+    const lines = !o.quiet;
+    await setupBackend(o.backend);
+    const options: BatchOptions = { ...o, manifest: o.manifest, outDir: o.outDir };
+    if (lines) options.progress = createLineProgress(io.err);
+    const s = await runBatch(options);
+    if (o.json) io.out(`${JSON.stringify(s)}\n`);
+    else {
+      io.out(
+        `shard ${s.shard.index}/${s.shard.count}: ${s.rows} of ${s.manifestRows} rows, ${s.done} done, ${s.skipped} skipped (up to date), ${s.failed} failed in ${fmt(s.seconds, 1)} s; outputs in ${s.outDir}\n`,
+      );
+    }
+    if (s.failed > 0) {
+      throw new RegkitError(
+        `${s.failed} of ${s.rows} rows failed (listed in ${s.failuresFile}; the others are done)`,
+      );
+    }
+  });
+
+  batch
+    .command('merge')
+    .description('write DIR/results.csv: one line per row of DIR/<id>/result.json')
+    .argument('<dir>', 'the --out-dir of the batch')
+    .option(
+      '--manifest <csv>',
+      'also list rows of the manifest that have no result (status missing)',
+    )
+    .option('--json', 'print a JSON summary on stdout')
+    .exitOverride()
+    .configureOutput({ writeOut: io.out, writeErr: io.err })
+    .action(async (dir: string, _o: unknown, command: Command) => {
+      // --json and --manifest after `merge` may be parsed by `batch`, which has them too
+      const o = command.optsWithGlobals() as { manifest?: string; json?: boolean };
+      const s = await mergeBatch(dir, o.manifest);
+      if (o.json) io.out(`${JSON.stringify(s)}\n`);
+      else
+        io.out(
+          `wrote ${s.file}: ${s.rows} rows, ${s.done} done, ${s.failed} failed${o.manifest ? `, ${s.missing} missing` : ''}\n`,
+        );
+      if (s.failed > 0 || s.missing > 0) {
+        throw new RegkitError(
+          `${s.failed} rows failed and ${s.missing} have no result (see ${s.file})`,
+        );
+      }
+    });
   return program;
 }
 

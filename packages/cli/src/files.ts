@@ -104,10 +104,10 @@ export function checkOutputs(
  * Temporary files of regkit's writers: `.<name>.<pid>.<random>.tmp` (this package's
  * {@link OutputTransaction}, `writeFileAtomic` of `@regkit/io` and the weight writer of
  * `@regkit/networks`), for the kinds of files regkit writes (`.nii`, `.nii.gz`, `.png`,
- * `.json`, `.bin`). Group 1 is the final name, group 2 the pid of the process that wrote it.
+ * `.json`, `.bin`, ITK/ANTs transforms, and `regkit batch`'s `.jsonl` and `.csv`). Group 1 is the final name, group 2 the pid of the process that wrote it.
  */
 export const TEMPORARY_NAME =
-  /^\.(.+\.(?:nii|nii\.gz|png|json|bin|txt|tfm|mat))\.(\d+)\.[0-9a-z]+\.tmp$/i;
+  /^\.(.+\.(?:nii|nii\.gz|png|json|jsonl|csv|bin|txt|tfm|mat))\.(\d+)\.[0-9a-z]+\.tmp$/i;
 
 /** Whether a process with this pid is running (on this machine). */
 export function processAlive(pid: number): boolean {

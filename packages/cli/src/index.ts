@@ -5,6 +5,22 @@
  */
 
 export { type ApplyCommandOptions, applyCommand } from './apply.js';
+export {
+  type BatchInstanceOptions,
+  type BatchOptions,
+  type BatchRowReport,
+  type BatchRowResult,
+  type BatchSummary,
+  failuresFile,
+  type HashedInput,
+  type MergeSummary,
+  mergeBatch,
+  RESULTS_COLUMNS,
+  ROW_FILES,
+  type RowOverlap,
+  runBatch,
+  sha256File,
+} from './batch.js';
 export { buildProgram, type CliIO, runCli } from './cli.js';
 export { type DeformCommandOptions, deformCommand } from './deform.js';
 export {
@@ -31,13 +47,23 @@ export {
 } from './files.js';
 export { sameGrid, warpThroughAffines } from './geometry.js';
 export { type InfoSummary, infoCommand } from './info.js';
-export { createProgress, type Progress } from './progress.js';
+export {
+  MANIFEST_COLUMNS,
+  type ManifestRow,
+  parseManifest,
+  readManifest,
+  resolveShard,
+  SHARD_INDEX_VARIABLES,
+  type Shard,
+} from './manifest.js';
+export { createLineProgress, createProgress, type Progress } from './progress.js';
 export {
   encodeLabels,
   inverseFieldPath,
   labelDatatype,
   labelDatatypeOf,
   type RegisterCommandOptions,
+  type RegisterContext,
   type RegisterSummary,
   registerCommand,
 } from './register.js';

@@ -44,3 +44,24 @@ export function createProgress(quiet: boolean): Progress {
     },
   };
 }
+
+/**
+ * A progress reporter for logs (batch jobs, pipes): one line per {@link Progress.update},
+ * `label done/total info`, through `write`. `start` sets the label and total and writes
+ * nothing; `stop` writes nothing.
+ */
+export function createLineProgress(write: (line: string) => void): Progress {
+  let label = '';
+  let total = 0;
+  return {
+    start(l, t) {
+      label = l;
+      total = t;
+    },
+    update(done, info = '') {
+      const width = String(total).length;
+      write(`${label} ${String(done).padStart(width)}/${total}${info ? ` ${info}` : ''}\n`);
+    },
+    stop() {},
+  };
+}

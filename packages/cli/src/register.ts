@@ -13,7 +13,12 @@ import {
   writeNifti,
 } from '@regkit/io';
 import { foldingPercent } from '@regkit/metrics';
-import { BUNDLED_WEIGHTS, bundledWeights, loadRegistrationNetwork } from '@regkit/networks';
+import {
+  BUNDLED_WEIGHTS,
+  bundledWeights,
+  loadRegistrationNetwork,
+  type RegistrationNetwork,
+} from '@regkit/networks';
 import {
   type AffineTransform,
   normalizeIntensity,
@@ -173,10 +178,21 @@ export async function writeLabels(path: string, volume: Volume, preferred?: stri
   await writeNifti(path, volume, { datatype: await labelDatatypeOf(volume, preferred) });
 }
 
+/** What a caller running many registrations shares between them (`regkit batch`). */
+export interface RegisterContext {
+  /**
+   * Supplies the network saved in `weights` (a directory) instead of loading it for this
+   * registration; the caller owns it (it is not disposed here), so one load serves many
+   * registrations.
+   */
+  network?: (weights: string) => Promise<RegistrationNetwork>;
+}
+
 /**
  * Registers normalised `moving` to `fixed` (`[1, ...S, 1]`, same grid) with the trained
- * network in `weights`: inputs resampled to the network's grid, the predicted displacement(s)
- * resampled back to S (vectors rescaled).
+ * network in `weights` (loaded here, or supplied by `shared` and then not disposed): inputs
+ * resampled to the network's grid, the predicted displacement(s) resampled back to S
+ * (vectors rescaled).
  */
 async function registerWithNetwork(
   method: string,
@@ -186,8 +202,9 @@ async function registerWithNetwork(
   normalise: (image: tf.Tensor, lower: number, upper: number) => Promise<tf.Tensor>,
   fixedRaw: tf.Tensor,
   movingRaw: tf.Tensor,
+  shared?: (weights: string) => Promise<RegistrationNetwork>,
 ): Promise<{ field: tf.Tensor; inverseField?: tf.Tensor }> {
-  const net = await loadRegistrationNetwork(weights);
+  const net = shared ? await shared(weights) : await loadRegistrationNetwork(weights);
   const toDispose: tf.Tensor[] = [];
   try {
     const { inputShape, normalisation } = net.metadata;
@@ -221,7 +238,7 @@ async function registerWithNetwork(
     });
   } finally {
     tf.dispose(toDispose);
-    net.dispose();
+    if (!shared) net.dispose();
   }
 }
 
@@ -244,11 +261,13 @@ async function registerWithNetwork(
  * the summary): a moving image covering less than a quarter of the fixed grid, and
  * foregrounds (above 1 % of each image's range) that do not overlap. The outputs are written
  * only once all of them are computed, together or not at all ({@link OutputTransaction}).
+ * `context` shares state between registrations (a network loaded once: {@link RegisterContext}).
  */
 export async function registerCommand(
   o: RegisterCommandOptions,
   progress: Progress,
   onWarning?: (message: string) => void,
+  context: RegisterContext = {},
 ): Promise<RegisterSummary> {
   const similarity = (o.similarity ?? 'lncc') as Similarity;
   if (!['lncc', 'mi', 'mind', 'mse'].includes(similarity)) {
@@ -425,6 +444,7 @@ export async function registerCommand(
         normalizeIntensity,
         fRaw,
         mRaw,
+        context.network,
       );
       progress.update(1, o.method);
       result = { ...r, levels: [] };

@@ -50,7 +50,7 @@ describe('regkit command line', () => {
     const top = await regkit(['--help'], dir);
     expect(top.code).toBe(0);
     expect(top.stdout).toContain('Usage: regkit');
-    for (const c of ['register', 'apply', 'eval', 'info', 'deform', 'demo']) {
+    for (const c of ['register', 'apply', 'eval', 'info', 'deform', 'demo', 'batch']) {
       const r = await regkit([c, '--help'], dir);
       expect(r.code, c).toBe(0);
       expect(r.stdout, c).toContain(`Usage: regkit ${c}`);
