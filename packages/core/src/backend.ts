@@ -115,7 +115,12 @@ async function diagnoseWasmFile(paths: WasmPaths | undefined): Promise<string | 
     try {
       const res = await fetch(url);
       if (!res.ok) return `GET ${url} answered ${res.status} ${res.statusText}`.trim();
-      void res.body?.cancel();
+      // a server that answers every path with its index page (a single-page app's fallback)
+      const head = new Uint8Array(await res.arrayBuffer()).subarray(0, 4);
+      if (head.join() !== '0,97,115,109') {
+        const type = res.headers.get('content-type') ?? 'no content-type';
+        return `GET ${url} answered ${res.status} with ${type}, not a WebAssembly module`;
+      }
       return null;
     } catch (e) {
       return `GET ${url} failed: ${(e as Error).message}`;

@@ -11,11 +11,18 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 let server: Server;
 let base = '';
 const requests: string[] = [];
+let answer: '404' | 'html' = '404';
 
 beforeAll(async () => {
   // answers 404 to everything: a page whose bundler did not copy the .wasm files
+  // or with an index page for every path (a single-page app's fallback)
   server = createServer((req, res) => {
     requests.push(req.url ?? '');
+    if (answer === 'html') {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end('<!doctype html><title>app</title>');
+      return;
+    }
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('not found');
   });
@@ -72,6 +79,19 @@ describe('initBackend falls back from wasm to cpu with a warning naming the fail
       );
     } finally {
       warn.mockRestore();
+    }
+  });
+
+  it('a server that answers with its index page: says the file is not WebAssembly', async () => {
+    answer = 'html';
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      await expect(initBackend('wasm', { wasmPaths: base })).rejects.toThrow(
+        `GET ${base}tfjs-backend-wasm-simd.wasm answered 200 with text/html, not a WebAssembly module`,
+      );
+    } finally {
+      warn.mockRestore();
+      answer = '404';
     }
   });
 
