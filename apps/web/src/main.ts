@@ -185,10 +185,14 @@ function start(request: Request, transfer: Transferable[]): void {
 }
 
 $('register').addEventListener('click', async () => {
+  setState('running'); // at once: the files are read before the worker starts
   const [fixed, moving, fixedLabels, movingLabels] = await Promise.all(
     ['fixed', 'moving', 'fixed-labels', 'moving-labels'].map(fileInput),
   );
-  if (!fixed || !moving) return;
+  if (!fixed || !moving) {
+    setState('idle');
+    return;
+  }
   const similarity = $<HTMLSelectElement>('similarity').value as SimilarityChoice;
   const files = [fixed, moving, fixedLabels, movingLabels].filter((f) => !!f);
   start(
@@ -198,6 +202,7 @@ $('register').addEventListener('click', async () => {
 });
 
 $('demo').addEventListener('click', async () => {
+  setState('running');
   status.textContent = 'loading the demo pair';
   const get = async (url: string, name: string): Promise<InputFile> => {
     const res = await fetch(url);

@@ -12,6 +12,8 @@
  *  - mean Dice after > mean Dice before + 0.05;
  *  - the field the user downloads reads back with @regkit/io on the fixed grid and is closer
  *    to the known deformation than the identity is; the warped image reads back too;
+ *  - the user's path: two PNG files with PNG label maps (a disc and the disc shifted by 5
+ *    pixels), local NCC: the result has the PNG's size and Dice improves;
  *  - with the .wasm files looked for in the wrong folder (`?wasmPaths=missing/`), the worker
  *    runs on cpu and initBackend's console warning names the URL that answered 404.
  *
@@ -21,11 +23,12 @@
  *
  * Needs `chromium` (`apt-get install -y chromium`); no network. Prints `N passed, N failed`.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend, randomSmoothField, tf, warp } from '@regkit/core';
-import { readDisplacementField, readNifti } from '@regkit/io';
+import { encodePng, readDisplacementField, readNifti } from '@regkit/io';
 import { chromium } from 'playwright-core';
 import { build, preview } from 'vite';
 
@@ -184,6 +187,51 @@ try {
     await page.screenshot({ path: process.env.REGKIT_SCREENSHOT, fullPage: true });
     console.log(`  screenshot: ${process.env.REGKIT_SCREENSHOT}`);
   }
+
+  // the user's own files: two PNG images of a disc, the moving one shifted by 5 pixels
+  // along x, with PNG label maps; local NCC
+  const dir = mkdtempSync(join(tmpdir(), 'regkit-web-'));
+  const disc = (cx, cy, value, background) => {
+    const [w, h] = [64, 56];
+    const data = new Uint8Array(w * h * 4);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const inside = (x - cx) ** 2 + ((y - cy) * 1.3) ** 2 < 15 ** 2;
+        const v = inside ? value : background;
+        data.set([v, v, v, 255], (y * w + x) * 4);
+      }
+    }
+    return encodePng({ width: w, height: h, data });
+  };
+  const files = {
+    fixed: disc(32, 28, 200, 20),
+    moving: disc(37, 28, 200, 20),
+    'fixed-labels': disc(32, 28, 1, 0),
+    'moving-labels': disc(37, 28, 1, 0),
+  };
+  for (const [id, bytes] of Object.entries(files)) {
+    const path = join(dir, `${id}.png`);
+    writeFileSync(path, bytes);
+    await page.setInputFiles(`#${id}`, path);
+  }
+  await page.selectOption('#similarity', 'lncc');
+  await page.click('#register');
+  await page.waitForSelector('body[data-state="done"], body[data-state="error"]', {
+    timeout: TIMEOUT_MS,
+  });
+  const own = await page.evaluate(() => window.regkit);
+  rmSync(dir, { recursive: true, force: true });
+  const o = own.result;
+  check(
+    'two PNG files and their label maps (the user path): registered, Dice up',
+    own.state === 'done' &&
+      tf.util.arraysEqual(o?.shape ?? [], [64, 56]) &&
+      o.similarity === 'lncc' &&
+      o.diceAfter > o.diceBefore + 0.05,
+    o
+      ? `${o.shape.join('×')}, Dice ${o.diceBefore?.toFixed(3)} → ${o.diceAfter?.toFixed(3)}, ${o.seconds.toFixed(1)} s`
+      : `state ${own.state}: ${own.error}`,
+  );
   await page.close();
 
   // a page whose .wasm files are not where it says: cpu, and a warning naming the 404'd URL
