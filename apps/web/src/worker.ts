@@ -34,7 +34,10 @@ function startBackend(wasmPaths?: string): Promise<BackendReport> {
     // tfjs's threaded wasm build starts its pthread workers from the text of its factory
     // function (`factory.toString()` in a Blob), which loses the variables a bundle puts
     // around it: every thread dies with "ReferenceError: e is not defined" (measured with
-    // Vite 8 and tfjs 4.22 in Chromium 156). The SIMD build, single-threaded, works.
+    // Vite 8 and tfjs 4.22 in Chromium 156). Declaring that variable inside the function (a
+    // Vite transform of the worker bundle) lets the threaded build start, but tfjs then
+    // reported 1 thread (getThreadsCount) even after setThreadsCount(2) on this 2-core
+    // machine, so the SIMD build, single-threaded, is used.
     tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
     const warnings: string[] = [];
     const name = await initBackend(undefined, {
