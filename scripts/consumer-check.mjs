@@ -18,7 +18,8 @@
  * 5. runs the installed bin: `npx regkit --version`, `npx regkit demo --case 2d` (bundled data);
  * 6. type-checks a strict TypeScript user file under `moduleResolution` nodenext and bundler;
  * 7. bundles a browser entry importing core, kernels, losses, io, register and networks with
- *    esbuild (`--platform=browser --format=esm`).
+ *    esbuild (`--platform=browser --format=esm`), prints its size (raw and gzipped) and checks
+ *    that it holds one copy of tfjs-core (core's browser build inlines none of it).
  *
  * Every step is logged with its time; the script carries on after a failed step where it can,
  * prints a summary and exits 1 if any step failed. Temp dirs are removed (`--keep` keeps them).
@@ -37,9 +38,12 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const REPO_URL = 'git+https://github.com/regkit/regkit.git';
+/** A string found once in tfjs-core's engine.js: counts the copies of tfjs-core in a bundle. */
+const ENGINE_MARK = 'Please provide a function to tidy()';
 const args = new Set(process.argv.slice(2));
 const KEEP = args.has('--keep');
 const SKIP_DEMO = args.has('--skip-demo');
@@ -368,11 +372,20 @@ try {
         });
         const log = `${r.stdout}\n${r.stderr}`.trim();
         if (r.status === 0) {
-          const size = readFileSync(join(app, 'browser-bundle.js')).length;
+          const bundle = readFileSync(join(app, 'browser-bundle.js'));
+          const gz = gzipSync(bundle).length;
+          // tfjs-core's engine once: @regkit/core's browser build leaves every @tensorflow
+          // import to the bundler (its Node build inlines tfjs-core's gradient registrations)
+          const engines = bundle.toString('utf8').split(ENGINE_MARK).length - 1;
           console.log(
-            `  bundle ${(size / 1e6).toFixed(2)} MB${log ? `; esbuild said:\n${log.replace(/^/gm, '    ')}` : ''}`,
+            `  bundle ${(bundle.length / 1e6).toFixed(2)} MB, ${(gz / 1e3).toFixed(0)} KB gzipped (zlib level 6); ` +
+              `tfjs-core engines in it: ${engines}${log ? `; esbuild said:\n${log.replace(/^/gm, '    ')}` : ''}`,
           );
-          return [];
+          return engines === 1
+            ? []
+            : [
+                `the bundle holds ${engines} copies of tfjs-core's engine ("${ENGINE_MARK}"), want 1`,
+              ];
         }
         // one finding per error: the message and where it is
         const findings = [];
@@ -467,6 +480,8 @@ import { registerImages } from '@regkit/register';
 export async function main(path: string): Promise<number> {
   const backend: 'tensorflow' | 'wasm' | 'cpu' = await initBackend(undefined, {
     kernels: await import('@regkit/kernels'),
+    wasmPaths: process.env.WASM_DIR, // undefined: found in Node
+    onWarning: (message: string) => console.warn(message),
   });
   const fixed: Volume = await readNifti(path);
   const similarity: Similarity = (a: tf.Tensor, b: tf.Tensor) => localNccLoss(a, b, { window: 5 });

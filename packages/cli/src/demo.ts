@@ -12,7 +12,7 @@ import {
   writeDisplacementField,
   writeNifti,
 } from '@regkit/io';
-import { dice, foldingPercent } from '@regkit/metrics';
+import { dice, foldingPercent, intensityClasses } from '@regkit/metrics';
 import {
   normalizeIntensity,
   registerImages,
@@ -23,6 +23,9 @@ import { presentLabels } from './evaluate.js';
 import { disposeVolumes, removeStaleTemporaries } from './files.js';
 import type { Progress } from './progress.js';
 import { writeLabels } from './register.js';
+
+/** Re-exported from `@regkit/metrics`, where it lives (the web app uses it too). */
+export { intensityClasses };
 
 /** The bundled demo images (see `data/README.md` for their sources and licences). */
 export function demoDataDir(): string {
@@ -58,51 +61,6 @@ export interface DemoCaseSummary {
   foldingPercent: number;
   seconds: number;
   outputs: string[];
-}
-
-/**
- * Automatic tissue classes of a 2D brain slice (the demo's 2D pair has no atlas): 1D k-means
- * with four centres on the intensities, background = the darkest class. Deterministic.
- */
-export async function intensityClasses(image: tf.Tensor, classes = 4): Promise<tf.Tensor> {
-  const v = (await image.data()) as Float32Array;
-  let lo = Number.POSITIVE_INFINITY;
-  let hi = Number.NEGATIVE_INFINITY;
-  for (const x of v) {
-    if (x < lo) lo = x;
-    if (x > hi) hi = x;
-  }
-  const c = Array.from({ length: classes }, (_, k) => lo + ((k + 0.5) * (hi - lo)) / classes);
-  const assign = new Int32Array(v.length);
-  for (let it = 0; it < 50; it++) {
-    const sum = new Float64Array(classes);
-    const cnt = new Float64Array(classes);
-    for (let i = 0; i < v.length; i++) {
-      let best = 0;
-      for (let k = 1; k < classes; k++)
-        if (Math.abs(v[i]! - c[k]!) < Math.abs(v[i]! - c[best]!)) best = k;
-      assign[i] = best;
-      sum[best] = sum[best]! + v[i]!;
-      cnt[best] = cnt[best]! + 1;
-    }
-    let moved = 0;
-    for (let k = 0; k < classes; k++) {
-      if (cnt[k]! > 0) {
-        const n = sum[k]! / cnt[k]!;
-        moved = Math.max(moved, Math.abs(n - c[k]!));
-        c[k] = n;
-      }
-    }
-    if (moved < 1e-6 * (hi - lo)) break;
-  }
-  const order = c.map((x, k) => [x, k] as const).sort((a, b) => a[0] - b[0]);
-  const rank = new Int32Array(classes);
-  order.forEach(([, k], r) => {
-    rank[k] = r;
-  });
-  const out = new Float32Array(v.length);
-  for (let i = 0; i < v.length; i++) out[i] = rank[assign[i]!]!;
-  return tf.tensor(out, image.shape, 'float32');
 }
 
 /** A reference grid over the same extent as `v` with voxels `mm` wide (same orientation and corner). */

@@ -20,6 +20,9 @@ export {
   initBackend,
   type KernelModule,
   loadOptionalKernels,
+  WASM_FILE_NAMES,
+  type WasmPaths,
+  wasmFileLocation,
 } from './backend.js';
 export {
   isWasmBackend,

@@ -25,5 +25,6 @@ export {
   ssim,
   ssimMap,
 } from './intensity.js';
+export { intensityClasses } from './intensity_classes.js';
 export { foldingPercent, jacobianStd, logJacobianStd } from './jacobian.js';
 export { type TargetRegistrationError, targetRegistrationError } from './tre.js';
