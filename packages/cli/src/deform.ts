@@ -1,7 +1,7 @@
 import { randomSmoothField, tf, warp } from '@regkit/core';
 import { encodeDisplacementField, encodeNifti, volumeLike } from '@regkit/io';
 import { UsageError } from './errors.js';
-import { checkOutputs, disposeVolumes, gzipAsync, OutputTransaction, readInput } from './files.js';
+import { checkOutputs, disposeVolumes, OutputTransaction, readInput } from './files.js';
 import { encodeLabels } from './register.js';
 
 /** Options of the `deform` command. */
@@ -50,13 +50,8 @@ export async function deformCommand(
     const out = warp(image.data, v);
     keep.push(out);
     const tx = new OutputTransaction(!!o.force);
-    tx.stageNifti('--out', o.out, encodeNifti(volumeLike(image, out)));
-    const fieldRaw = encodeDisplacementField(v, image);
-    tx.stage(
-      '--true-field',
-      o.trueField,
-      o.trueField.toLowerCase().endsWith('.gz') ? gzipAsync(fieldRaw) : fieldRaw,
-    );
+    tx.stageNifti('--out', o.out, () => encodeNifti(volumeLike(image, out)));
+    tx.stageNifti('--true-field', o.trueField, () => encodeDisplacementField(v, image));
     if (labels && o.outLabels) {
       const l = warp(labels.data, v, { interpolation: 'nearest' });
       keep.push(l);

@@ -10,7 +10,7 @@ import {
 } from 'node:fs';
 import { copyFile, link, lstat, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { gzip } from 'node:zlib';
+import { createGzip, gzip } from 'node:zlib';
 import { RegkitError } from '@regkit/core';
 import { readNifti, type Volume } from '@regkit/io';
 import { UsageError } from './errors.js';
@@ -158,10 +158,18 @@ export class OutputClaimedError extends RegkitError {
   }
 }
 
+/** An output's bytes: ready, pending, or made on demand (at commit, one output at a time). */
+export type StagedBytes =
+  | Uint8Array
+  | Promise<Uint8Array>
+  | (() => Uint8Array | Promise<Uint8Array>);
+
 interface Staged {
   option: string;
   path: string;
-  bytes: Uint8Array | Promise<Uint8Array>;
+  bytes: StagedBytes | null;
+  /** gzip-compress (level 1) while writing. */
+  gzip: boolean;
 }
 
 const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV', 'EMLINK']);
@@ -189,14 +197,21 @@ export class OutputTransaction {
 
   constructor(private readonly force: boolean) {}
 
-  /** Adds an output (its bytes, or a promise of them). */
-  stage(option: string, path: string, bytes: Uint8Array | Promise<Uint8Array>): void {
-    this.staged.push({ option, path, bytes });
+  /**
+   * Adds an output: its bytes, a promise of them, or a function making them at commit time
+   * (so that the large outputs are encoded, written and freed one after another instead of
+   * being held together).
+   */
+  stage(option: string, path: string, bytes: StagedBytes): void {
+    this.staged.push({ option, path, bytes, gzip: false });
   }
 
-  /** Adds a NIfTI output whose raw bytes are gzip-compressed when the name ends in `.gz`. */
-  stageNifti(option: string, path: string, raw: Uint8Array): void {
-    this.stage(option, path, path.toLowerCase().endsWith('.gz') ? gzipAsync(raw) : raw);
+  /**
+   * Adds a NIfTI output (raw bytes, or a function making them at commit time), gzip-compressed
+   * as it is written (streamed: no compressed copy in memory) when the name ends in `.gz`.
+   */
+  stageNifti(option: string, path: string, raw: Uint8Array | (() => Uint8Array)): void {
+    this.staged.push({ option, path, bytes: raw, gzip: path.toLowerCase().endsWith('.gz') });
   }
 
   /** Writes every staged output (see the class); returns `{ option: path }`. */
@@ -206,7 +221,9 @@ export class OutputTransaction {
     try {
       const written: Array<Staged & { tmp: string; ino: number; dev: number }> = [];
       for (const s of this.staged) {
-        const bytes = await s.bytes;
+        const made = s.bytes;
+        const bytes = await (typeof made === 'function' ? made() : made);
+        s.bytes = null; // written below: nothing here holds it any longer
         const tmp = join(
           dirname(s.path),
           `.${basename(s.path)}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`,
@@ -219,7 +236,18 @@ export class OutputTransaction {
         }
         temporaries.push(tmp);
         try {
-          await handle.writeFile(bytes);
+          if (s.gzip) {
+            // compressed chunk by chunk into the file (the same bytes as a one-shot gzip)
+            const gz = createGzip({ level: 1 });
+            const file = handle;
+            const drained = (async () => {
+              for await (const chunk of gz) await file.write(chunk as Buffer);
+            })();
+            gz.end(Buffer.from(bytes!.buffer, bytes!.byteOffset, bytes!.byteLength));
+            await drained;
+          } else {
+            await handle.writeFile(bytes!);
+          }
           await handle.sync();
         } catch (e) {
           throw new RegkitError(`${s.option} ${s.path}: cannot write (${(e as Error).message})`);

@@ -40,7 +40,7 @@ import {
 } from './checks.js';
 import { UsageError } from './errors.js';
 import { assertLabelMap } from './evaluate.js';
-import { checkOutputs, disposeVolumes, gzipAsync, OutputTransaction, readInput } from './files.js';
+import { checkOutputs, disposeVolumes, OutputTransaction, readInput } from './files.js';
 import { deformablePart, expandAffine, sameGrid, warpThroughAffines } from './geometry.js';
 import type { Progress } from './progress.js';
 
@@ -527,18 +527,17 @@ export async function registerCommand(
     toDispose.push(warped.data);
     // all outputs are computed before any is written, then written together
     const outputsTx = new OutputTransaction(!!o.force);
-    const gz = (path: string) => path.toLowerCase().endsWith('.gz');
-    outputsTx.stageNifti('--out', o.out, encodeNifti(warped));
+    // each output is encoded when it is written (one large buffer at a time)
+    outputsTx.stageNifti('--out', o.out, () => encodeNifti(warped));
     const written: Record<string, string> = { out: o.out };
     if (o.field) {
-      outputsTx.stage('--field', o.field, fieldBytes(field, fixed, gz(o.field)));
+      outputsTx.stageNifti('--field', o.field, () => encodeDisplacementField(field, fixed));
       written.field = o.field;
     }
     if (o.deformableField && deformable) {
-      outputsTx.stage(
-        '--deformable-field',
-        o.deformableField,
-        fieldBytes(deformable, fixed, gz(o.deformableField)),
+      const part = deformable;
+      outputsTx.stageNifti('--deformable-field', o.deformableField, () =>
+        encodeDisplacementField(part, fixed),
       );
       written.deformableField = o.deformableField;
     }
@@ -550,10 +549,9 @@ export async function registerCommand(
       written.affineOut = o.affineOut;
     }
     if (inversePath && inverseField) {
-      outputsTx.stage(
-        '--inverse-field',
-        inversePath,
-        fieldBytes(inverseField, fixed, gz(inversePath)),
+      const inverse = inverseField;
+      outputsTx.stageNifti('--inverse-field', inversePath, () =>
+        encodeDisplacementField(inverse, fixed),
       );
       written.inverseField = inversePath;
     }
@@ -606,12 +604,6 @@ export async function registerCommand(
     for (const t of toDispose) t.dispose();
     disposeVolumes(fixed, moving, labels);
   }
-}
-
-/** The bytes of an ITK/ANTs displacement field (gzip-compressed off the main thread). */
-async function fieldBytes(field: tf.Tensor, reference: Volume, gz: boolean): Promise<Uint8Array> {
-  const raw = encodeDisplacementField(field, reference);
-  return gz ? gzipAsync(raw) : raw;
 }
 
 /** The stages `register` runs, from `--transform` and `--affine` (see {@link registerPlan}). */
