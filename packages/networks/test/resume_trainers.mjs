@@ -45,6 +45,20 @@ const TRAINERS = {
     });
     return { modules: { model }, run };
   },
+  // two parameter groups (their own Adam and rate) plus the default group for the rest
+  'voxelmorph-groups': (o) => {
+    const model = createVoxelMorph({ ...voxelmorph, seed: 8 });
+    const run = trainRegistration({
+      ...o,
+      model,
+      similarity: (f, w) => localNccLoss(w, f, { window: 5 }),
+      parameterGroups: [
+        { name: 'flow', learningRate: 3e-3, paths: ['model/flow/'] },
+        { name: 'encoder', learningRate: 5e-3, paths: (p) => p.includes('/enc') },
+      ],
+    });
+    return { modules: { model }, run };
+  },
   // MINE built in the constructor, with bias correction (its moving average) and local shuffles
   'voxelmorph-mine': (o) => {
     const model = createVoxelMorph({ ...voxelmorph, seed: 2 });
