@@ -9,12 +9,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { affineField, mulberry32, tf, warp } from '@regkit/core';
+import { affineField, tf, warp } from '@regkit/core';
 import { initExampleBackend } from '@regkit/example-common/backend';
 import { cell, markdownTable, summarise } from '@regkit/example-common/evaluate';
-import { bratsDataset, disposePair, itkPairDataset, makePair } from '@regkit/example-common/slices';
+import { disposePair } from '@regkit/example-common/slices';
 import { epochsForStepsOrExit } from '@regkit/example-common/steps';
-import { encodePng, renderSlice } from '@regkit/io';
 import { mutualInformationLoss } from '@regkit/losses';
 import { foldingPercent, inverseConsistencyError, meanDice, ncc } from '@regkit/metrics';
 import {
@@ -24,15 +23,15 @@ import {
   saveRegistrationNetwork,
   trainFire,
   trainRegistration,
-  writeFileAtomic,
 } from '@regkit/networks';
 import { registerAffine, registerImages } from '@regkit/register';
+import { DATASETS, synthesisPng, testPairs, trainingData } from './pairs.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
   options: {
     tasks: { type: 'string', default: 'itk,brats' },
-    steps: { type: 'string', default: '200' },
+    steps: { type: 'string', default: '300' },
     width: { type: 'string', default: '0.125' },
     'residual-blocks': { type: 'string', default: '2' },
     size: { type: 'string', default: '64' },
@@ -71,69 +70,6 @@ console.log(
   `backend ${backend}; ${steps} steps; FIRE width ${width}, ${residualBlocks} residual blocks, rates ${JSON.stringify(rates)}`,
 );
 
-/**
- * A random affine in centred voxel coordinates (core `affineField`): per-axis scale in
- * [1 − a, 1 + a], rotation in ±a·45°, shear in ±a/2, translation in ±a/2 of the extent.
- */
-function randomAffine(seed, spatial, a) {
-  const r = mulberry32(seed);
-  const u = () => 2 * r() - 1;
-  const th = (u() * a * Math.PI) / 4;
-  const [s0, s1] = [1 + a * u(), 1 + a * u()];
-  const sh = (a / 2) * u();
-  const c = Math.cos(th);
-  const s = Math.sin(th);
-  // R · [[s0, sh], [0, s1]]
-  const m = [
-    [c * s0, c * sh - s * s1],
-    [s * s0, s * sh + c * s1],
-  ];
-  return [
-    [
-      [m[0][0], m[0][1], (a / 2) * u() * spatial[0]],
-      [m[1][0], m[1][1], (a / 2) * u() * spatial[1]],
-    ],
-  ];
-}
-
-/** The pair (slice z, seed) of makePair with the moving image and labels also moved by a random affine. */
-function affinePair(dataset, z, seed) {
-  const p = makePair(dataset, z, seed);
-  return tf.tidy(() => {
-    const field = affineField(
-      randomAffine(seed + 7777, dataset.size, affineStrength),
-      dataset.size,
-    );
-    const out = {
-      ...p,
-      moving: warp(p.moving, field),
-      movingLabels: p.movingLabels
-        ? warp(p.movingLabels, field, { interpolation: 'nearest' })
-        : null,
-    };
-    tf.dispose([p.moving, p.movingLabels].filter(Boolean));
-    return out;
-  });
-}
-
-function trainingData(dataset) {
-  return (epoch, step) => {
-    const i = epoch * STEPS_PER_EPOCH + step;
-    const z = dataset.train[(i * 7919) % dataset.train.length];
-    const p = affinePair(dataset, z, i);
-    tf.dispose([p.movingTruth, p.movingLabels, p.fixedLabels].filter(Boolean));
-    return { moving: p.moving, fixed: p.fixed };
-  };
-}
-
-/** Held-out pairs: test slices × `deformations` seeds disjoint from training's. */
-function testPairs(dataset) {
-  const out = [];
-  for (const z of dataset.test)
-    for (let r = 0; r < deformations; r++) out.push(affinePair(dataset, z, 100_000 + 10 * z + r));
-  return out;
-}
-
 async function evaluate(pairs, register) {
   const rows = [];
   for (const pair of pairs) {
@@ -169,27 +105,6 @@ async function evaluate(pairs, register) {
   return result;
 }
 
-/** x^A | F^{A→B}(G(x^A)) | x^B side by side (each windowed on its own) as one PNG. */
-async function synthesisPng(path, model, pair) {
-  const synth = model.synthesise(pair.moving, 'AB');
-  const images = [];
-  for (const t of [pair.moving, synth, pair.fixed]) {
-    images.push(await renderSlice(t, { window: [t === synth ? -1 : 0, 1] }));
-  }
-  synth.dispose();
-  const h = images[0].height;
-  const w = images.reduce((s, im) => s + im.width, 0);
-  const data = new Uint8Array(w * h * 4);
-  let x0 = 0;
-  for (const im of images) {
-    for (let y = 0; y < h; y++) {
-      data.set(im.data.subarray(y * im.width * 4, (y + 1) * im.width * 4), (y * w + x0) * 4);
-    }
-    x0 += im.width;
-  }
-  await writeFileAtomic(path, encodePng({ width: w, height: h, data }));
-}
-
 const progressOf = (tag) => (p) => {
   if (p.step === p.stepsPerEpoch - 1) {
     process.stdout.write(
@@ -200,7 +115,7 @@ const progressOf = (tag) => (p) => {
 
 async function runTask(key, dataset) {
   const rows = [];
-  const pairs = testPairs(dataset);
+  const pairs = testPairs(dataset, deformations, affineStrength);
   const add = async (method, register, extra = {}) => {
     const r = await evaluate(pairs, register);
     rows.push({ task: key, method, ...extra, ...r });
@@ -240,7 +155,7 @@ async function runFire(key, dataset, pairs, add, ckpt) {
   const t0 = Date.now();
   await trainFire({
     model: fire,
-    data: trainingData(dataset),
+    data: trainingData(dataset, affineStrength, STEPS_PER_EPOCH),
     epochs,
     stepsPerEpoch: STEPS_PER_EPOCH,
     learningRates: rates,
@@ -262,7 +177,11 @@ async function runFire(key, dataset, pairs, add, ckpt) {
     console.log(`\n  bundled weights written to ${dir}`);
   }
   mkdirSync(args.out, { recursive: true });
-  await synthesisPng(join(args.out, `synthesis-${key}-${fireTag}.png`), fire, pairs[0]);
+  await synthesisPng(
+    join(args.out, `synthesis-${key}-${fireTag}.png`),
+    fire,
+    pairs[pairs.length >> 1],
+  );
   await add(
     `${fireTag}-affine`,
     (m, f) =>
@@ -290,7 +209,7 @@ async function runVoxelMorph(dataset, add, checkpointDir, key) {
   const t0 = Date.now();
   await trainRegistration({
     model: vxm,
-    data: trainingData(dataset),
+    data: trainingData(dataset, affineStrength, STEPS_PER_EPOCH),
     epochs,
     stepsPerEpoch: STEPS_PER_EPOCH,
     similarity: (fx, w) => mutualInformationLoss(fx, w),
@@ -321,10 +240,7 @@ const LABELS = {
   register: '`regkit register` affine + deformable (MI)',
 };
 
-const loaders = {
-  itk: () => itkPairDataset([size, size]),
-  brats: () => bratsDataset('t2f_flair', [size, size]),
-};
+const loaders = DATASETS(size);
 const all = [];
 const names = {};
 for (const key of args.tasks.split(',').filter(Boolean)) {
