@@ -527,7 +527,7 @@ export interface FireTransform {
 /**
  * FIRE: one synthesis encoder G, decoders F^{A→B}, F^{B→A} and transformation networks
  * T^{A→B}, T^{B→A}. `apply(moving, fixed)` takes A = moving, B = fixed: T^{A→B} gives
- * `forward`, T^{B→A} the `inverse`. Spatial sizes must be multiples of 4 (G downsamples
+ * `forward`, T^{B→A} the `inverse`. Spatial sizes must be multiples of 4, at least 12 (G downsamples
  * twice). Build with {@link createFire}.
  */
 export class Fire extends Module implements RegistrationModel<FireOutput> {
@@ -614,7 +614,7 @@ export class Fire extends Module implements RegistrationModel<FireOutput> {
     );
   }
 
-  /** Checks a pair: same shape, `channels` channels, spatial sizes multiples of 4. */
+  /** Checks a pair: same shape, `channels` channels, spatial sizes multiples of 4, ≥ 12. */
   checkPair(fn: string, moving: tf.Tensor, fixed: tf.Tensor): void {
     const nd = assertImagePair(fn, moving, fixed);
     if (nd !== this.ndim)
@@ -622,10 +622,10 @@ export class Fire extends Module implements RegistrationModel<FireOutput> {
     if (moving.shape[nd + 1] !== this.channels) {
       fail(fn, `images must have ${this.channels} channel(s), got ${fmtShape(moving.shape)}`);
     }
-    if (moving.shape.slice(1, -1).some((s) => s % 4 !== 0 || s < 8)) {
+    if (moving.shape.slice(1, -1).some((s) => s % 4 !== 0 || s < 12)) {
       fail(
         fn,
-        `every spatial size must be a multiple of 4 and ≥ 8 (G downsamples twice), got ${fmtShape(moving.shape)}`,
+        `every spatial size must be a multiple of 4 and ≥ 12 (G downsamples twice; the smoothness term needs 3 field points per axis), got ${fmtShape(moving.shape)}`,
       );
     }
   }

@@ -219,7 +219,7 @@ describe('FIRE properties (cpu)', () => {
 
   it('the affine heads start at the identity: [I | 0], φ_af = id, both directions', () => {
     for (const ndim of [2, 3] as const) {
-      const shape = ndim === 2 ? [16, 20] : [8, 8, 12];
+      const shape = ndim === 2 ? [16, 20] : [12, 12, 16];
       const model = createFire({ ndim, ...TINY, seed: 3 });
       const m = tf.randomUniform([1, ...shape, 1], 0, 1, 'float32', 1);
       const f = tf.randomUniform([1, ...shape, 1], 0, 1, 'float32', 2);
@@ -432,6 +432,38 @@ describe('FIRE properties (cpu)', () => {
     model.dispose();
   });
 
+  it('3D: one training step of the whole loss is finite and changes every subnet', async () => {
+    const model = createFire({ ndim: 3, ...TINY, seed: 10 });
+    const before = model.getWeights();
+    const shape = [12, 12, 16];
+    const losses: number[] = [];
+    await trainFire({
+      model,
+      data: () => ({ moving: blob(shape, [5, 6, 7], 3, 1), fixed: blob(shape, [6, 6, 8], 3, 2) }),
+      epochs: 1,
+      stepsPerEpoch: 1,
+      onProgress: (p) => losses.push(p.loss),
+    });
+    expect(Number.isFinite(losses[0])).toBe(true);
+    const after = model.getWeights();
+    for (const prefix of [
+      'encoder/',
+      'decoderAB/',
+      'decoderBA/',
+      'transformAB/affine/',
+      'transformBA/nonRigid/',
+    ]) {
+      const changed = Object.keys(after).some(
+        (k) =>
+          k.startsWith(prefix) &&
+          tf.tidy(() => tf.any(tf.notEqual(after[k]!, before[k]!)).dataSync()[0]) === 1,
+      );
+      expect(changed, prefix).toBe(true);
+    }
+    tf.dispose([...Object.values(before), ...Object.values(after)]);
+    model.dispose();
+  });
+
   it('saves and reloads through saveRegistrationNetwork / loadRegistrationNetwork (method fire)', async () => {
     const options = { ndim: 2 as const, ...TINY, seed: 9 };
     const model = createFire(options);
@@ -459,7 +491,7 @@ describe('FIRE properties (cpu)', () => {
     const model = createFire({ ndim: 2, ...TINY });
     const odd = tf.zeros([1, 18, 16, 1]);
     expect(() => model.apply(odd, odd)).toThrow(/multiple of 4/);
-    const three = tf.zeros([1, 8, 8, 8, 1]);
+    const three = tf.zeros([1, 12, 12, 12, 1]);
     expect(() => model.apply(three, three)).toThrow(/registers 2D images/);
     tf.dispose([odd, three]);
     model.dispose();
