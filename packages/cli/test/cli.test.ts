@@ -176,7 +176,7 @@ describe('regkit command line', () => {
     };
     await usage(
       ['--method', 'voxelmorph'],
-      /--method voxelmorph needs --weights <dir> \(weights are bundled for: sitreg\)/,
+      /--method voxelmorph needs --weights <dir> \(weights are bundled for: sitreg, fire\)/,
     );
     await usage(['--weights', weights], /--weights needs --method/);
     await usage(
