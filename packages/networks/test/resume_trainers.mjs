@@ -3,9 +3,11 @@ import { tf } from '@regkit/core';
 import { ddwDenseBlockSubnet } from '@regkit/inn';
 import { localNccLoss, MineEstimator } from '@regkit/losses';
 import {
+  createFire,
   createInnreg,
   createSitreg,
   createVoxelMorph,
+  trainFire,
   trainInnreg,
   trainRegistration,
   trainSitreg,
@@ -88,6 +90,25 @@ const TRAINERS = {
       seed: 6,
     });
     return { modules: { model }, run: trainSitreg({ ...o, model }) };
+  },
+  // FIRE: three Adams (affine, non-rigid, synthesis), each with its own state in the checkpoint
+  fire: (o) => {
+    const model = createFire({
+      ndim: 2,
+      encoderChannels: [2, 3, 4],
+      residualBlocks: 1,
+      nonRigidChannels: 2,
+      affineChannels: [2, 3, 3],
+      affineHidden: 4,
+      seed: 9,
+    });
+    const { learningRate, ...rest } = o;
+    const rates = {
+      affine: learningRate / 10,
+      nonRigid: learningRate / 2,
+      synthesis: learningRate,
+    };
+    return { modules: { model }, run: trainFire({ ...rest, model, learningRates: rates }) };
   },
   innreg: (o) => {
     const model = createInnreg({
