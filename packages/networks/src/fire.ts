@@ -375,7 +375,7 @@ export class FireAffineNet extends Module {
 /**
  * The non-rigid subnet T_nr: the affinely warped moving features and the fixed features
  * through parallel 3×3 blocks (conv, instance norm, LeakyReLU; own weights), concatenated, a
- * residual block with LeakyReLU, and a 3×3 convolution to n channels (weights N(0, 10⁻⁵²),
+ * residual block with LeakyReLU, and a 3×3 convolution to n channels (weights N(0, (10⁻⁵)²),
  * VoxelMorph's flow layer, so the field starts near zero) with tanh × `maxDisplacement`:
  * the displacement in normalised coordinates at G's resolution, `[B, ...S', ndim]`.
  */
@@ -921,7 +921,8 @@ export interface FireLearningRates {
 
 /**
  * The trainer's parameter groups of FIRE's three optimisers: the affine subnets
- * (`model/transform*​/affine/`), the non-rigid subnets (`…/nonRigid/`); everything else
+ * (`model/transformAB/affine/`, `model/transformBA/affine/`), the non-rigid subnets
+ * (`…/nonRigid/`); everything else
  * (encoder, decoders, a trainable similarity) takes the trainer's `learningRate` (synthesis).
  */
 export function fireParameterGroups(rates: FireLearningRates = {}): ParameterGroup[] {
