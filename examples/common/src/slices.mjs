@@ -142,8 +142,11 @@ export async function colinDataset() {
   );
 }
 
-/** Multi-modal BraTS T1 → `target` ('t2f_flair' or 't2w'), or null when the data are absent. */
-export async function bratsDataset(target) {
+/**
+ * Multi-modal BraTS T1 → `target` ('t2f_flair' or 't2w'), slices resized to `size` (default
+ * 96×96), or null when the data are absent.
+ */
+export async function bratsDataset(target, size = [96, 96]) {
   const dir = bratsDir();
   if (!dir) return null;
   const seg = await load(join(dir, 'seg_auto_BraTS25_2.nii.gz'));
@@ -159,7 +162,7 @@ export async function bratsDataset(target) {
     join(dir, `${target}.nii.gz`),
     labelsOf,
     range(40, 121),
-    [96, 96],
+    size,
   );
 }
 
@@ -182,15 +185,15 @@ export async function voxelmorphDataset() {
   );
 }
 
-/** The bundled ITK/BrainWeb T1 → proton-density slice pair (aligned, no labels), 96×112. */
-export async function itkPairDataset() {
+/** The bundled ITK/BrainWeb T1 → proton-density slice pair (aligned, no labels), `size` (default 96×112). */
+export async function itkPairDataset(size = [96, 112]) {
   return makeDataset(
     'ITK BrainWeb T1 → PD',
     join(BUNDLED, 'itk_brainweb_t1_slice.nii.gz'),
     join(BUNDLED, 'itk_brainweb_pd_slice.nii.gz'),
     null,
     [0],
-    [96, 112],
+    size,
   );
 }
 

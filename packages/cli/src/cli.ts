@@ -224,7 +224,7 @@ export function buildProgram(io: CliIO = defaultIO): Command {
         )
         .option(
           '--weights <dir>',
-          'directory of the trained network (model.json + weights.bin); default: the bundled weights of the method (sitreg)',
+          'directory of the trained network (model.json + weights.bin); default: the bundled weights of the method (sitreg, fire)',
         )
         .option('--force', 'replace existing outputs')
         .addHelpText(

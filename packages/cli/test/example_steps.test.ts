@@ -25,7 +25,7 @@ describe('examples: --steps', () => {
     expect(() => epochsForSteps('20', 50)).toThrow('use 50');
     expect(() => epochsForSteps('0', 50)).toThrow('positive integer');
     expect(() => epochsForSteps('1e', 50)).toThrow('positive integer');
-    for (const app of ['innreg', 'mine', 'sitreg']) {
+    for (const app of ['innreg', 'mine', 'sitreg', 'fire']) {
       const run = readFileSync(resolve(examples, app, 'src/run.mjs'), 'utf8');
       expect(run, app).toContain('epochsForStepsOrExit(args.steps, STEPS_PER_EPOCH)');
       expect(run, app).not.toMatch(/Math\.round\(steps \/ STEPS_PER_EPOCH\)/);

@@ -6,6 +6,34 @@
  * @packageDocumentation
  */
 
+/** FIRE: synthesis encoder/decoders with affine + non-rigid transformation networks. */
+export {
+  createFire,
+  Fire,
+  FireAffineNet,
+  FireConvBlock,
+  FireDecoder,
+  FireEncoder,
+  type FireLearningRates,
+  type FireLossOptions,
+  type FireLossResult,
+  type FireLossTerms,
+  FireNonRigidNet,
+  type FireOptions,
+  type FireOutput,
+  FireResidualBlock,
+  type FireTransform,
+  FireTransformNet,
+  fireLoss,
+  fireParameterGroups,
+  fireRms,
+  fireSmoothWeight,
+  instanceNorm,
+  laplacianEnergy,
+  normalisedToVoxelAffine,
+  type TrainFireOptions,
+  trainFire,
+} from './fire.js';
 export type { WasmHeapPolicy } from './heap_fallback.js';
 /** INNReg: invertible translation network T + residual U-Net registration network R. */
 export {
@@ -53,6 +81,7 @@ export {
 export {
   defaultTerms,
   diffusionRegulariser,
+  type ParameterGroup,
   TrainingDivergedError,
   type TrainingObjective,
   type TrainingOptions,

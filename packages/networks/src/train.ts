@@ -74,8 +74,20 @@ export interface TrainingOptions<P extends TrainingProgress = TrainingProgress> 
   regulariser?: Regulariser;
   /** Weight of the regulariser (default: the method's own, 1 for VoxelMorph and SITReg). */
   regularisationWeight?: number;
-  /** Adam learning rate (default 1e-4 unless a preset says otherwise) and moments. */
+  /**
+   * Adam learning rate (default 1e-4 unless a preset says otherwise) and moments. With
+   * `parameterGroups`, the rate of the variables no group claims.
+   */
   learningRate?: number;
+  /**
+   * Per-parameter-group learning rates: one Adam optimiser per group (same β₁, β₂) over the
+   * trainable variables whose path (`model/…`, `similarity/…`) the group claims; variables no
+   * group claims use `learningRate`. A variable belongs to the first group that claims it;
+   * a group that claims none is an error. Checkpoints keep each group's Adam state, so a
+   * resumed run is still bit-identical. FIRE uses three (affine 1e-5, non-rigid 5e-5,
+   * synthesis 1e-4).
+   */
+  parameterGroups?: readonly ParameterGroup[];
   beta1?: number;
   beta2?: number;
   /**
@@ -94,6 +106,19 @@ export interface TrainingOptions<P extends TrainingProgress = TrainingProgress> 
    * before the heap is exhausted, naming the size and the fix).
    */
   onWasmHeapFull?: WasmHeapPolicy;
+}
+
+/** One group of {@link TrainingOptions.parameterGroups}: its own Adam and learning rate. */
+export interface ParameterGroup {
+  /** Name of the group (checkpoint key `optimizer@<name>/…`): non-empty, without '/' or '@'. */
+  name: string;
+  /** Adam learning rate of the group (> 0). */
+  learningRate: number;
+  /**
+   * The trainable paths of the group: path prefixes (`'model/encoder/'`) or a predicate on the
+   * full path (`model/…` for the model's weights, `similarity/…` for a trainable similarity's).
+   */
+  paths: readonly string[] | ((path: string) => boolean);
 }
 
 /** Options of {@link trainRegistration}. */
@@ -203,40 +228,60 @@ function statefulModules(
   return out;
 }
 
+/**
+ * One Adam optimiser and the variables it steps: the default group (checkpoint keys
+ * `optimizer/…`, as before groups existed) or a named {@link ParameterGroup}
+ * (`optimizer@<name>/…`).
+ */
+interface OptimiserGroup {
+  prefix: string;
+  optimizer: tf.AdamOptimizer;
+  vars: Array<[string, tf.Variable]>;
+}
+
+/** Adds the Adam state of `group` to `named`; returns the tensors the caller disposes. */
+async function optimiserWeights(named: NamedWeights, group: OptimiserGroup): Promise<tf.Tensor[]> {
+  const { prefix, optimizer, vars } = group;
+  const opt = await optimizer.getWeights();
+  const order = optimizerOrder(vars);
+  const moments = opt.length - 1;
+  if (moments > 0 && moments !== 2 * order.length) {
+    opt[0]!.tensor.dispose();
+    throw new RegkitError(
+      `checkpoint: the optimiser ${prefix} holds ${moments / 2} moment pairs for ${order.length} trainable variables`,
+    );
+  }
+  named[`${prefix}/iterations`] = opt[0]!.tensor;
+  const adam = optimizer as unknown as AdamInternals;
+  named[`${prefix}/accBeta1`] = adam.accBeta1;
+  named[`${prefix}/accBeta2`] = adam.accBeta2;
+  for (let i = 0; i < moments / 2; i++) {
+    named[`${prefix}/m/${order[i]![0]}`] = opt[1 + i]!.tensor;
+    named[`${prefix}/v/${order[i]![0]}`] = opt[1 + moments / 2 + i]!.tensor;
+  }
+  return [opt[0]!.tensor]; // getWeights() makes a new scalar for the iteration count
+}
+
 async function saveCheckpoint(
   dir: string,
   epoch: number,
   history: number[],
   vars: Array<[string, tf.Variable]>,
-  optimizer: tf.AdamOptimizer,
+  groups: OptimiserGroup[],
   stateful: Array<[string, Stateful]>,
 ): Promise<void> {
   const fs = await nodeModule<typeof import('node:fs/promises')>('node:fs/promises');
   const path = await nodeModule<typeof import('node:path')>('node:path');
   const named: NamedWeights = {};
   for (const [p, v] of vars) named[p] = v;
-  const opt = await optimizer.getWeights();
-  const order = optimizerOrder(vars);
-  const moments = opt.length - 1;
-  if (moments > 0 && moments !== 2 * order.length) {
-    throw new RegkitError(
-      `checkpoint: the optimiser holds ${moments / 2} moment pairs for ${order.length} trainable variables`,
-    );
-  }
-  named['optimizer/iterations'] = opt[0]!.tensor;
-  const adam = optimizer as unknown as AdamInternals;
-  named['optimizer/accBeta1'] = adam.accBeta1;
-  named['optimizer/accBeta2'] = adam.accBeta2;
-  for (let i = 0; i < moments / 2; i++) {
-    named[`optimizer/m/${order[i]![0]}`] = opt[1 + i]!.tensor;
-    named[`optimizer/v/${order[i]![0]}`] = opt[1 + moments / 2 + i]!.tensor;
-  }
+  const owned: tf.Tensor[] = [];
   // a fresh directory per checkpoint; checkpoint.json (renamed last) names the complete one
   const weightsDir = `epoch-${String(epoch).padStart(6, '0')}`;
   try {
+    for (const g of groups) owned.push(...(await optimiserWeights(named, g)));
     await directoryHandler(path.join(dir, weightsDir)).save!(await encodeNamedWeights(named));
   } finally {
-    opt[0]!.tensor.dispose(); // getWeights() makes a new scalar for the iteration count
+    tf.dispose(owned);
   }
   const previous = await readCheckpointJson(dir).catch(() => null);
   const json: CheckpointJson = {
@@ -271,11 +316,61 @@ async function readCheckpointJson(dir: string): Promise<CheckpointJson | null> {
   return json;
 }
 
+/** Restores the Adam state of `group` from a checkpoint's weights (when it holds one). */
+async function loadOptimiser(dir: string, saved: NamedWeights, group: OptimiserGroup) {
+  const { prefix, optimizer, vars } = group;
+  const order = optimizerOrder(vars);
+  const keys = Object.keys(saved);
+  if (!saved[`${prefix}/iterations`]) {
+    if (keys.some((k) => k.startsWith('optimizer'))) {
+      throw new RegkitError(
+        `checkpoint ${dir} has no ${prefix} state: it was written with other parameter groups`,
+      );
+    }
+    return;
+  }
+  const savedMoments = keys.filter((k) => k.startsWith(`${prefix}/m/`)).length;
+  if (savedMoments !== order.length) {
+    throw new RegkitError(
+      `checkpoint ${dir}: ${prefix} holds the state of ${savedMoments} variables, this run's group has ${order.length} (other parameter groups?)`,
+    );
+  }
+  const list: Array<{ name: string; tensor: tf.Tensor }> = [
+    { name: 'iter', tensor: saved[`${prefix}/iterations`]! },
+  ];
+  for (const kind of ['m', 'v']) {
+    for (const [p] of order) {
+      const t = saved[`${prefix}/${kind}/${p}`];
+      if (!t) throw new RegkitError(`checkpoint ${dir} lacks the optimiser state of '${p}'`);
+      list.push({ name: `${p}/${kind}`, tensor: t });
+    }
+  }
+  await optimizer.setWeights(list);
+  const adam = optimizer as unknown as AdamInternals;
+  const acc1 = saved[`${prefix}/accBeta1`];
+  const acc2 = saved[`${prefix}/accBeta2`];
+  if (acc1 && acc2) {
+    adam.accBeta1.assign(acc1);
+    adam.accBeta2.assign(acc2);
+  } else {
+    // an older checkpoint: replay the float32 products β·β·…·β of the saving run
+    const t = saved[`${prefix}/iterations`]!.dataSync()[0]!;
+    const b1 = Math.fround(adam.beta1);
+    const b2 = Math.fround(adam.beta2);
+    let [p1, p2] = [b1, b2];
+    for (let i = 0; i < t; i++) [p1, p2] = [Math.fround(p1 * b1), Math.fround(p2 * b2)];
+    tf.tidy(() => {
+      adam.accBeta1.assign(tf.scalar(p1));
+      adam.accBeta2.assign(tf.scalar(p2));
+    });
+  }
+}
+
 async function loadCheckpoint(
   dir: string,
   json: CheckpointJson,
   vars: Array<[string, tf.Variable]>,
-  optimizer: tf.AdamOptimizer,
+  groups: OptimiserGroup[],
   stateful: Array<[string, Stateful]>,
 ): Promise<void> {
   const path = await nodeModule<typeof import('node:path')>('node:path');
@@ -304,38 +399,7 @@ async function loadCheckpoint(
       }
       v.assign(w);
     }
-    const order = optimizerOrder(vars);
-    if (saved['optimizer/iterations'] && saved[`optimizer/m/${order[0]?.[0]}`]) {
-      const list: Array<{ name: string; tensor: tf.Tensor }> = [
-        { name: 'iter', tensor: saved['optimizer/iterations'] },
-      ];
-      for (const kind of ['m', 'v']) {
-        for (const [p] of order) {
-          const t = saved[`optimizer/${kind}/${p}`];
-          if (!t) throw new RegkitError(`checkpoint ${dir} lacks the optimiser state of '${p}'`);
-          list.push({ name: `${p}/${kind}`, tensor: t });
-        }
-      }
-      await optimizer.setWeights(list);
-      const adam = optimizer as unknown as AdamInternals;
-      const acc1 = saved['optimizer/accBeta1'];
-      const acc2 = saved['optimizer/accBeta2'];
-      if (acc1 && acc2) {
-        adam.accBeta1.assign(acc1);
-        adam.accBeta2.assign(acc2);
-      } else {
-        // an older checkpoint: replay the float32 products β·β·…·β of the saving run
-        const t = saved['optimizer/iterations']!.dataSync()[0]!;
-        const b1 = Math.fround(adam.beta1);
-        const b2 = Math.fround(adam.beta2);
-        let [p1, p2] = [b1, b2];
-        for (let i = 0; i < t; i++) [p1, p2] = [Math.fround(p1 * b1), Math.fround(p2 * b2)];
-        tf.tidy(() => {
-          adam.accBeta1.assign(tf.scalar(p1));
-          adam.accBeta2.assign(tf.scalar(p2));
-        });
-      }
-    }
+    for (const g of groups) await loadOptimiser(dir, saved, g);
     for (const [key, m] of stateful) {
       const state = json.state?.[key as 'model' | 'similarity'];
       if (state !== undefined) m.setTrainingState(state);
@@ -343,6 +407,71 @@ async function loadCheckpoint(
   } finally {
     tf.dispose(Object.values(saved));
   }
+}
+
+/** Validates {@link TrainingOptions.parameterGroups} (names, rates, paths). */
+function checkParameterGroups(fn: string, groups: readonly ParameterGroup[] | undefined): void {
+  if (groups === undefined) return;
+  if (!Array.isArray(groups)) fail(fn, `'parameterGroups' must be an array of groups`);
+  const names = new Set<string>();
+  for (const g of groups) {
+    const name = (g as Partial<ParameterGroup>)?.name;
+    if (typeof name !== 'string' || !name || /[/@]/.test(name) || names.has(name)) {
+      fail(
+        fn,
+        `every parameter group needs a unique non-empty name without '/' or '@', got ${JSON.stringify(name)}`,
+      );
+    }
+    names.add(name);
+    if (!(Number.isFinite(g.learningRate) && g.learningRate > 0)) {
+      fail(fn, `parameter group '${name}': 'learningRate' must be > 0, got ${g.learningRate}`);
+    }
+    if (typeof g.paths !== 'function' && !Array.isArray(g.paths)) {
+      fail(fn, `parameter group '${name}': 'paths' must be path prefixes or a predicate`);
+    }
+  }
+}
+
+/**
+ * One Adam per parameter group over the trainable variables it claims (first claim wins),
+ * then the default group (`learningRate`) over the rest, omitted when it is empty.
+ */
+function optimiserGroups(
+  fn: string,
+  vars: Array<[string, tf.Variable]>,
+  parameterGroups: readonly ParameterGroup[] | undefined,
+  learningRate: number,
+  beta1 = 0.9,
+  beta2 = 0.999,
+): OptimiserGroup[] {
+  const trainable = vars.filter(([, v]) => v.trainable);
+  const claimed = new Set<string>();
+  const out: OptimiserGroup[] = [];
+  for (const g of parameterGroups ?? []) {
+    const claims =
+      typeof g.paths === 'function'
+        ? g.paths
+        : (p: string) => (g.paths as readonly string[]).some((prefix) => p.startsWith(prefix));
+    const mine = trainable.filter(([p]) => !claimed.has(p) && claims(p));
+    if (mine.length === 0) {
+      fail(fn, `parameter group '${g.name}' claims no trainable variable`);
+    }
+    for (const [p] of mine) claimed.add(p);
+    out.push({
+      prefix: `optimizer@${g.name}`,
+      optimizer: tf.train.adam(g.learningRate, beta1, beta2),
+      vars: mine,
+    });
+  }
+  const rest = trainable.filter(([p]) => !claimed.has(p));
+  if (rest.length > 0 || out.length === 0) {
+    out.unshift({
+      prefix: 'optimizer',
+      optimizer: tf.train.adam(learningRate, beta1, beta2),
+      vars: rest,
+    });
+  }
+  return out;
 }
 
 /** `model.trainingLoss` as a {@link TrainingObjective}, when the model has one. */
@@ -391,6 +520,7 @@ export const diffusionRegulariser: Regulariser = (output) =>
  *   losses), given the user's similarity and regulariser to use in place of its defaults;
  * - else α · similarity(fixed, moving ∘ φ) + w · regulariser(output) ({@link defaultTerms}).
  *
+ * - Learning rates: one Adam, or one per `parameterGroups` entry (FIRE's three).
  * - Progress: `onProgress` after every step.
  * - Checkpoints: with `checkpointDir`, weights, similarity, Adam state (moments, iteration
  *   count and bias-correction powers) and the `getTrainingState()` of the model and the
@@ -472,7 +602,7 @@ export async function trainRegistration(
     step,
   });
 
-  const optimizer = tf.train.adam(lr, o.beta1 ?? 0.9, o.beta2 ?? 0.999);
+  checkParameterGroups(fn, o.parameterGroups);
   const history: number[] = [];
   let startEpoch = 0;
   const t0 = Date.now();
@@ -506,10 +636,11 @@ export async function trainRegistration(
   const vars = namedTrainables(model, similarity);
   const trainable = vars.map(([, v]) => v).filter((v) => v.trainable);
   const stateful = statefulModules(model, similarity);
+  const groups = optimiserGroups(fn, vars, o.parameterGroups, lr, o.beta1, o.beta2);
   if (o.checkpointDir) {
     const json = await readCheckpointJson(o.checkpointDir);
     if (json) {
-      await loadCheckpoint(o.checkpointDir, json, vars, optimizer, stateful);
+      await loadCheckpoint(o.checkpointDir, json, vars, groups, stateful);
       startEpoch = json.epoch;
       history.push(...json.history);
     }
@@ -550,7 +681,11 @@ export async function trainRegistration(
           step,
         );
       }
-      optimizer.applyGradients(grads as tf.NamedTensorMap as never);
+      for (const g of groups) {
+        const part: tf.NamedTensorMap = {};
+        for (const [, v] of g.vars) if (v.trainable) part[v.name] = grads[v.name] as tf.Tensor;
+        g.optimizer.applyGradients(part as never);
+      }
       tf.dispose(Object.values(grads));
       sum += loss;
       o.onProgress?.({
@@ -567,10 +702,10 @@ export async function trainRegistration(
     history.push(sum / stepsPerEpoch);
     const done = epoch + 1;
     if (o.checkpointDir && (done % (o.checkpointEvery ?? 1) === 0 || done === epochs)) {
-      await saveCheckpoint(o.checkpointDir, done, history, vars, optimizer, stateful);
+      await saveCheckpoint(o.checkpointDir, done, history, vars, groups, stateful);
     }
   }
-  optimizer.dispose();
+  for (const g of groups) g.optimizer.dispose();
   return {
     epochs: Math.max(epochs, startEpoch),
     resumedFromEpoch: startEpoch,

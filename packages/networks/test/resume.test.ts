@@ -10,8 +10,9 @@ import { BACKENDS, useBackend } from './helpers.js';
 import { EPOCHS, STEPS, TRAINER_NAMES, train } from './resume_trainers.mjs';
 
 // A resumed run must be the run it resumes: every weight bit-identical to an uninterrupted
-// run, for every trainer (trainRegistration with a function similarity and with MINE, built
-// in the constructor or lazily, trainSitreg, trainInnreg). STEPS = 5 puts the first
+// run, for every trainer (trainRegistration with a function similarity, with parameter groups
+// and with MINE, built in the constructor or lazily, trainSitreg, trainFire with its three
+// Adams, trainInnreg). STEPS = 5 puts the first
 // checkpoint at t = 5 Adam steps, where tfjs's Adam.setWeights() recomputes β₂^(t+1) = 0.999⁶
 // differently from its running float32 products.
 

@@ -3,9 +3,11 @@ import { tf } from '@regkit/core';
 import { ddwDenseBlockSubnet } from '@regkit/inn';
 import { localNccLoss, MineEstimator } from '@regkit/losses';
 import {
+  createFire,
   createInnreg,
   createSitreg,
   createVoxelMorph,
+  trainFire,
   trainInnreg,
   trainRegistration,
   trainSitreg,
@@ -45,6 +47,20 @@ const TRAINERS = {
     });
     return { modules: { model }, run };
   },
+  // two parameter groups (their own Adam and rate) plus the default group for the rest
+  'voxelmorph-groups': (o) => {
+    const model = createVoxelMorph({ ...voxelmorph, seed: 8 });
+    const run = trainRegistration({
+      ...o,
+      model,
+      similarity: (f, w) => localNccLoss(w, f, { window: 5 }),
+      parameterGroups: [
+        { name: 'flow', learningRate: 3e-3, paths: ['model/flow/'] },
+        { name: 'encoder', learningRate: 5e-3, paths: (p) => p.includes('/enc') },
+      ],
+    });
+    return { modules: { model }, run };
+  },
   // MINE built in the constructor, with bias correction (its moving average) and local shuffles
   'voxelmorph-mine': (o) => {
     const model = createVoxelMorph({ ...voxelmorph, seed: 2 });
@@ -74,6 +90,25 @@ const TRAINERS = {
       seed: 6,
     });
     return { modules: { model }, run: trainSitreg({ ...o, model }) };
+  },
+  // FIRE: three Adams (affine, non-rigid, synthesis), each with its own state in the checkpoint
+  fire: (o) => {
+    const model = createFire({
+      ndim: 2,
+      encoderChannels: [2, 3, 4],
+      residualBlocks: 1,
+      nonRigidChannels: 2,
+      affineChannels: [2, 3, 3],
+      affineHidden: 4,
+      seed: 9,
+    });
+    const { learningRate, ...rest } = o;
+    const rates = {
+      affine: learningRate / 10,
+      nonRigid: learningRate / 2,
+      synthesis: learningRate,
+    };
+    return { modules: { model }, run: trainFire({ ...rest, model, learningRates: rates }) };
   },
   innreg: (o) => {
     const model = createInnreg({

@@ -1,0 +1,39 @@
+/**
+ * Writes the synthesis pictures (x^A | F^{A→B}(G(x^A)) | x^B, middle held-out pair) of the FIRE
+ * networks saved by run.mjs in `<out>/networks/<task>-<fire|fire-mi>`, without training:
+ * `node examples/fire/src/synthesis.mjs [--out examples/fire/results] [--size 64] [--affine 0.2]`.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { initExampleBackend } from '@regkit/example-common/backend';
+import { disposePair } from '@regkit/example-common/slices';
+import { loadRegistrationNetwork } from '@regkit/networks';
+import { DATASETS, synthesisPng, testPairs } from './pairs.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    out: { type: 'string', default: join(here, '../results') },
+    size: { type: 'string', default: '64' },
+    affine: { type: 'string', default: '0.2' },
+    deformations: { type: 'string', default: '2' },
+  },
+});
+await initExampleBackend();
+for (const [key, load] of Object.entries(DATASETS(Number(args.size)))) {
+  for (const tag of ['fire', 'fire-mi']) {
+    const dir = join(args.out, 'networks', `${key}-${tag}`);
+    if (!existsSync(join(dir, 'model.json'))) continue;
+    const dataset = await load();
+    if (!dataset) continue;
+    const net = await loadRegistrationNetwork(dir);
+    const pairs = testPairs(dataset, Number(args.deformations), Number(args.affine));
+    const path = join(args.out, `synthesis-${key}-${tag}.png`);
+    await synthesisPng(path, net.model, pairs[pairs.length >> 1]);
+    console.log(`wrote ${path}`);
+    for (const p of pairs) disposePair(p);
+    net.dispose();
+  }
+}
