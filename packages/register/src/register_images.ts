@@ -106,7 +106,7 @@ export interface RegisterImagesOptions {
    * be larger (the finest level of a large 3D image) is optimised on a grid shrunk uniformly
    * to fit, and the field is upsampled to the full grid at the end. It bounds the memory of
    * an iteration (the warped image, the loss and their gradients), which otherwise grows with
-   * the image: ~250 bytes per voxel at the full grid. `Infinity` optimises at the full grid.
+   * the image. `Infinity` optimises at the full grid.
    */
   maxVoxels?: number;
   /**
