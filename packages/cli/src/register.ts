@@ -402,9 +402,18 @@ export async function registerCommand(
       mRaw = squeezeAxis(mRaw, thin);
       toDispose.push(f, m, fRaw, mRaw);
     }
+    // instance optimisation needs only the normalised copies: the raw images are freed while
+    // it runs (registerImages also frees f and m once its pyramid is built) and read again
+    // for the outputs; on a 3D brain that is four full-resolution images less at the peak
+    const reread = !o.method && !!plan.deformable && thin < 0;
+    if (reread) {
+      fixed.data.dispose();
+      moving.data.dispose();
+    }
     let started = false;
     const options: RegisterImagesOptions = {
       similarity,
+      disposeInputs: reread,
       transform: plan.deformable ?? 'velocity',
       affine: plan.linear ?? false,
       inverse: !!inversePath,
@@ -490,6 +499,10 @@ export async function registerCommand(
     // longer needed: free them before the full-resolution outputs are computed
     tf.dispose([f, m]);
     if (movingOnFixed && !o.method) movingOnFixed.data.dispose();
+    if (reread) {
+      fixed.data = (await readInput('--fixed', o.fixed)).data;
+      moving.data = (await readInput('--moving', o.moving)).data;
+    }
     toDispose.push(result.field);
     if (result.inverseField) toDispose.push(result.inverseField);
     if (result.affine) toDispose.push(result.affine);

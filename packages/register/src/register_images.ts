@@ -102,6 +102,13 @@ export interface RegisterImagesOptions {
    */
   skipFinest?: number;
   /**
+   * Dispose `fixed` and `moving` as soon as they are no longer needed (once the affine stage
+   * has run and the pyramid is built), so that a caller passing copies it owns (e.g. the
+   * normalised images) does not hold two full-resolution images through the optimisation
+   * (default false: the inputs are left as they are).
+   */
+  disposeInputs?: boolean;
+  /**
    * The most voxels a level's grid may have (default 2²² ≈ 4.2 M): a level whose grid would
    * be larger (the finest level of a large 3D image) is optimised on a grid shrunk uniformly
    * to fit, and the field is upsampled to the full grid at the end. It bounds the memory of
@@ -298,6 +305,7 @@ export async function registerImages(
     levelShape(spatial, Math.max(2 ** (nLevels - 1 - level), capFactor)),
   );
   const pyramid = imagePyramid(fixed, moving, shapes);
+  if (options.disposeInputs) tf.dispose([fixed, moving]);
   const release = () => {
     for (const pair of pyramid) if (pair) tf.dispose(pair);
   };
