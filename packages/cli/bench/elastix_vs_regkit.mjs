@@ -96,9 +96,32 @@ const BRATS_DIR = process.env.REGKIT_BRATS_DIR || '/work/shared/data/read-only/b
 const REGKIT_ARGS = {
   'colin27-aal': ['--transform', 'velocity', '--iterations', '30,20,15'],
   'brats-t1-flair': ['--transform', 'velocity', '--skip-finest', '1', '--iterations', '20,10,0'],
-  // the default pipeline (affine, then velocity); tuned on brats-t1-t2w-affine only
-  'brats-t1-t2w-affine/mi': ['--skip-finest', '1', '--iterations', '20,10,0'],
-  'brats-t1-t2w-affine/mind': ['--skip-finest', '1', '--iterations', '20,10,0'],
+  // The default pipeline (affine, then velocity), tuned on brats-t1-t2w-affine only (elastix
+  // affine + B-spline 0.756 in 59 s at load ~9); Dice, wall s (load; other jobs shared the
+  // 2-core machine, so times moved 2x with it):
+  //   mi   --skip-finest 1 --iterations 20,10,0                                0.795, 50 s (9)
+  //   mi   --affine-iterations 60,30,0 --skip-finest 1 --iterations 20,10,0    0.800, 42 s (14)
+  //   mi   --affine-iterations 40,20,0 --skip-finest 2 --iterations 40,0,0     0.764, 40 s (21)
+  //   mind --skip-finest 1 --iterations 20,10,0: out of the wasm heap (the affine stage's
+  //        finest level computes 12-channel MIND features of the full 240x240x155 grid)
+  //   mind --affine-iterations 60,30,0 --skip-finest 1 --iterations 20,10,0    0.902, 86 s (10)
+  //   mind --affine-iterations 60,30,0 --skip-finest 2 --iterations 40,0,0     0.876, 115 s (26)
+  'brats-t1-t2w-affine/mi': [
+    '--affine-iterations',
+    '60,30,0',
+    '--skip-finest',
+    '1',
+    '--iterations',
+    '20,10,0',
+  ],
+  'brats-t1-t2w-affine/mind': [
+    '--affine-iterations',
+    '60,30,0',
+    '--skip-finest',
+    '1',
+    '--iterations',
+    '20,10,0',
+  ],
 };
 REGKIT_ARGS['brats-t1-flair-affine/mi'] = REGKIT_ARGS['brats-t1-t2w-affine/mi'];
 REGKIT_ARGS['brats-t1-flair-affine/mind'] = REGKIT_ARGS['brats-t1-t2w-affine/mind'];
