@@ -7,7 +7,8 @@
 //     --cases a,b          cases to run (default: colin27-aal,brats-t1-flair)
 //     --full               Colin27 at 1 mm (181x217x181) instead of the demo's 2 mm (91x109x91)
 //     --threads N          elastix/transformix -threads (default: os.availableParallelism())
-//     --extra CASE=ARGS    extra `regkit register` arguments for CASE (replace the table's)
+//     --extra CASE=ARGS    extra `regkit register` arguments for CASE or CASE/SIMILARITY
+//                          (replace the table's)
 //     --skip-elastix       time regkit only (for tuning; nothing is saved)
 //     --no-save            do not append to bench/results/elastix.jsonl
 //     --keep               keep the work folder (default: a temporary folder, removed at the end)
@@ -27,6 +28,16 @@
 //   colin27-aal     Colin27 T1 on the demo's 2 mm grid (bench/colin27_grid.mjs), deformed by
 //                   the demo's field (max 4 voxels, control spacing 16, seed 8); 116 AAL labels;
 //                   regkit --similarity lncc (same modality).
+//   brats-t1-t2w-affine, brats-t1-flair-affine
+//                   multi-modal with a known linear misalignment (issue #18): T1 (moving) ->
+//                   T2w (the pair the regkit options were tuned on) or FLAIR (held out: other
+//                   deformation seed, other misalignment), each deformed by a smooth field
+//                   and then by an affine about the grid centre (`regkit deform --rotate
+//                   --scale --translate`, >= 10 deg, >= 5 %, >= 5 voxels); elastix runs
+//                   affine + B-spline (bench/elastix/affine_mattes.txt, then
+//                   bspline_mattes.txt), regkit its default pipeline (affine, then velocity)
+//                   once per similarity (mi and mind), each row op CASE/SIMILARITY beside the
+//                   one elastix run.
 //   brats-t1-flair  /work/shared/data/read-only/brats_case (or $REGKIT_BRATS_DIR): T1 (moving)
 //                   -> FLAIR deformed (max 5 voxels, control spacing 24, seed 5); the tumour
 //                   segmentation (labels 1, 2, 3) is on the same grid as both images, so the
@@ -53,6 +64,7 @@ const cliDir = resolve(here, '..');
 const repo = resolve(cliDir, '..', '..');
 const BIN = join(cliDir, 'dist', 'bin.js');
 const PARAMS = join(here, 'elastix', 'bspline_mattes.txt');
+const AFFINE_PARAMS = join(here, 'elastix', 'affine_mattes.txt');
 const RESULTS = join(here, 'results', 'elastix.jsonl');
 const BRATS_DIR = process.env.REGKIT_BRATS_DIR || '/work/shared/data/read-only/brats_case';
 
@@ -84,7 +96,35 @@ const BRATS_DIR = process.env.REGKIT_BRATS_DIR || '/work/shared/data/read-only/b
 const REGKIT_ARGS = {
   'colin27-aal': ['--transform', 'velocity', '--iterations', '30,20,15'],
   'brats-t1-flair': ['--transform', 'velocity', '--skip-finest', '1', '--iterations', '20,10,0'],
+  // The default pipeline (affine, then velocity), tuned on brats-t1-t2w-affine only (elastix
+  // affine + B-spline 0.756 in 59 s at load ~9); Dice, wall s (load; other jobs shared the
+  // 2-core machine, so times moved 2x with it):
+  //   mi   --skip-finest 1 --iterations 20,10,0                                0.795, 50 s (9)
+  //   mi   --affine-iterations 60,30,0 --skip-finest 1 --iterations 20,10,0    0.800, 42 s (14)
+  //   mi   --affine-iterations 40,20,0 --skip-finest 2 --iterations 40,0,0     0.764, 40 s (21)
+  //   mind --skip-finest 1 --iterations 20,10,0: out of the wasm heap (the affine stage's
+  //        finest level computes 12-channel MIND features of the full 240x240x155 grid)
+  //   mind --affine-iterations 60,30,0 --skip-finest 1 --iterations 20,10,0    0.902, 86 s (10)
+  //   mind --affine-iterations 60,30,0 --skip-finest 2 --iterations 40,0,0     0.876, 115 s (26)
+  'brats-t1-t2w-affine/mi': [
+    '--affine-iterations',
+    '60,30,0',
+    '--skip-finest',
+    '1',
+    '--iterations',
+    '20,10,0',
+  ],
+  'brats-t1-t2w-affine/mind': [
+    '--affine-iterations',
+    '60,30,0',
+    '--skip-finest',
+    '1',
+    '--iterations',
+    '20,10,0',
+  ],
 };
+REGKIT_ARGS['brats-t1-flair-affine/mi'] = REGKIT_ARGS['brats-t1-t2w-affine/mi'];
+REGKIT_ARGS['brats-t1-flair-affine/mind'] = REGKIT_ARGS['brats-t1-t2w-affine/mind'];
 
 // ---- arguments -----------------------------------------------------------------------------
 const argv = process.argv.slice(2);
@@ -129,11 +169,15 @@ const full = flag('full');
 const threads = Number(value('threads', String(os.availableParallelism?.() ?? os.cpus().length)));
 const skipElastix = flag('skip-elastix');
 const save = !flag('no-save') && !skipElastix;
+const CASE_NAMES = [
+  'colin27-aal',
+  'brats-t1-flair',
+  'brats-t1-t2w-affine',
+  'brats-t1-flair-affine',
+];
 const caseNames = value('cases', 'colin27-aal,brats-t1-flair').split(',').filter(Boolean);
 for (const c of caseNames) {
-  if (!['colin27-aal', 'brats-t1-flair'].includes(c)) {
-    fail(`unknown case '${c}' (known: colin27-aal, brats-t1-flair)`, 2);
-  }
+  if (!CASE_NAMES.includes(c)) fail(`unknown case '${c}' (known: ${CASE_NAMES.join(', ')})`, 2);
 }
 const extra = {};
 for (const e of values('extra')) {
@@ -326,6 +370,39 @@ const CASES = {
   },
 };
 
+/** A BraTS case T1 -> `target` with a smooth deformation and a linear misalignment. */
+function bratsAffineCase(target, label, deform) {
+  const l = deform.linear;
+  return {
+    description: `BraTS T1 -> ${label} deformed (max ${deform.maxDisplacement} voxels, control spacing ${deform.controlSpacing}, seed ${deform.seed}), then rotated ${l.rotate.join(',')} deg, scaled ${l.scale}, translated ${l.translate.join(',')} voxels; tumour labels 1, 2, 3`,
+    similarities: ['mi', 'mind'],
+    elastixParams: [AFFINE_PARAMS, PARAMS],
+    deform,
+    skip: () => (existsSync(join(BRATS_DIR, target)) ? null : `${BRATS_DIR} is absent`),
+    prepare() {
+      return {
+        image: join(BRATS_DIR, target),
+        labels: join(BRATS_DIR, 'seg_auto_BraTS25_2.nii.gz'),
+        moving: join(BRATS_DIR, 't1n.nii.gz'),
+        movingLabels: join(BRATS_DIR, 'seg_auto_BraTS25_2.nii.gz'),
+      };
+    },
+  };
+}
+// tuning pair and held-out pair: other target contrast, deformation seed and misalignment
+CASES['brats-t1-t2w-affine'] = bratsAffineCase('t2w.nii.gz', 'T2w', {
+  maxDisplacement: 5,
+  controlSpacing: 24,
+  seed: 11,
+  linear: { rotate: [12, 0, 0], scale: 1.06, translate: [5, -5, 5] },
+});
+CASES['brats-t1-flair-affine'] = bratsAffineCase('t2f_flair.nii.gz', 'FLAIR', {
+  maxDisplacement: 5,
+  controlSpacing: 24,
+  seed: 23,
+  linear: { rotate: [0, 0, -11], scale: 0.95, translate: [-5, 6, -5] },
+});
+
 /** elastix's label transform: the TransformParameters file with nearest-neighbour resampling. */
 function nearestNeighbourCopy(tpFile, outFile) {
   let text = readFileSync(tpFile, 'utf8');
@@ -385,6 +462,16 @@ try {
       String(c.deform.controlSpacing),
       '--seed',
       String(c.deform.seed),
+      ...(c.deform.linear
+        ? [
+            '--rotate',
+            c.deform.linear.rotate.join(','),
+            '--scale',
+            String(c.deform.linear.scale),
+            '--translate',
+            c.deform.linear.translate.join(','),
+          ]
+        : []),
       '--json',
       '--force',
     ]);
@@ -436,19 +523,20 @@ try {
       mkdirSync(tfxDir);
       const load = os.loadavg()[0];
       const t0 = process.hrtime.bigint();
+      const params = c.elastixParams ?? [PARAMS];
       const e = run('elastix', [
         '-f',
         fixed,
         '-m',
         src.moving,
-        '-p',
-        PARAMS,
+        ...params.flatMap((p) => ['-p', p]),
         '-out',
         outDir,
         '-threads',
         String(threads),
       ]);
-      const tp = join(outDir, 'TransformParameters.0.txt');
+      // the last stage's file (it names the earlier ones as its initial transforms)
+      const tp = join(outDir, `TransformParameters.${params.length - 1}.txt`);
       const tpNN = join(outDir, 'TransformParameters.labels.txt');
       nearestNeighbourCopy(tp, tpNN);
       const t = run('transformix', [
@@ -491,8 +579,12 @@ try {
       log(`  elastix: Dice ${after.dice.toFixed(4)} in ${seconds.toFixed(1)} s`);
     }
 
-    // (c) regkit register
-    {
+    // (c) regkit register, once per similarity
+    const similarities = c.similarities ?? [c.similarity];
+    for (const similarity of similarities) {
+      const key = c.similarities ? `${name}/${similarity}` : name;
+      const tuned = extra[key] ?? extra[name] ?? REGKIT_ARGS[key] ?? [];
+      const labelsOut = join(dir, `regkit_${similarity}_labels.nii.gz`);
       const args = [
         'register',
         '--fixed',
@@ -500,25 +592,25 @@ try {
         '--moving',
         src.moving,
         '--out',
-        join(dir, 'regkit_warped.nii.gz'),
+        join(dir, `regkit_${similarity}_warped.nii.gz`),
         '--moving-labels',
         src.movingLabels,
         '--out-labels',
-        join(dir, 'regkit_labels.nii.gz'),
+        labelsOut,
         '--similarity',
-        c.similarity,
-        ...(extra[name] ?? REGKIT_ARGS[name] ?? []),
+        similarity,
+        ...tuned,
         '--json',
         '--force',
       ];
       const load = os.loadavg()[0];
       const r = regkit(args);
       const s = jsonOf(r.stdout);
-      const after = evalDice(fixedLabels, join(dir, 'regkit_labels.nii.gz'));
-      commands.push(r.command, evalCmd(join(dir, 'regkit_labels.nii.gz')));
-      const tuned = extra[name] ?? REGKIT_ARGS[name] ?? [];
-      results.regkit = {
+      const after = evalDice(fixedLabels, labelsOut);
+      commands.push(r.command, evalCmd(labelsOut));
+      results[`regkit/${similarity}`] = {
         ...common,
+        op: key,
         impl: 'regkit',
         backend: regkitBackend,
         ms: round(r.seconds * 1000, 0),
@@ -528,27 +620,46 @@ try {
         dice_before: round(before.dice),
         labels: before.labels,
         hd95_mm: round(after.hd95, 2),
-        options: [`--similarity ${c.similarity}`, ...tuned].join(' '),
+        options: [`--similarity ${similarity}`, ...tuned].join(' '),
         folding_percent: round(s.foldingPercent, 4),
         cpu_s: round(r.cpuSeconds, 1),
         load: round(load, 2),
         command: r.command,
       };
-      log(`  regkit: Dice ${after.dice.toFixed(4)} in ${r.seconds.toFixed(1)} s`);
+      log(
+        `  regkit --similarity ${similarity}: Dice ${after.dice.toFixed(4)}, folding ${s.foldingPercent} %, in ${r.seconds.toFixed(1)} s`,
+      );
     }
 
+    const regkitKeys = similarities.map((sim) => `regkit/${sim}`);
     if (results.elastix) {
       const e = results.elastix;
-      const k = results.regkit;
-      k.target = k.dice >= e.dice && k.ms <= 0.5 * e.ms ? 'met' : 'missed';
+      for (const k of regkitKeys.map((key) => results[key])) {
+        k.target = k.dice >= e.dice && k.ms <= 0.5 * e.ms ? 'met' : 'missed';
+      }
     }
     for (const command of commands) lines.push(JSON.stringify({ command }));
-    for (const rec of Object.values(results)) {
+    // one elastix record per regkit row (BENCHMARKS.md pairs rows by op): the same run
+    const records = [
+      ...(results.elastix
+        ? regkitKeys.map((key) => ({ ...results.elastix, op: results[key].op }))
+        : []),
+      ...regkitKeys.map((key) => results[key]),
+    ];
+    for (const rec of records) {
       const line = JSON.stringify(rec);
       process.stdout.write(`${line}\n`);
       lines.push(line);
     }
-    summary.push({ name, size, before, ...results });
+    for (const key of regkitKeys) {
+      summary.push({
+        name: results[key].op,
+        size,
+        before,
+        elastix: results.elastix,
+        regkit: results[key],
+      });
+    }
   }
 } finally {
   if (!keep) rmSync(work, { recursive: true, force: true });

@@ -392,8 +392,11 @@ more distinct values than both 256 and half its voxels is refused as not a label
         'make a problem with a known answer: warp an image (and labels) by a seeded random smooth field',
       )
       .requiredOption('--image <file>', 'image to deform')
-      .requiredOption('--out <file>', 'deformed image: out(x) = image(x + v(x))')
-      .requiredOption('--true-field <file>', 'v as an ITK/ANTs field')
+      .requiredOption(
+        '--out <file>',
+        'deformed image: out(x) = image(x + v(x)), or image(A(x + v(x))) with a linear misalignment A',
+      )
+      .requiredOption('--true-field <file>', 'the total displacement as an ITK/ANTs field')
       .option('--labels <file>', 'labels on the image grid')
       .option('--out-labels <file>', 'deformed labels')
       .option(
@@ -407,6 +410,21 @@ more distinct values than both 256 and half its voxels is refused as not a label
         number('--control-spacing'),
       )
       .option('--seed <n>', 'seed (default 1)', integer('--seed'))
+      .option(
+        '--rotate <degrees>',
+        'linear misalignment after the field: rotation in degrees (3D: a,b,c about axes 0, 1, 2; 2D: one angle), about the grid centre',
+        numberList('--rotate'),
+      )
+      .option(
+        '--scale <factors>',
+        'linear misalignment: scale factor, one or one per axis (default 1)',
+        numberList('--scale'),
+      )
+      .option(
+        '--translate <voxels>',
+        'linear misalignment: translation in voxels, one per axis (default 0)',
+        numberList('--translate'),
+      )
       .option('--force', 'replace existing outputs'),
   ).action(async (o: Common & Parameters<typeof deformCommand>[0]) => {
     await setupBackend(o.backend);

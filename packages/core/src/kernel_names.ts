@@ -74,3 +74,38 @@ export interface RegkitLocalNccAttrs {
   window: number[];
   withGrad: boolean;
 }
+
+/**
+ * MIND-SSC descriptor (`mindSsc` of `@regkit/losses`, forward only): input `image`
+ * `[B, ...S, 1]` float32, output `[B, ...S, P]` with, for output channel c and its offset
+ * pair (p_c, q_c) (voxels along the spatial axes, dilation applied),
+ * ssd_c = replicate-border box mean over (2·radius+1)^nd of (I(x + p_c) − I(x + q_c))²,
+ * d_c = ssd_c − min_c ssd, V = mean_c d_c clamped to [0.001, 1000] × its mean over all
+ * voxels and batch items, out_c = exp(−d_c / V).
+ */
+export const RegkitMindSsc = 'RegkitMindSsc';
+/** Attributes of {@link RegkitMindSsc}: box radius, and the offset pairs `[p, q]` per output channel (each of length nd). */
+export interface RegkitMindSscAttrs {
+  radius: number;
+  pairs: Array<[number[], number[]]>;
+}
+
+/**
+ * Gaussian Parzen-window joint histogram (mutual information losses of `@regkit/losses`):
+ * inputs `a`, `b` `[B, N]` float32; output `[B, bins² + 2·bins]`, per batch item
+ * p(a, b) (row-major, row = bin of a), p(a), p(b), with MONAI's definition (intensities
+ * mapped from [lo, lo + range] to [0, 1] and clamped, bin centres k/(bins − 1),
+ * σ = sigmaRatio/(bins − 1), weights normalised per sample, p(a, b) = Σ wa wbᵀ / N).
+ */
+export const RegkitParzenJoint = 'RegkitParzenJoint';
+/** Gradient of {@link RegkitParzenJoint}: inputs `a`, `b` and the cotangent `dy` `[B, bins² + 2·bins]`; outputs `[da, db]` `[B, N]`. */
+export const RegkitParzenJointGrad = 'RegkitParzenJointGrad';
+/** Attributes of both Parzen kernels. */
+export interface RegkitParzenJointAttrs {
+  bins: number;
+  sigmaRatio: number;
+  /** intensity mapped to 0 */
+  lo: number;
+  /** width of the intensity range mapped to [0, 1] */
+  range: number;
+}

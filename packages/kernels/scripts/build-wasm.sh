@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds every kernel module: src/wasm/warp.wasm from csrc/warp.c and csrc/lncc.c, and src/wasm/conv.wasm
+# Builds every kernel module: src/wasm/warp.wasm from csrc/warp.c, lncc.c, mind.c and parzen.c, and src/wasm/conv.wasm
 # from csrc/conv.c (freestanding C, no libc, no imports). Needs clang >= 14 with the
 # wasm32 target and wasm-ld (Debian: apt-get install clang lld).
 #
@@ -16,6 +16,6 @@ CLANG="${CLANG:-clang}"
   -msimd128 -mnontrapping-fptoint -mbulk-memory -msign-ext \
   -ffreestanding -nostdlib -fno-ident \
   -Wl,--no-entry -Wl,--strip-all \
-  -o "$out_dir/warp.wasm" csrc/warp.c csrc/lncc.c
+  -o "$out_dir/warp.wasm" csrc/warp.c csrc/lncc.c csrc/mind.c csrc/parzen.c
 chmod 644 "$out_dir/warp.wasm"
 CLANG="$CLANG" bash scripts/build-conv.sh "$out_dir"

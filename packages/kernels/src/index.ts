@@ -2,8 +2,9 @@
  * @regkit/kernels — WebAssembly-SIMD kernels for regkit's hot ops on the TensorFlow.js
  * `cpu` and `wasm` backends. They replace the JavaScript kernels of `@regkit/core` and
  * `@regkit/losses` under the same names and contracts (`RegkitWarp`, `RegkitWarpGrad`,
- * `RegkitResizeLinear`, `RegkitResizeLinearGrad`, `RegkitLocalNcc`), so `warp()`,
- * `resizeField()`, `localNccLoss()` and everything built on them (`composeFields`,
+ * `RegkitResizeLinear`, `RegkitResizeLinearGrad`, `RegkitLocalNcc`, `RegkitMindSsc`,
+ * `RegkitParzenJoint`, `RegkitParzenJointGrad`), so `warp()`, `resizeField()`,
+ * `localNccLoss()`, `mindSsc()`, the mutual information losses and everything built on them (`composeFields`,
  * `integrateVelocity`, training loops) get faster with no code change, and
  * the stock tfjs `Conv3D`, `Conv3DBackpropInputV2`, `Conv3DBackpropFilterV2`,
  * `Conv2DBackpropFilter` and `UnsortedSegmentSum` kernels (slow, missing or wrong on wasm).
@@ -25,6 +26,9 @@
  */
 import {
   RegkitLocalNcc,
+  RegkitMindSsc,
+  RegkitParzenJoint,
+  RegkitParzenJointGrad,
   RegkitResizeLinear,
   RegkitResizeLinearGrad,
   RegkitWarp,
@@ -35,6 +39,8 @@ import {
 import { CONV_KERNEL_NAMES, createConvKernels } from './conv.js';
 import { localNccKernelConfig, localNccKernelFunc } from './lncc.js';
 import { convModule, kernelsReady } from './loader.js';
+import { mindSscKernelConfig, mindSscKernelFunc } from './mind.js';
+import { parzenJointGradKernelFunc, parzenJointKernelFunc, parzenKernelConfigs } from './parzen.js';
 import {
   resizeLinearGradKernelFunc,
   resizeLinearKernelFunc,
@@ -46,6 +52,12 @@ import {
 export { CONV_KERNEL_NAMES, createConvKernels, createConvModule } from './conv.js';
 export { localNccKernelConfig, localNccKernelFunc } from './lncc.js';
 export { initKernels, kernelMemoryBytes, kernelsReady } from './loader.js';
+export { mindSscKernelConfig, mindSscKernelFunc } from './mind.js';
+export {
+  parzenJointGradKernelFunc,
+  parzenJointKernelFunc,
+  parzenKernelConfigs,
+} from './parzen.js';
 export {
   resizeLinearGradKernelFunc,
   resizeLinearKernelFunc,
@@ -64,6 +76,9 @@ export const KERNEL_NAMES = [
   RegkitResizeLinear,
   RegkitResizeLinearGrad,
   RegkitLocalNcc,
+  RegkitMindSsc,
+  RegkitParzenJoint,
+  RegkitParzenJointGrad,
   ...CONV_KERNEL_NAMES,
 ] as const;
 
@@ -82,6 +97,8 @@ export function registerKernels(): void {
   for (const backendName of KERNEL_BACKENDS) {
     for (const config of warpKernelConfigs(backendName)) replaceKernel(config);
     replaceKernel(localNccKernelConfig(backendName));
+    replaceKernel(mindSscKernelConfig(backendName));
+    for (const config of parzenKernelConfigs(backendName)) replaceKernel(config);
   }
   if (!convRegistered) {
     convRegistered = true;
@@ -100,6 +117,9 @@ export function kernelsRegistered(backendName: string = tf.getBackend()): boolea
     [RegkitResizeLinear, resizeLinearKernelFunc],
     [RegkitResizeLinearGrad, resizeLinearGradKernelFunc],
     [RegkitLocalNcc, localNccKernelFunc],
+    [RegkitMindSsc, mindSscKernelFunc],
+    [RegkitParzenJoint, parzenJointKernelFunc],
+    [RegkitParzenJointGrad, parzenJointGradKernelFunc],
   ];
   return ours.every(([name, func]) => tf.getKernel(name, backendName)?.kernelFunc === func);
 }

@@ -7,7 +7,7 @@ import { type ConvWasm, createConvModule } from './conv.js';
 import convWasm from './wasm/conv.wasm';
 import warpWasm from './wasm/warp.wasm';
 
-/** The functions exported by `csrc/warp.c` and `csrc/lncc.c`. */
+/** The functions exported by `csrc/warp.c`, `csrc/lncc.c`, `csrc/mind.c` and `csrc/parzen.c`. */
 export interface WarpExports {
   memory: WebAssembly.Memory;
   heap_base(): number;
@@ -69,6 +69,45 @@ export interface WarpExports {
     withGrad: number,
     work: number,
   ): number;
+  mind_work_floats(B: number, D: number, H: number, W: number, P: number): number;
+  mind_ssc(
+    image: number,
+    out: number,
+    B: number,
+    D: number,
+    H: number,
+    W: number,
+    radius: number,
+    P: number,
+    offsets: number,
+    work: number,
+  ): void;
+  parzen_work_bytes(bins: number): number;
+  parzen_joint(
+    a: number,
+    b: number,
+    out: number,
+    B: number,
+    N: number,
+    bins: number,
+    lo: number,
+    range: number,
+    sigmaRatio: number,
+    work: number,
+  ): void;
+  parzen_joint_grad(
+    a: number,
+    b: number,
+    g: number,
+    da: number,
+    db: number,
+    B: number,
+    N: number,
+    bins: number,
+    lo: number,
+    range: number,
+    sigmaRatio: number,
+  ): void;
 }
 
 const PAGE = 65536;

@@ -1,6 +1,9 @@
 /** Loading and registration: nothing happens on import; init is idempotent; replacing core's kernels. */
 import {
   RegkitLocalNcc,
+  RegkitMindSsc,
+  RegkitParzenJoint,
+  RegkitParzenJointGrad,
   RegkitResizeLinear,
   RegkitResizeLinearGrad,
   RegkitWarp,
@@ -48,6 +51,13 @@ describe('initKernels / registerKernels', () => {
         kernels.resizeLinearGradKernelFunc,
       );
       expect(tf.getKernel(RegkitLocalNcc, backend)!.kernelFunc).toBe(kernels.localNccKernelFunc);
+      expect(tf.getKernel(RegkitMindSsc, backend)!.kernelFunc).toBe(kernels.mindSscKernelFunc);
+      expect(tf.getKernel(RegkitParzenJoint, backend)!.kernelFunc).toBe(
+        kernels.parzenJointKernelFunc,
+      );
+      expect(tf.getKernel(RegkitParzenJointGrad, backend)!.kernelFunc).toBe(
+        kernels.parzenJointGradKernelFunc,
+      );
     }
     expect(kernels.KERNEL_NAMES).toEqual([
       RegkitWarp,
@@ -55,6 +65,9 @@ describe('initKernels / registerKernels', () => {
       RegkitResizeLinear,
       RegkitResizeLinearGrad,
       RegkitLocalNcc,
+      RegkitMindSsc,
+      RegkitParzenJoint,
+      RegkitParzenJointGrad,
       ...kernels.CONV_KERNEL_NAMES,
     ]);
     // the convolution kernels replace the stock ones (and core's cpu delegates on wasm)

@@ -1,4 +1,13 @@
-import { assertImage, assertImagePair, fail, fmtShape, tf } from '@regkit/core';
+import {
+  assertImage,
+  assertImagePair,
+  fail,
+  fmtShape,
+  hasKernels,
+  RegkitMindSsc,
+  type RegkitMindSscAttrs,
+  tf,
+} from '@regkit/core';
 
 /**
  * Cosine-similarity loss between feature maps (DNS): per voxel
@@ -140,6 +149,9 @@ function sscPairs(nd: number): Array<[number[], number[]]> {
   return pairs;
 }
 
+/** Heinrich's output channel order of the 12 3D pairs ("same ordering as C++ code"). */
+const MIND_ORDER_3D = [6, 8, 1, 11, 2, 10, 0, 7, 9, 4, 5, 3];
+
 /** Options of {@link mindSsc}. */
 export interface MindSscOptions {
   /** Patch radius of the box average (default 1). */
@@ -158,6 +170,11 @@ export interface MindSscOptions {
  * of the 4-neighbourhood at distance √2·dilation, no reordering. A modality-independent
  * structural representation.
  *
+ * Without a gradient tape on cpu and wasm with `@regkit/kernels` loaded (as in
+ * `registerImages`, which computes the descriptors once per level), one fused WebAssembly
+ * kernel computes it (`RegkitMindSsc`); while a tape records, or elsewhere, it is composed
+ * of tfjs ops (differentiable).
+ *
  * @param image `[B, ...S, 1]`.
  * @returns `[B, ...S, 12]` (3D) or `[B, ...S, 4]` (2D).
  */
@@ -172,6 +189,22 @@ export function mindSsc(image: tf.Tensor, options: MindSscOptions = {}): tf.Tens
     fail(fn, `'radius' must be an integer ≥ 0, got ${radius}`);
   if (!Number.isInteger(dilation) || dilation < 1)
     fail(fn, `'dilation' must be an integer ≥ 1, got ${dilation}`);
+  if (hasKernels(RegkitMindSsc) && !tf.engine().isTapeOn()) {
+    const pairs = sscPairs(nd);
+    const ordered = nd === 3 ? MIND_ORDER_3D.map((k) => pairs[k]!) : pairs;
+    const attrs: RegkitMindSscAttrs = {
+      radius,
+      pairs: ordered.map(([p, q]) => [p.map((v) => v * dilation), q.map((v) => v * dilation)]),
+    };
+    return tf.tidy(() => {
+      const x = image.dtype === 'float32' ? image : tf.cast(image, 'float32');
+      // a kernel returning a list of outputs gets a list back
+      const [out] = tf
+        .engine()
+        .runKernel(RegkitMindSsc, { image: x }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      return out!;
+    });
+  }
   return tf.tidy(() => {
     const x = image.dtype === 'float32' ? image : tf.cast(image, 'float32');
     const ssd = tf.concat(
@@ -201,8 +234,7 @@ export function mindSsc(image: tf.Tensor, options: MindSscOptions = {}): tf.Tens
     const m = tf.add(tf.zerosLike(variance), stopGradient(tf.mean(variance)));
     variance = tf.minimum(tf.maximum(variance, tf.mul(m, 0.001)), tf.mul(m, 1000));
     const out = tf.exp(tf.neg(tf.div(mind, variance)));
-    if (nd === 3)
-      return tf.gather(out, tf.tensor1d([6, 8, 1, 11, 2, 10, 0, 7, 9, 4, 5, 3], 'int32'), -1);
+    if (nd === 3) return tf.gather(out, tf.tensor1d(MIND_ORDER_3D, 'int32'), -1);
     return out;
   });
 }

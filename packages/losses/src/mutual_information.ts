@@ -1,4 +1,14 @@
-import { assertImagePair, fail, lookUpOption, perAxis, tf } from '@regkit/core';
+import {
+  assertImagePair,
+  fail,
+  hasKernels,
+  lookUpOption,
+  perAxis,
+  RegkitParzenJoint,
+  type RegkitParzenJointAttrs,
+  RegkitParzenJointGrad,
+  tf,
+} from '@regkit/core';
 
 /** Options of the Parzen-window mutual information losses. */
 export interface MutualInformationOptions {
@@ -49,7 +59,23 @@ function parzenWeights(x: tf.Tensor, o: Required<MutualInformationOptions>): tf.
   return tf.div(w, tf.sum(w, -1, true));
 }
 
+/** Largest σ/spacing the Parzen kernel supports (its windows hold 8σ + 1/2 bin, ≤ 31 bins each side). */
+const KERNEL_MAX_SIGMA_RATIO = 3.5;
+
+/**
+ * The joint and marginal histograms. On cpu and wasm with `@regkit/kernels` loaded, one
+ * fused WebAssembly kernel computes them (`RegkitParzenJoint`, double-precision sums, O(N)
+ * memory instead of the `[B, N, bins]` weight matrices) and another their gradient; in
+ * nested tapes (gradients of gradients), for σ/spacing > 3.5 or elsewhere, tfjs ops.
+ */
 function histograms(a: tf.Tensor, b: tf.Tensor, o: Required<MutualInformationOptions>): Histograms {
+  if (
+    o.sigmaRatio <= KERNEL_MAX_SIGMA_RATIO &&
+    tf.engine().state.gradientDepth <= 1 &&
+    hasKernels(RegkitParzenJoint, RegkitParzenJointGrad)
+  ) {
+    return kernelHistograms(a, b, o);
+  }
   const wa = parzenWeights(a, o);
   const wb = parzenWeights(b, o);
   const n = wa.shape[1]!;
@@ -58,6 +84,47 @@ function histograms(a: tf.Tensor, b: tf.Tensor, o: Required<MutualInformationOpt
     pab: tf.div(tf.matMul(tf.transpose(wa, [0, 2, 1]), wb), n),
     pa: tf.mean(wa, 1, true),
     pb: tf.mean(wb, 1, true),
+  };
+}
+
+/** {@link histograms} by the `RegkitParzenJoint` kernel, its gradient by `RegkitParzenJointGrad`. */
+function kernelHistograms(
+  a: tf.Tensor,
+  b: tf.Tensor,
+  o: Required<MutualInformationOptions>,
+): Histograms {
+  const [lo, hi] = o.intensityRange;
+  const attrs = {
+    bins: o.bins,
+    sigmaRatio: o.sigmaRatio,
+    lo,
+    range: hi - lo,
+  } satisfies RegkitParzenJointAttrs as unknown as tf.NamedAttrMap;
+  const batch = a.shape[0]!;
+  const flat = (x: tf.Tensor) =>
+    tf.reshape(x.dtype === 'float32' ? x : tf.cast(x, 'float32'), [batch, -1]);
+  const packed = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [x, y, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    save([x, y]);
+    // a kernel returning a list of outputs gets a list back
+    const [value] = tf.engine().runKernel(RegkitParzenJoint, { a: x, b: y }, attrs) as tf.Tensor[];
+    return {
+      value: value!,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
+        tf
+          .engine()
+          .runKernel(
+            RegkitParzenJointGrad,
+            { a: saved[0]!, b: saved[1]!, dy: dy as tf.Tensor },
+            attrs,
+          ) as tf.Tensor[],
+    };
+  })(flat(a), flat(b));
+  const m = o.bins * o.bins;
+  return {
+    pab: tf.reshape(tf.slice(packed, [0, 0], [batch, m]), [batch, o.bins, o.bins]),
+    pa: tf.reshape(tf.slice(packed, [0, m], [batch, o.bins]), [batch, 1, o.bins]),
+    pb: tf.reshape(tf.slice(packed, [0, m + o.bins], [batch, o.bins]), [batch, 1, o.bins]),
   };
 }
 

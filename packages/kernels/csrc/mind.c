@@ -1,0 +1,170 @@
+/*
+ * regkit MIND-SSC descriptor (@regkit/core's RegkitMindSsc contract; the definition and
+ * the tfjs-op version are mindSsc in packages/losses/src/features.ts, Heinrich's PyTorch
+ * MINDSSC): for output channel c with the offset pair (p_c, q_c) (voxels, dilation
+ * applied, in the output channel order, given by JS),
+ *   ssd_c(x) = boxmean_{(2r+1)^nd, replicate}( (I(clamp(x + p_c)) - I(clamp(x + q_c)))^2 ),
+ *   d_c = ssd_c - min_c' ssd_c',  V = mean_c d_c,  m = mean of V over every voxel and batch
+ *   item,  V' = clamp(V, 0.001 m, 1000 m),  out_c = exp(-d_c / V').
+ * Replicate borders are index clamping, per axis, so the box mean is separable: three
+ * passes (W, H, D) of direct (2r+1)-tap sums of clamped neighbours, divided by the window.
+ * Forward only (no gradient). Freestanding C, linked into warp.wasm (scripts/build-wasm.sh).
+ *
+ * Layout: img [B, D, H, W] (one channel; 2D: D = 1, p_c and q_c with a 0 depth offset),
+ * out [B, D, H, W, P] (P pairs, channels last), offsets int32 [P, 6] (p_d, p_h, p_w,
+ * q_d, q_h, q_w). Work memory (float32, from JS): mind_work_floats().
+ */
+
+#include "fast_exp.h"
+
+typedef __SIZE_TYPE__ size_t;
+
+static inline int clampi(int v, int n) { return v < 0 ? 0 : (v >= n ? n - 1 : v); }
+
+/** Squared difference of img shifted by p and by q (replicate borders) into dst [D, H, W]. */
+static void shifted_sqdiff(const float *img, float *dst, int D, int H, int W, const int *pq) {
+  const size_t HW = (size_t)H * W;
+  for (int z = 0; z < D; z++) {
+    const float *sp = img + (size_t)clampi(z + pq[0], D) * HW;
+    const float *sq = img + (size_t)clampi(z + pq[3], D) * HW;
+    for (int y = 0; y < H; y++) {
+      const float *rp = sp + (size_t)clampi(y + pq[1], H) * W;
+      const float *rq = sq + (size_t)clampi(y + pq[4], H) * W;
+      float *o = dst + (size_t)z * HW + (size_t)y * W;
+      const int pw = pq[2], qw = pq[5];
+      /* interior: x + pw and x + qw both inside [0, W - 1] */
+      int x0 = 0, x1 = W;
+      if (-pw > x0) x0 = -pw;
+      if (-qw > x0) x0 = -qw;
+      if (W - pw < x1) x1 = W - pw;
+      if (W - qw < x1) x1 = W - qw;
+      if (x1 < x0) x1 = x0;
+      for (int x = 0; x < x0 && x < W; x++) {
+        const float d = rp[clampi(x + pw, W)] - rq[clampi(x + qw, W)];
+        o[x] = d * d;
+      }
+      const float *ap = rp + pw, *aq = rq + qw;
+      for (int x = x0; x < x1; x++) {
+        const float d = ap[x] - aq[x];
+        o[x] = d * d;
+      }
+      for (int x = x1 > x0 ? x1 : x0; x < W; x++) {
+        const float d = rp[clampi(x + pw, W)] - rq[clampi(x + qw, W)];
+        o[x] = d * d;
+      }
+    }
+  }
+}
+
+/**
+ * Replicate-border box mean along one axis of length n: src and dst are [outer, n, inner];
+ * dst[o, i, :] = (1 / (2r + 1)) sum_{k=-r..r} src[o, clamp(i + k), :].
+ */
+static void box_axis(const float *src, float *dst, size_t outer, int n, size_t inner, int r) {
+  const float inv = 1.0f / (float)(2 * r + 1);
+  for (size_t o = 0; o < outer; o++) {
+    const float *s = src + o * (size_t)n * inner;
+    float *d = dst + o * (size_t)n * inner;
+    for (int i = 0; i < n; i++) {
+      float *row = d + (size_t)i * inner;
+      const float *first = s + (size_t)clampi(i - r, n) * inner;
+      for (size_t j = 0; j < inner; j++) row[j] = first[j];
+      for (int k = -r + 1; k <= r; k++) {
+        const float *t = s + (size_t)clampi(i + k, n) * inner;
+        for (size_t j = 0; j < inner; j++) row[j] += t[j];
+      }
+      for (size_t j = 0; j < inner; j++) row[j] *= inv;
+    }
+  }
+}
+
+/** Box mean along W (inner = 1): direct sums with clamped taps, interior without clamps. */
+static void box_w(const float *src, float *dst, size_t rows, int W, int r) {
+  const float inv = 1.0f / (float)(2 * r + 1);
+  for (size_t o = 0; o < rows; o++) {
+    const float *s = src + o * (size_t)W;
+    float *d = dst + o * (size_t)W;
+    for (int i = 0; i < W; i++) {
+      if (i >= r && i + r < W) {
+        float acc = s[i - r];
+        for (int k = -r + 1; k <= r; k++) acc += s[i + k];
+        d[i] = acc * inv;
+      } else {
+        float acc = s[clampi(i - r, W)];
+        for (int k = -r + 1; k <= r; k++) acc += s[clampi(i + k, W)];
+        d[i] = acc * inv;
+      }
+    }
+  }
+}
+
+/** Float32 values of work memory mind_ssc needs: (P + 1) D H W + B D H W. */
+__attribute__((export_name("mind_work_floats"))) size_t mind_work_floats(int B, int D, int H,
+                                                                          int W, int P) {
+  const size_t N = (size_t)D * H * W;
+  return ((size_t)P + 1) * N + (size_t)B * N;
+}
+
+/** MIND-SSC of img [B, D, H, W] into out [B, D, H, W, P] (see the top of this file). */
+__attribute__((export_name("mind_ssc"))) void mind_ssc(const float *img, float *out, int B, int D,
+                                                        int H, int W, int r, int P,
+                                                        const int *offsets, float *work) {
+  const size_t N = (size_t)D * H * W;
+  float *ssd = work;               /* [P, N] */
+  float *tmp = work + (size_t)P * N; /* [N] */
+  float *var = tmp + N;             /* [B, N] */
+  double total = 0.0;
+  for (int b = 0; b < B; b++) {
+    const float *x = img + (size_t)b * N;
+    for (int c = 0; c < P; c++) {
+      float *plane = ssd + (size_t)c * N;
+      if (r == 0) {
+        shifted_sqdiff(x, plane, D, H, W, offsets + 6 * c);
+        continue;
+      }
+      shifted_sqdiff(x, tmp, D, H, W, offsets + 6 * c);
+      box_w(tmp, plane, (size_t)D * H, W, r);
+      box_axis(plane, tmp, (size_t)D, H, (size_t)W, r);
+      if (D > 1) {
+        box_axis(tmp, plane, 1, D, (size_t)H * W, r);
+      } else {
+        for (size_t j = 0; j < N; j++) plane[j] = tmp[j];
+      }
+    }
+    float *o = out + (size_t)b * N * P;
+    float *vb = var + (size_t)b * N;
+    const float invP = 1.0f / (float)P;
+    for (size_t v = 0; v < N; v++) {
+      float mn = ssd[v];
+      for (int c = 1; c < P; c++) {
+        const float s = ssd[(size_t)c * N + v];
+        mn = s < mn ? s : mn;
+      }
+      float sum = 0.0f;
+      float *ov = o + v * P;
+      for (int c = 0; c < P; c++) {
+        const float d = ssd[(size_t)c * N + v] - mn;
+        ov[c] = d;
+        sum += d;
+      }
+      const float mean = sum * invP;
+      vb[v] = mean;
+      total += mean;
+    }
+  }
+  const double m = total / ((double)B * (double)N);
+  const float lo = (float)(m * 0.001), hi = (float)(m * 1000.0);
+  const size_t all = (size_t)B * N;
+  for (size_t v = 0; v < all; v++) {
+    float vv = var[v];
+    vv = vv < lo ? lo : (vv > hi ? hi : vv);
+    float *ov = out + v * P;
+    int c = 0;
+    const v128_t vq = wasm_f32x4_splat(vv);
+    for (; c + 4 <= P; c += 4) {
+      const v128_t d = wasm_v128_load(ov + c);
+      wasm_v128_store(ov + c, fexp4(wasm_f32x4_neg(wasm_f32x4_div(d, vq))));
+    }
+    for (; c < P; c++) ov[c] = fexp1(-(ov[c] / vv));
+  }
+}
