@@ -270,8 +270,8 @@ export function figureCaption(opts: RegistrationFigureOptions = {}): string[] {
 /**
  * Draws a registration as one readable figure: a row per view (axial, coronal and sagittal
  * cuts through the middle of a 3D volume; one row in 2D) and the columns fixed, moving,
- * warped, |fixed − warped| (each image windowed to its 1st–99th percentile and scaled to
- * [0, 1] first; black at 0, white at the 99th percentile of the difference or 0.1,
+ * warped, |fixed − warped| (fixed and warped each scaled to [0, 1] by its own 1st–99th
+ * percentile window first; black at 0, white at the 99th percentile of the difference or 0.1,
  * whichever is larger), a fixed/warped
  * checkerboard and, with a field, the deformed grid over the warped image: iso-lines of
  * x + u(x) every `gridSpacing` voxels (a regular grid of the moving image as it looks after
@@ -336,12 +336,14 @@ export async function renderRegistrationFigure(
   const labelsOf = async (name: 'fixedLabels' | 'movingLabels' | 'warpedLabels') => {
     const l = inputs[name];
     if (l === undefined) return null;
-    const s = await channelOf(name, unwrap(name, l).t, spatial, 0);
-    for (let i = 0; i < s.values.length; i++) {
-      const x = s.values[i]!;
-      s.values[i] = Number.isFinite(x) ? Math.round(x) : 0;
+    // a new array: the values read may be the tensor's own storage (cpu backend)
+    const { values } = await channelOf(name, unwrap(name, l).t, spatial, 0);
+    const rounded = new Float32Array(values.length);
+    for (let i = 0; i < values.length; i++) {
+      const x = values[i]!;
+      rounded[i] = Number.isFinite(x) ? Math.round(x) : 0;
     }
-    return s;
+    return { values: rounded };
   };
   const labels = {
     fixed: await labelsOf('fixedLabels'),
@@ -371,9 +373,11 @@ export async function renderRegistrationFigure(
     const t = hi > lo ? (v - lo) / (hi - lo) : v > lo ? 1 : 0;
     return t < 0 ? 0 : t > 1 ? 1 : Number.isNaN(t) ? 0 : t;
   };
+  // each image scaled by its own window, so that a global intensity change is no difference
+  const winW = volumeWindow(images.warped.values);
   const diff = new Float32Array(images.fixed.values.length);
   for (let i = 0; i < diff.length; i++) {
-    diff[i] = Math.abs(unit(images.fixed.values[i]!, winF) - unit(images.warped.values[i]!, winM));
+    diff[i] = Math.abs(unit(images.fixed.values[i]!, winF) - unit(images.warped.values[i]!, winW));
   }
   // shown up to its 99th percentile, but never stretching differences below 0.1 to white
   const winD: [number, number] = [0, Math.max(0.1, volumeWindow(diff)[1])];

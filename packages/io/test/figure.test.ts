@@ -274,6 +274,37 @@ describe('renderRegistrationFigure', () => {
     tf.dispose([f, zero, shift]);
   });
 
+  it('|difference|: black for a global linear intensity change, bright where the images differ; inputs untouched', async () => {
+    const f = image([32, 32], ([i, j]) => Math.sin(i! / 4) * Math.cos(j! / 5));
+    const w = tf.tidy(() => tf.add(tf.mul(f, 3), 7));
+    const labels = image([32, 32], ([i]) => (i! > 16 ? 2.4 : 0));
+    const fig = await renderRegistrationFigure({
+      fixed: f,
+      moving: f,
+      warped: w,
+      fixedLabels: labels,
+    });
+    const d = panel(fig, 'difference');
+    let max = 0;
+    for (let r = 0; r < d.height; r++)
+      for (let c = 0; c < d.width; c++) max = Math.max(max, d.at(c, r)[0]!);
+    expect(max).toBeLessThanOrEqual(1);
+    // the label values read are rounded in a copy, not in the tensor
+    expect(Array.from(await labels.data()).filter((v) => v === Math.fround(2.4)).length).toBe(
+      15 * 32,
+    );
+    // halves 0 | 1 (window [0, 1] for both); warped also 1 on the square [0, 8)²: |difference|
+    // 1 there (6 % of the voxels: the 99th percentile, white) and 0 elsewhere
+    const half = image([32, 32], ([i]) => (i! >= 16 ? 1 : 0));
+    const moved = image([32, 32], ([i, j]) => (i! >= 16 || (i! < 8 && j! < 8) ? 1 : 0));
+    const g = await renderRegistrationFigure({ fixed: half, moving: moved, warped: moved });
+    // voxel (2.08, 2.08) is near the bottom-left: pixel column 15, row 176
+    expect(panel(g, 'difference').at(15, 176)).toEqual([255, 255, 255]);
+    expect(panel(g, 'difference').at(150, 40)).toEqual([0, 0, 0]);
+    expect(panel(g, 'difference').at(15, 40)).toEqual([0, 0, 0]);
+    tf.dispose([f, w, labels, half, moved]);
+  });
+
   it('checkerboard alternates fixed and warped tiles', async () => {
     const lo = image([16, 16], () => 0);
     const hi = image([16, 16], ([i]) => 10 + i!);
