@@ -160,13 +160,16 @@ function percentile(sorted: Float32Array, q: number): number {
   return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
 }
 
-/** 1st and 99th percentiles of the finite values (of at most ~2^20 evenly strided samples). */
+/** 1st and 99th percentiles of the finite values (of at most 2^18 evenly strided samples). */
 function volumeWindow(values: Float32Array, lowPct = 1): [number, number] {
-  const step = Math.max(1, Math.ceil(values.length / 2 ** 20));
-  const picked: number[] = [];
-  for (let i = 0; i < values.length; i += step)
-    if (Number.isFinite(values[i]!)) picked.push(values[i]!);
-  const sorted = Float32Array.from(picked).sort();
+  const step = Math.max(1, Math.ceil(values.length / 2 ** 18));
+  const picked = new Float32Array(Math.ceil(values.length / step));
+  let n = 0;
+  for (let i = 0; i < values.length; i += step) {
+    const v = values[i]!;
+    if (Number.isFinite(v)) picked[n++] = v;
+  }
+  const sorted = picked.subarray(0, n).sort();
   return [percentile(sorted, lowPct), percentile(sorted, 99)];
 }
 
