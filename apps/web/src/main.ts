@@ -1,6 +1,7 @@
 /**
- * The page: picks the files, starts the registration worker, shows its progress, the slices,
- * a niivue overlay and Dice, and offers the warped image and the field as NIfTI downloads.
+ * The page: picks the files, starts the registration worker, shows its progress, the
+ * registration figure, a niivue overlay and Dice, and offers the warped image and the field as
+ * NIfTI downloads and the figure as PNG.
  */
 import type { RGBAImage } from '@regkit/io';
 // the bundled demo pair of `regkit demo --case 2d` (ITK BrainWeb slices, Apache-2.0; see
@@ -15,9 +16,11 @@ const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as 
 interface PageState {
   state: 'idle' | 'running' | 'done' | 'error';
   backend?: BackendReport;
-  result?: Omit<Extract<Reply, { type: 'result' }>, 'panels' | 'files'> & {
+  result?: Omit<Extract<Reply, { type: 'result' }>, 'figure' | 'files'> & {
     fieldBytes: number;
     warpedBytes: number;
+    /** Size of the figure in pixels and of its PNG in bytes. */
+    figure: { width: number; height: number; pngBytes: number };
   };
   error?: string;
   progress: { done: number; total: number }[];
@@ -48,7 +51,7 @@ function showBackend(b: BackendReport): void {
 }
 
 function draw(id: string, image: RGBAImage): void {
-  const canvas = $<HTMLCanvasElement>(`panel-${id}`);
+  const canvas = $<HTMLCanvasElement>(id);
   canvas.width = image.width;
   canvas.height = image.height;
   const ctx = canvas.getContext('2d');
@@ -104,7 +107,7 @@ $<HTMLInputElement>('opacity').addEventListener('input', (e) => {
 
 function showResult(r: Extract<Reply, { type: 'result' }>): void {
   for (const u of urls.splice(0)) URL.revokeObjectURL(u);
-  for (const [id, image] of Object.entries(r.panels)) draw(id, image);
+  draw('figure', r.figure);
   const dice =
     r.diceBefore !== undefined && r.diceAfter !== undefined
       ? ` Mean Dice ${r.diceBefore.toFixed(3)} → ${r.diceAfter.toFixed(3)}.`
@@ -114,13 +117,19 @@ function showResult(r: Extract<Reply, { type: 'result' }>): void {
     `Folding ${r.foldingPercent.toFixed(2)} % of voxels.`;
   $<HTMLAnchorElement>('download-warped').href = blobUrl(r.files.warped, 'application/gzip');
   $<HTMLAnchorElement>('download-field').href = blobUrl(r.files.field, 'application/gzip');
+  $<HTMLAnchorElement>('download-figure').href = blobUrl(r.files.figure, 'image/png');
   const notes = $('notes');
   notes.replaceChildren(
     ...r.notes.map((n) => Object.assign(document.createElement('li'), { textContent: n })),
   );
   $('results').hidden = false;
-  const { panels: _p, files, ...rest } = r;
-  page.result = { ...rest, fieldBytes: files.field.length, warpedBytes: files.warped.length };
+  const { figure, files, ...rest } = r;
+  page.result = {
+    ...rest,
+    fieldBytes: files.field.length,
+    warpedBytes: files.warped.length,
+    figure: { width: figure.width, height: figure.height, pngBytes: files.figure.length },
+  };
   void showOverlay(r.files.fixed, r.files.warped);
 }
 

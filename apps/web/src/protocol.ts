@@ -1,5 +1,5 @@
 /** Messages between the page (main.ts) and the registration worker (worker.ts). */
-import type { RGBAImage } from '@regkit/io';
+import type { RegistrationFigure } from '@regkit/io';
 
 /** A file the user picked (or a bundled demo file): its name and bytes. */
 export interface InputFile {
@@ -74,17 +74,10 @@ export type Reply =
       diceAfter?: number;
       /** % of voxels with det(I + ∇u) ≤ 0. */
       foldingPercent: number;
-      /** Middle slices, one pixel per voxel, oriented as `@regkit/io`'s renderSlice. */
-      panels: {
-        fixed: RGBAImage;
-        moving: RGBAImage;
-        warped: RGBAImage;
-        checkerBefore: RGBAImage;
-        checkerAfter: RGBAImage;
-        grid: RGBAImage;
-      };
-      /** NIfTI files: the fixed image, the warped moving image and the field (ITK/ANTs). */
-      files: { fixed: Uint8Array; warped: Uint8Array; field: Uint8Array };
+      /** The registration figure (`@regkit/io`'s renderRegistrationFigure), as `regkit register --png` draws it. */
+      figure: RegistrationFigure;
+      /** NIfTI files: the fixed image, the warped moving image and the field (ITK/ANTs); the figure as PNG. */
+      files: { fixed: Uint8Array; warped: Uint8Array; field: Uint8Array; figure: Uint8Array };
       notes: string[];
     }
   | { type: 'error'; message: string };

@@ -8,8 +8,9 @@ import {
   defaultHeader,
   encodeDisplacementField,
   encodeNifti,
+  encodePng,
   readNifti,
-  renderSlice,
+  renderRegistrationFigure,
   resampleToReference,
   type Volume,
   volumeLike,
@@ -213,30 +214,44 @@ async function run(r: Request): Promise<void> {
 
     let diceBefore: number | undefined;
     let diceAfter: number | undefined;
+    let warpedLabels: tf.Tensor | undefined;
     if (fixedLabels && movingLabels) {
-      const warpedLabels = warp(movingLabels, field, { interpolation: 'nearest' });
+      warpedLabels = warp(movingLabels, field, { interpolation: 'nearest' });
       keep.push(warpedLabels);
       diceBefore = await meanDice(fixedLabels, movingLabels);
       diceAfter = await meanDice(fixedLabels, warpedLabels);
     }
     const folding = await foldingPercent(field);
-    post({ type: 'status', text: 'drawing the slices and writing the files' });
-    const movingOnFixed = volumeLike(fixed, moving.data);
-    const panels = {
-      fixed: await renderSlice(fixed),
-      moving: await renderSlice(movingOnFixed),
-      warped: await renderSlice(warped),
-      checkerBefore: await renderSlice(movingOnFixed, { checkerboard: fixed, tiles: 8 }),
-      checkerAfter: await renderSlice(warped, { checkerboard: fixed, tiles: 8 }),
-      grid: await renderSlice(fixed, { grid: field, gridSpacing: 6 }),
-    };
+    post({ type: 'status', text: 'drawing the figure and writing the files' });
+    // the figure of `regkit register --png` / `regkit demo` (@regkit/io)
+    const figure = await renderRegistrationFigure(
+      {
+        fixed,
+        moving: volumeLike(fixed, moving.data),
+        warped,
+        field,
+        ...(fixedLabels && movingLabels && warpedLabels
+          ? { fixedLabels, movingLabels, warpedLabels }
+          : {}),
+      },
+      {
+        title: `regkit in the browser (${report.name}): ${r.type === 'demo' ? 'demo pair' : `${r.moving.name} → ${r.fixed.name}`}`,
+        figures: {
+          similarity: pair.similarity,
+          ...(diceBefore !== undefined && diceAfter !== undefined ? { diceBefore, diceAfter } : {}),
+          foldingPercent: folding,
+          seconds,
+        },
+      },
+    );
     const files = {
       fixed: encodeNifti(fixed),
       warped: encodeNifti(warped, { gzip: true }),
       field: encodeDisplacementField(field, fixed, { gzip: true }),
+      figure: encodePng(figure),
     };
     const transfer = [
-      ...Object.values(panels).map((p) => p.data.buffer),
+      figure.data.buffer,
       ...Object.values(files).map((b) => b.buffer),
     ] as ArrayBuffer[];
     post(
@@ -249,7 +264,7 @@ async function run(r: Request): Promise<void> {
         diceBefore,
         diceAfter,
         foldingPercent: folding,
-        panels,
+        figure,
         files,
         notes: pair.notes,
       },

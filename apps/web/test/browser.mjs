@@ -152,6 +152,18 @@ try {
     };
     const fieldBytes = await download('#download-field');
     const warpedBytes = await download('#download-warped');
+    // the figure, as `regkit register --png` draws it: a PNG at least 512 px wide
+    const figureBytes = await download('#download-figure');
+    const ihdr = new DataView(figureBytes.buffer, figureBytes.byteOffset + 16, 8);
+    check(
+      'the downloaded figure is a PNG ≥ 512 px wide, the size the page shows',
+      figureBytes[1] === 0x50 &&
+        ihdr.getUint32(0) >= 512 &&
+        ihdr.getUint32(0) === r.figure.width &&
+        ihdr.getUint32(4) === r.figure.height &&
+        figureBytes.length === r.figure.pngBytes,
+      `${ihdr.getUint32(0)}×${ihdr.getUint32(4)} px, ${figureBytes.length} bytes`,
+    );
     await initBackend('cpu');
     const pd = await readNifti(join(DATA, 'itk_brainweb_pd_slice.nii.gz'));
     const spatial = pd.data.shape.slice(1, -1);

@@ -216,7 +216,7 @@ export function buildProgram(io: CliIO = defaultIO): Command {
         .option('--out-labels <file>', 'where to write the warped labels')
         .option(
           '--png <file>',
-          'preview PNG: checkerboard of fixed and warped with the deformed grid',
+          'figure PNG: axial/coronal/sagittal views (one in 2D) of fixed, moving, warped, |difference|, checkerboard and deformed grid, label outlines and a caption',
         )
         .option(
           '--method <name>',

@@ -6,7 +6,7 @@ import {
   defaultHeader,
   readNifti,
   resampleToReference,
-  saveSlicePng,
+  saveRegistrationFigure,
   type Volume,
   volumeLike,
   writeDisplacementField,
@@ -177,24 +177,37 @@ async function runCase(c: CaseInput, dir: string, progress: Progress): Promise<D
       ['field.nii.gz', () => writeDisplacementField(out('field.nii.gz'), field, fixed)],
       ['true_field.nii.gz', () => writeDisplacementField(out('true_field.nii.gz'), truth, fixed)],
       [
-        'before.png',
-        () => saveSlicePng(out('before.png'), c.movingSource, { checkerboard: fixed, tiles: 8 }),
-      ],
-      [
-        'after.png',
+        'figure.png',
         () =>
-          saveSlicePng(out('after.png'), volumeLike(c.fixedSource, warpedData), {
-            checkerboard: fixed,
-            tiles: 8,
-          }),
-      ],
-      ['grid.png', () => saveSlicePng(out('grid.png'), fixed, { grid: field, gridSpacing: 6 })],
-      [
-        'labels.png',
-        () =>
-          saveSlicePng(out('labels.png'), fixed, {
-            overlay: volumeLike(c.fixedSource, warpedLabelsData),
-          }),
+          saveRegistrationFigure(
+            out('figure.png'),
+            {
+              fixed,
+              moving: volumeLike(c.fixedSource, c.movingSource.data),
+              warped: volumeLike(c.fixedSource, warpedData),
+              field,
+              fixedLabels: fixedLabelsData,
+              movingLabels: c.labels.data,
+              warpedLabels: warpedLabelsData,
+            },
+            {
+              title: `regkit demo ${c.name}: ${c.description}`,
+              figures: {
+                similarity: `${c.similarity} loss at the finest level`,
+                ...(result.levels.length
+                  ? { similarityAfter: result.levels[result.levels.length - 1]!.similarity }
+                  : {}),
+                diceBefore: meanOf(before),
+                diceAfter: meanOf(after),
+                labels: labelIds.length,
+                foldingPercent: folding,
+                seconds,
+              },
+              notes: [
+                `mean displacement error in the labelled voxels: ${errBefore.toFixed(2)} → ${errAfter.toFixed(2)} voxels`,
+              ],
+            },
+          ),
       ],
     ];
     for (const [, write] of files) await write();

@@ -1,3 +1,4 @@
+import { basename } from 'node:path';
 import { RegkitError, resizeField, resizeImage, tf } from '@regkit/core';
 import {
   encodeDisplacementField,
@@ -6,9 +7,8 @@ import {
   encodePng,
   NIFTI_INTEGER_RANGES,
   type NiftiWriteDatatype,
-  renderSlice,
+  renderRegistrationFigure,
   type Volume,
-  volumeLike,
   voxelAffineToItk,
   writeNifti,
 } from '@regkit/io';
@@ -579,14 +579,36 @@ export async function registerCommand(
       written.outLabels = o.outLabels;
     }
     if (o.png) {
-      const grid = volumeLike(fixed, field);
-      const slice: Parameters<typeof renderSlice>[1] = {
-        checkerboard: fixed,
-        grid: grid.data,
-        tiles: 8,
-      };
-      if (thin >= 0) slice.axis = thin;
-      outputsTx.stage('--png', o.png, encodePng(await renderSlice(warped, slice)));
+      // the moving image on the fixed grid (through the affines), before registration
+      const before = warpThroughAffines(moving, null, fixed);
+      toDispose.push(before.data);
+      let movingLabels: Volume | undefined;
+      let warpedLabels: Volume | undefined;
+      if (labels) {
+        movingLabels = warpThroughAffines(labels, null, fixed, 'nearest');
+        warpedLabels = warpThroughAffines(labels, field, fixed, 'nearest');
+        toDispose.push(movingLabels.data, warpedLabels.data);
+      }
+      const last = result.levels[result.levels.length - 1];
+      const figure = await renderRegistrationFigure(
+        {
+          fixed,
+          moving: before,
+          warped,
+          field,
+          ...(movingLabels && warpedLabels ? { movingLabels, warpedLabels } : {}),
+        },
+        {
+          title: `regkit register: ${basename(o.moving)} → ${basename(o.fixed)} (${o.method ?? plan.pipeline.join(' + ')})`,
+          figures: {
+            ...(o.method ? {} : { similarity: `${similarity} loss at the finest level` }),
+            ...(last && !o.method ? { similarityAfter: last.similarity } : {}),
+            foldingPercent: folding,
+            seconds: (performance.now() - t0) / 1000,
+          },
+        },
+      );
+      outputsTx.stage('--png', o.png, encodePng(figure));
       written.png = o.png;
     }
     await outputsTx.commit();

@@ -422,6 +422,11 @@ describe('regkit command line', () => {
     ]) {
       expect(existsSync(p(f)), f).toBe(true);
     }
+    // the preview is the readable figure: one row of six panels (2D), ≥ 512 px wide (IHDR)
+    const png = readFileSync(p('preview.png'));
+    expect(png.subarray(12, 16).toString('latin1')).toBe('IHDR');
+    expect(png.readUInt32BE(16)).toBe(2 * 8 + 6 * 192 + 5 * 8);
+    expect(png.readUInt32BE(20)).toBeGreaterThan(8 + 26 + 192);
 
     const after = await regkit(
       [

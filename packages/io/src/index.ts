@@ -21,6 +21,19 @@ export {
   writeDisplacementField,
 } from './field.js';
 export {
+  FIGURE_GAP_PX,
+  FIGURE_MARGIN_PX,
+  type FigurePanel,
+  figureCaption,
+  type RegistrationFigure,
+  type RegistrationFigureFigures,
+  type RegistrationFigureInputs,
+  type RegistrationFigureOptions,
+  renderRegistrationFigure,
+  saveRegistrationFigure,
+} from './figure.js';
+export { drawText, GLYPH_H, GLYPH_W, measureText, type TextOptions } from './font.js';
+export {
   decodeItkAffine,
   encodeItkAffine,
   type ItkAffine,
