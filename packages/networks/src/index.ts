@@ -6,6 +6,13 @@
  * @packageDocumentation
  */
 
+export {
+  blurPool,
+  type DnsLayerOptions,
+  dnsLayer,
+  dnsPairs,
+  upsampleLinear2x,
+} from './dns.js';
 export type { WasmHeapPolicy } from './heap_fallback.js';
 /** INNReg: invertible translation network T + residual U-Net registration network R. */
 export {
@@ -24,6 +31,8 @@ export {
   type TrainInnregOptions,
   trainInnreg,
 } from './innreg.js';
+/** MASR-Net: DNS structural representations trained by contrastive learning (Mok et al. 2024). */
+export { createMasrNet, MasrNet, type MasrNetOptions } from './masrnet.js';
 export {
   BUNDLED_WEIGHTS,
   bundledWeights,

@@ -1,0 +1,210 @@
+import { Conv, Dense, type FeatureExtractor, fail, fmtShape, Module, tf } from '@regkit/core';
+import { blurPool, dnsLayer, dnsPairs, upsampleLinear2x } from './dns.js';
+
+/** Options of {@link createMasrNet}. */
+export interface MasrNetOptions {
+  /** 2 or 3 spatial dimensions. */
+  ndim: 2 | 3;
+  /** Channels of the input image (default 1). */
+  channels?: number;
+  /** C_d, channels of the output representation D (default 24, the paper's). */
+  featureChannels?: number;
+  /**
+   * Widths of the four encoder levels, full resolution first (default [16, 32, 32, 32]);
+   * the decoder mirrors them. Maximum stride 2^(levels − 1) = 8.
+   */
+  widths?: readonly number[];
+  /** C_h, channels of the feature map h the DNS layer acts on (default 16). */
+  hiddenChannels?: number;
+  /** Dilations of the DNS neighbourhood layouts (default [1, 2]: direct 𝒩 and dilated 𝒩_d). */
+  dilations?: readonly number[];
+  /** Negative slope of every LeakyReLU (default 0.2). */
+  leakySlope?: number;
+  /** Leaves out the DNS layer (the ablation "MASR-Net w/o DNS": h goes to the head). */
+  withoutDns?: boolean;
+  /** Seed of the initial weights (default 0). */
+  seed?: number;
+}
+
+/**
+ * MASR-Net (Mok et al., CVPR 2024): the modality-agnostic structural representation
+ * network, a {@link FeatureExtractor} `[B, ...S, channels]` → `[B, ...S, C_d]` with unit-norm
+ * feature vectors:
+ * 1. a 4-level encoder–decoder: 3×3(×3) convolution + LeakyReLU per level, BlurPool
+ *    ({@link blurPool}, [1, 3, 3, 1]) downsampling, linear 2× upsampling
+ *    ({@link upsampleLinear2x}) and concatenation with the encoder level, a final convolution
+ *    to h `[B, ...S, C_h]`;
+ * 2. the DNS layer ({@link dnsLayer}): h^s `[B, ...S, C_h, R]`, R = 24 in 3D (12 pairs × direct
+ *    and dilated layouts), 8 in 2D;
+ * 3. feature squeezing: one linear map over C_h shared by the R relations (h^c `[B, ...S, R]`),
+ *    then conv(R → C_d) – LeakyReLU – conv(C_d → C_d), and L2 normalisation per voxel.
+ * Inputs of any size: they are zero-padded to a multiple of 8 and the output cropped back.
+ */
+export class MasrNet extends Module implements FeatureExtractor {
+  readonly ndim: 2 | 3;
+  readonly channels: number;
+  readonly featureChannels: number;
+  readonly hiddenChannels: number;
+  readonly widths: readonly number[];
+  readonly dilations: readonly number[];
+  readonly leakySlope: number;
+  readonly withoutDns: boolean;
+  /** R, relations per channel of the DNS layer. */
+  readonly relations: number;
+  private readonly encoder: Conv[] = [];
+  private readonly decoder: Conv[] = [];
+  private readonly toHidden: Conv;
+  private readonly squeeze: Dense | null;
+  private readonly head1: Conv;
+  private readonly head2: Conv;
+
+  constructor(options: MasrNetOptions) {
+    super();
+    const fn = 'createMasrNet';
+    const o = options ?? ({} as MasrNetOptions);
+    if (o.ndim !== 2 && o.ndim !== 3) fail(fn, `'ndim' must be 2 or 3, got ${o.ndim}`);
+    this.ndim = o.ndim;
+    this.channels = o.channels ?? 1;
+    this.featureChannels = o.featureChannels ?? 24;
+    this.hiddenChannels = o.hiddenChannels ?? 16;
+    this.widths = [...(o.widths ?? [16, 32, 32, 32])];
+    this.dilations = [...(o.dilations ?? [1, 2])];
+    this.leakySlope = o.leakySlope ?? 0.2;
+    this.withoutDns = o.withoutDns ?? false;
+    const positive = (v: number) => Number.isInteger(v) && v >= 1;
+    for (const [name, v] of [
+      ['channels', this.channels],
+      ['featureChannels', this.featureChannels],
+      ['hiddenChannels', this.hiddenChannels],
+    ] as const) {
+      if (!positive(v)) fail(fn, `'${name}' must be a positive integer, got ${v}`);
+    }
+    if (this.widths.length !== 4 || !this.widths.every(positive)) {
+      fail(fn, `'widths' must list 4 positive integers, got ${JSON.stringify(o.widths)}`);
+    }
+    if (this.dilations.length === 0 || !this.dilations.every(positive)) {
+      fail(fn, `'dilations' must list positive integers, got ${JSON.stringify(o.dilations)}`);
+    }
+    let seed = (o.seed ?? 0) * 1000;
+    const nd = this.ndim;
+    let prev = this.channels;
+    this.widths.forEach((w, l) => {
+      this.encoder.push(this.addModule(`enc${l}`, new Conv(nd, prev, w, { seed: seed++ })));
+      prev = w;
+    });
+    for (let l = 2; l >= 0; l--) {
+      const w = this.widths[l]!;
+      this.decoder.push(this.addModule(`dec${l}`, new Conv(nd, prev + w, w, { seed: seed++ })));
+      prev = w;
+    }
+    this.toHidden = this.addModule(
+      'hidden',
+      new Conv(nd, prev, this.hiddenChannels, { seed: seed++ }),
+    );
+    this.relations = this.withoutDns
+      ? this.hiddenChannels
+      : dnsPairs(nd).length * this.dilations.length;
+    this.squeeze = this.withoutDns
+      ? null
+      : this.addModule('squeeze', new Dense(this.hiddenChannels, 1, { seed: seed++ }));
+    this.head1 = this.addModule(
+      'head1',
+      new Conv(nd, this.relations, this.featureChannels, { seed: seed++ }),
+    );
+    this.head2 = this.addModule(
+      'head2',
+      new Conv(nd, this.featureChannels, this.featureChannels, { seed: seed++ }),
+    );
+  }
+
+  /** h `[B, ...S, C_h]`, the encoder–decoder features (input sizes divisible by 8). */
+  private backbone(x: tf.Tensor): tf.Tensor {
+    const act = (t: tf.Tensor) => tf.leakyRelu(t, this.leakySlope);
+    const skips: tf.Tensor[] = [];
+    let h = x;
+    this.encoder.forEach((conv, l) => {
+      h = act(conv.apply(l === 0 ? h : blurPool(h)));
+      skips.push(h);
+    });
+    this.decoder.forEach((conv, i) => {
+      const skip = skips[2 - i]!;
+      h = act(conv.apply(tf.concat([upsampleLinear2x(h), skip], -1)));
+    });
+    return this.toHidden.apply(h);
+  }
+
+  /**
+   * The representation D `[B, ...S, C_d]` (unit L2 norm per voxel) of `image`
+   * `[B, ...S, channels]`.
+   */
+  apply(image: tf.Tensor): tf.Tensor {
+    const fn = 'MasrNet.apply';
+    const nd = this.ndim;
+    if (
+      !(image instanceof tf.Tensor) ||
+      image.rank !== nd + 2 ||
+      image.shape[nd + 1] !== this.channels
+    ) {
+      fail(
+        fn,
+        `'image' must be [B, ${nd === 2 ? 'H, W' : 'D, H, W'}, ${this.channels}], got ${image instanceof tf.Tensor ? fmtShape(image.shape) : typeof image}`,
+      );
+    }
+    const spatial = image.shape.slice(1, -1);
+    if (spatial.some((s) => s < 3)) {
+      fail(fn, `every spatial size must be ≥ 3, got ${fmtShape(image.shape)}`);
+    }
+    return tf.tidy(() => {
+      const x = image.dtype === 'float32' ? image : tf.cast(image, 'float32');
+      const padded = spatial.map((s) => Math.ceil(s / 8) * 8);
+      const pads = padded.map((p, k) => [0, p - spatial[k]!] as [number, number]);
+      const xp = pads.some(([, a]) => a > 0) ? tf.pad(x, [[0, 0], ...pads, [0, 0]]) : x;
+      const h = this.backbone(xp);
+      let hc: tf.Tensor;
+      if (this.squeeze) {
+        const hs = dnsLayer(h, { dilations: this.dilations }); // [B, ...S, C_h, R]
+        const perm = [...hs.shape.keys()];
+        perm.splice(nd + 1, 2, nd + 2, nd + 1); // → [B, ...S, R, C_h]
+        hc = tf.squeeze(this.squeeze.apply(tf.transpose(hs, perm)), [nd + 2]); // [B, ...S, R]
+      } else {
+        hc = h;
+      }
+      let d = this.head2.apply(tf.leakyRelu(this.head1.apply(hc), this.leakySlope));
+      if (pads.some(([, a]) => a > 0)) {
+        d = tf.slice(
+          d,
+          d.shape.map(() => 0),
+          [d.shape[0]!, ...spatial, this.featureChannels],
+        );
+      }
+      return tf.div(d, tf.maximum(tf.norm(d, 'euclidean', -1, true), 1e-12));
+    });
+  }
+
+  /** The options that rebuild this network ({@link createMasrNet}). */
+  get options(): MasrNetOptions {
+    return {
+      ndim: this.ndim,
+      channels: this.channels,
+      featureChannels: this.featureChannels,
+      widths: this.widths,
+      hiddenChannels: this.hiddenChannels,
+      dilations: this.dilations,
+      leakySlope: this.leakySlope,
+      withoutDns: this.withoutDns,
+    };
+  }
+}
+
+/**
+ * Creates a MASR-Net feature extractor (see {@link MasrNet}).
+ *
+ * @example
+ * ```ts
+ * const net = createMasrNet({ ndim: 2 });
+ * const d = net.apply(tf.zeros([1, 32, 32, 1])); // [1, 32, 32, 24], unit norm per voxel
+ * ```
+ */
+export function createMasrNet(options: MasrNetOptions): MasrNet {
+  return new MasrNet(options);
+}
