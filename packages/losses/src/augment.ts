@@ -84,7 +84,7 @@ export function bezierIntensityCurve(options: BezierAugmentOptions = {}): {
  * I′(x) = B(I(x)), or B(1 − I(x)) with probability δ, where B is a random monotone Bézier
  * curve of degree n with B(0) = 0 and B(1) = 1 ({@link bezierIntensityCurve}). Monotone, so
  * the structures of the image are kept while their contrast changes. Intensities are
- * clamped to [0, 1] first (normalise the image before). Not differentiable (an
+ * clamped to [0, 1] first (normalise the image before); NaN voxels stay NaN. Not differentiable (an
  * augmentation); seeded: the same seed gives the same curve and inversion.
  *
  * @param image `[B, ...S, C]`, intensities in [0, 1].
@@ -102,7 +102,9 @@ export function bezierIntensityAugment(
   const { inverted, table } = bezierIntensityCurve(options);
   const k = table.length;
   return tf.tidy(() => {
-    let x = tf.clipByValue(image.dtype === 'float32' ? image : tf.cast(image, 'float32'), 0, 1);
+    const input = image.dtype === 'float32' ? image : tf.cast(image, 'float32');
+    const nan = tf.isNaN(tf.reshape(input, [-1]));
+    let x = tf.clipByValue(input, 0, 1);
     if (inverted) x = tf.sub(1, x);
     const pos = tf.mul(x, k - 1);
     const lo = tf.minimum(tf.floor(pos), k - 2);
@@ -112,6 +114,7 @@ export function bezierIntensityAugment(
     const a = tf.gather(t, tf.cast(flat, 'int32'));
     const b = tf.gather(t, tf.cast(tf.add(flat, 1), 'int32'));
     const y = tf.add(a, tf.mul(tf.reshape(w, [-1]), tf.sub(b, a)));
-    return tf.reshape(y, image.shape);
+    // NaN stays NaN (the clamp and the table lookup would hide it): bad data shows up
+    return tf.reshape(tf.where(nan, tf.fill(nan.shape, Number.NaN), y), image.shape);
   });
 }

@@ -61,12 +61,17 @@ describe.each(BACKEND_PATHS)('MASR-Net losses on %s (%s ops)', (backend, path) =
     tf.dispose([x, id, inv, one]);
   });
 
-  it('Bézier remap: the same seed gives the same view, another seed another one', () => {
+  it('Bézier remap: the same seed gives the same view, another seed another one; NaN stays NaN', () => {
     const x = tf.randomUniform([1, 8, 9, 1], 0, 1, 'float32', 5);
     const [a, b, c] = [1, 1, 2].map((seed) => bezierIntensityAugment(x, { seed }));
     expect(Array.from(a!.dataSync())).toEqual(Array.from(b!.dataSync()));
     const diff = tf.max(tf.abs(tf.sub(a!, c!))).dataSync()[0]!;
     expect(diff).toBeGreaterThan(1e-3);
+    const bad = tf.tensor4d([0.2, Number.NaN, 0.7, 1], [1, 2, 2, 1]);
+    const out = bezierIntensityAugment(bad, { seed: 1 });
+    expect(Number.isNaN(out.dataSync()[1]!)).toBe(true);
+    expect(Number.isNaN(out.dataSync()[0]!)).toBe(false);
+    tf.dispose([bad, out]);
     expect(() => bezierIntensityAugment(x, { invertProbability: 2 })).toThrow(
       /bezierIntensityAugment.*'invertProbability'/,
     );

@@ -32,7 +32,13 @@ export {
   trainInnreg,
 } from './innreg.js';
 /** MASR-Net: DNS structural representations trained by contrastive learning (Mok et al. 2024). */
-export { createMasrNet, MasrNet, type MasrNetOptions } from './masrnet.js';
+export {
+  createMasrNet,
+  MasrNet,
+  type MasrNetOptions,
+  type TrainMasrNetOptions,
+  trainMasrNet,
+} from './masrnet.js';
 export {
   BUNDLED_WEIGHTS,
   bundledWeights,

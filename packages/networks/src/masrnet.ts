@@ -1,5 +1,20 @@
-import { Conv, Dense, type FeatureExtractor, fail, fmtShape, Module, tf } from '@regkit/core';
+import {
+  Conv,
+  Dense,
+  type FeatureExtractor,
+  fail,
+  fmtShape,
+  Module,
+  type RegistrationModel,
+  tf,
+} from '@regkit/core';
+import {
+  bezierIntensityAugment,
+  contrastiveVoxelLoss,
+  sampleForegroundVoxels,
+} from '@regkit/losses';
 import { blurPool, dnsLayer, dnsPairs, upsampleLinear2x } from './dns.js';
+import { type TrainingOptions, type TrainingResult, trainRegistration } from './train.js';
 
 /** Options of {@link createMasrNet}. */
 export interface MasrNetOptions {
@@ -207,4 +222,118 @@ export class MasrNet extends Module implements FeatureExtractor {
  */
 export function createMasrNet(options: MasrNetOptions): MasrNet {
   return new MasrNet(options);
+}
+
+/** Options of {@link trainMasrNet}: the shared trainer options, minus what MASR-Net fixes. */
+export interface TrainMasrNetOptions
+  extends Omit<
+    TrainingOptions,
+    'data' | 'similarity' | 'similarityWeight' | 'regulariser' | 'regularisationWeight'
+  > {
+  /** The network, trained in place. */
+  model: MasrNet;
+  /**
+   * The training image of (epoch, step), `[1, ...S, channels]` with intensities in [0, 1]
+   * (deterministic for exact resumption); the trainer disposes it. No labels, no pairs.
+   */
+  data: (epoch: number, step: number) => tf.Tensor | Promise<tf.Tensor>;
+  /** N^k, foreground voxels sampled per step (default 8192, the paper's 8196 rounded). */
+  samples?: number;
+  /** τ of the contrastive loss (default 0.07). */
+  temperature?: number;
+  /** Foreground: voxels of the image above this intensity (default 0). */
+  foregroundThreshold?: number;
+  /** Degree n of the Bézier intensity curves (default 3). */
+  controlPoints?: number;
+  /** δ, probability of inverting a view's intensities (default 0.5). */
+  invertProbability?: number;
+  /** Seed of the augmentations and the voxel samples (default 0). */
+  seed?: number;
+}
+
+/** A step's seed from the run seed, epoch and step (mixes them; any 32-bit value). */
+function stepSeed(seed: number, epoch: number, step: number): number {
+  let h = (seed ^ 0x9e3779b9) >>> 0;
+  for (const v of [epoch, step]) {
+    h = Math.imul(h ^ v, 0x85ebca6b) >>> 0;
+    h = (h ^ (h >>> 13)) >>> 0;
+  }
+  return h;
+}
+
+/**
+ * Self-supervised training of MASR-Net (anatomy-aware contrastive learning, Mok et al. 2024
+ * §3.3): each step draws two views of one image with independent random monotone Bézier
+ * intensity curves (each inverted with probability δ; {@link bezierIntensityAugment}), maps
+ * both through the network, and minimises the InfoNCE loss of the features at N^k sampled
+ * foreground voxels ({@link contrastiveVoxelLoss}, τ = 0.07): a voxel's two feature vectors
+ * are the positive pair, the other sampled voxels of the second view the negatives. No
+ * labels and no aligned pairs are needed.
+ *
+ * It runs on {@link trainRegistration} with a custom objective, so checkpoints (and exact
+ * resumption), the NaN stop, progress (the contrastive loss is the `similarity` term) and
+ * flat memory are the shared trainer's. Adam, learning rate 1e-4 by default.
+ *
+ * @example
+ * ```ts
+ * const model = createMasrNet({ ndim: 2 });
+ * await trainMasrNet({ model, epochs: 10, stepsPerEpoch: 20, data: (e, s) => slices[(e + s) % n] });
+ * ```
+ */
+export async function trainMasrNet(options: TrainMasrNetOptions): Promise<TrainingResult> {
+  const fn = 'trainMasrNet';
+  const o = options ?? ({} as TrainMasrNetOptions);
+  if (!(o.model instanceof MasrNet)) fail(fn, `'model' must be a MasrNet (createMasrNet(...))`);
+  if (typeof o.data !== 'function') fail(fn, `'data' must be a function (epoch, step) => image`);
+  const samples = o.samples ?? 8192;
+  const temperature = o.temperature ?? 0.07;
+  const seed = o.seed ?? 0;
+  const augment = {
+    ...(o.controlPoints !== undefined ? { controlPoints: o.controlPoints } : {}),
+    ...(o.invertProbability !== undefined ? { invertProbability: o.invertProbability } : {}),
+  };
+  let indices: tf.Tensor | null = null;
+  const model = o.model;
+  try {
+    return await trainRegistration({
+      ...o,
+      // MASR-Net is a feature extractor, not a registration model: with a custom objective
+      // the trainer only needs its Module side (weights, checkpoints)
+      model: model as unknown as RegistrationModel & Module,
+      data: async (epoch, step) => {
+        const image = await o.data(epoch, step);
+        if (!(image instanceof tf.Tensor)) {
+          fail(fn, `'data(${epoch}, ${step})' must return an image tensor`);
+        }
+        const s = stepSeed(seed, epoch, step);
+        try {
+          indices?.dispose();
+          indices = await sampleForegroundVoxels(image, {
+            samples,
+            threshold: o.foregroundThreshold ?? 0,
+            seed: s,
+          });
+          return {
+            moving: bezierIntensityAugment(image, { ...augment, seed: s ^ 0x2545f491 }),
+            fixed: bezierIntensityAugment(image, { ...augment, seed: s ^ 0x6c8e9cf5 }),
+          };
+        } finally {
+          image.dispose();
+        }
+      },
+      objective: (pair) => ({
+        similarity: contrastiveVoxelLoss(
+          model.apply(pair.moving),
+          model.apply(pair.fixed),
+          indices!,
+          {
+            temperature,
+          },
+        ),
+        regularisation: tf.scalar(0),
+      }),
+    });
+  } finally {
+    (indices as tf.Tensor | null)?.dispose();
+  }
 }

@@ -1,7 +1,17 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { tf } from '@regkit/core';
-import { blurPool, createMasrNet, dnsLayer, dnsPairs, upsampleLinear2x } from '@regkit/networks';
-import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  blurPool,
+  createMasrNet,
+  dnsLayer,
+  dnsPairs,
+  TrainingDivergedError,
+  trainMasrNet,
+  upsampleLinear2x,
+} from '@regkit/networks';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ArrayFixture, BACKENDS, expectClose, tensorOf, useBackend } from './helpers.js';
 
 interface DnsCase {
@@ -110,5 +120,104 @@ describe.each(BACKENDS)('MASR-Net blocks on %s', (backend) => {
     expect(() => blurPool(tf.zeros([1, 1, 8, 1]))).toThrow(/blurPool.*≥ 2/);
     x.dispose();
     net.dispose();
+  });
+});
+
+/** A smooth random 2D "anatomy" in [0, 1] with a zero background ring (foreground > 0). */
+function blobImage(seed: number, size = 24): tf.Tensor {
+  return tf.tidy(() => {
+    const noise = tf.randomUniform([1, size / 4, size / 4, 1], 0, 1, 'float32', seed);
+    const up = tf.image.resizeBilinear(noise as tf.Tensor4D, [size - 8, size - 8], true);
+    return tf.pad(up, [
+      [0, 0],
+      [4, 4],
+      [4, 4],
+      [0, 0],
+    ]);
+  });
+}
+
+describe('trainMasrNet', () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'regkit-masr-'));
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+  beforeAll(async () => {
+    await useBackend('wasm');
+  });
+  const small = { ndim: 2 as const, widths: [4, 8, 8, 8], hiddenChannels: 4, featureChannels: 8 };
+
+  it('lowers the contrastive loss of two Bézier views and keeps tf.memory flat', async () => {
+    const model = createMasrNet({ ...small, seed: 3 });
+    const counts: number[] = [];
+    const result = await trainMasrNet({
+      model,
+      epochs: 8,
+      stepsPerEpoch: 5,
+      samples: 128,
+      learningRate: 3e-3,
+      data: (e, s) => blobImage(100 + ((e * 5 + s) % 4)),
+      onProgress: (p) => {
+        if (p.step === p.stepsPerEpoch - 1) counts.push(tf.memory().numTensors);
+      },
+    });
+    expect(result.history).toHaveLength(8);
+    expect(new Set(counts.slice(1)).size).toBe(1);
+    const first = result.history[0]!;
+    const last = result.history[result.history.length - 1]!;
+    // ln(128) ≈ 4.85 is chance level for 128 samples
+    expect(first).toBeGreaterThan(3);
+    expect(last).toBeLessThan(first - 1);
+    model.dispose();
+  });
+
+  it('resumes from a checkpoint with the weights of an uninterrupted run', async () => {
+    const run = async (epochs: number, dir: string) => {
+      const model = createMasrNet({ ...small, seed: 4 });
+      await trainMasrNet({
+        model,
+        epochs,
+        stepsPerEpoch: 2,
+        samples: 64,
+        learningRate: 1e-3,
+        checkpointDir: dir,
+        data: (e, s) => blobImage(200 + e * 2 + s),
+      });
+      const w = model.getWeights();
+      const out = Object.fromEntries(
+        Object.entries(w).map(([k, v]) => [k, Array.from(v.dataSync())]),
+      );
+      tf.dispose(Object.values(w));
+      model.dispose();
+      return out;
+    };
+    const straight = await run(4, join(tmp, 'a'));
+    await run(2, join(tmp, 'b'));
+    const resumed = await run(4, join(tmp, 'b'));
+    expect(resumed).toEqual(straight);
+  });
+
+  it('stops on a NaN loss with TrainingDivergedError; explains bad options', async () => {
+    const model = createMasrNet({ ...small, seed: 5 });
+    await expect(
+      trainMasrNet({
+        model,
+        epochs: 1,
+        samples: 32,
+        data: () =>
+          tf.tidy(() =>
+            tf.where(
+              tf.greater(blobImage(7), 0.9),
+              tf.fill([1, 24, 24, 1], Number.NaN),
+              blobImage(7),
+            ),
+          ),
+      }),
+    ).rejects.toThrow(TrainingDivergedError);
+    for (const v of model.namedVariables()) {
+      expect(tf.tidy(() => tf.all(tf.isFinite(v[1])).dataSync()[0])).toBe(1);
+    }
+    await expect(
+      trainMasrNet({ model: {} as never, epochs: 1, data: () => blobImage(1) }),
+    ).rejects.toThrow(/trainMasrNet.*'model' must be a MasrNet/);
+    model.dispose();
   });
 });
