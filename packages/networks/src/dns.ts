@@ -95,14 +95,31 @@ export interface DnsLayerOptions {
  *   σ²(x, c) = mean_r d_r(x, c) + ε          (mean over the pairs of the same layout),
  *   S_r(x, c) = exp(−d_r(x, c) / σ²(x, c)),
  *
- * with replicate borders. Layouts (default direct + dilated ×2) are concatenated along the
- * last axis. Differentiable.
+ * with replicate borders. Layouts (default direct + dilated ×2) are concatenated.
+ * Differentiable.
  *
  * @param h `[B, ...S, C]` features.
  * @returns `[B, ...S, C, R]`, R = (12 in 3D, 4 in 2D) × number of dilations (24 / 8 by default);
- *   relation r of layout l is at index l·pairs + r in {@link dnsPairs} order.
+ *   relation r of layout l is at index l·pairs + r in {@link dnsPairs} order. (A transpose of
+ *   {@link dnsRelations}, which is the fast layout.)
  */
 export function dnsLayer(h: tf.Tensor, options: DnsLayerOptions = {}): tf.Tensor {
+  return tf.tidy(() => {
+    const r = dnsRelations(h, options);
+    const perm = [...r.shape.keys()].slice(1); // [B, ...S, C] ← [R, B, ...S, C]
+    return tf.transpose(r, [...perm, 0]);
+  });
+}
+
+/**
+ * {@link dnsLayer} with the relations first: `[R, B, ...S, C]` (the layout MASR-Net uses:
+ * stacking and averaging along the first axis are contiguous, where a last-axis stack and a
+ * rank-5 transpose cost seconds on tfjs' cpu and wasm backends).
+ *
+ * @param h `[B, ...S, C]` features.
+ * @returns `[R, B, ...S, C]`.
+ */
+export function dnsRelations(h: tf.Tensor, options: DnsLayerOptions = {}): tf.Tensor {
   const fn = 'dnsLayer';
   const nd = assertImage(fn, 'h', h);
   const dilations = options.dilations ?? [1, 2];
@@ -116,21 +133,21 @@ export function dnsLayer(h: tf.Tensor, options: DnsLayerOptions = {}): tf.Tensor
   if (!(eps >= 0)) fail(fn, `'epsilon' must be ≥ 0, got ${eps}`);
   return tf.tidy(() => {
     const x = h.dtype === 'float32' ? h : tf.cast(h, 'float32');
+    const cache = new Map<string, tf.Tensor>();
+    const at = (o: number[]) => {
+      const key = o.join(',');
+      if (!cache.has(key)) cache.set(key, shiftedBy(x, o));
+      return cache.get(key)!;
+    };
     const layouts = dilations.map((d) => {
-      const cache = new Map<string, tf.Tensor>();
-      const at = (o: number[]) => {
-        const key = o.join(',');
-        if (!cache.has(key)) cache.set(key, shiftedBy(x, o));
-        return cache.get(key)!;
-      };
       const dist = tf.stack(
         dnsPairs(nd, d).map(([p, q]) => tf.squaredDifference(at(p), at(q))),
-        -1,
-      ); // [B, ...S, C, R]
-      const sigma2 = tf.add(tf.mean(dist, -1, true), eps);
+        0,
+      ); // [R, B, ...S, C]
+      const sigma2 = tf.add(tf.mean(dist, 0, true), eps);
       return tf.exp(tf.neg(tf.div(dist, sigma2)));
     });
-    return layouts.length === 1 ? layouts[0]! : tf.concat(layouts, -1);
+    return layouts.length === 1 ? layouts[0]! : tf.concat(layouts, 0);
   });
 }
 
@@ -190,16 +207,32 @@ export function blurPool(x: tf.Tensor): tf.Tensor {
   });
 }
 
-/** One linear 2× pass along `axis`, PyTorch `align_corners=False` (edge samples clamped). */
+/**
+ * The [2n, n] matrix of one linear 2× pass, PyTorch `align_corners=False`: row 2i holds
+ * ¾ at i and ¼ at i − 1, row 2i + 1 ¾ at i and ¼ at i + 1, indices clamped to [0, n − 1].
+ */
+function upsampleMatrix(n: number): tf.Tensor2D {
+  const m = new Float32Array(2 * n * n);
+  const clamp = (i: number) => Math.min(Math.max(i, 0), n - 1);
+  for (let i = 0; i < n; i++) {
+    m[2 * i * n + i] = (m[2 * i * n + i] ?? 0) + 0.75;
+    m[2 * i * n + clamp(i - 1)] = m[2 * i * n + clamp(i - 1)]! + 0.25;
+    m[(2 * i + 1) * n + i] = m[(2 * i + 1) * n + i]! + 0.75;
+    m[(2 * i + 1) * n + clamp(i + 1)] = m[(2 * i + 1) * n + clamp(i + 1)]! + 0.25;
+  }
+  return tf.tensor2d(m, [2 * n, n]);
+}
+
+/** One linear 2× pass along spatial `axis`: a matrix product over that axis. */
 function upsampleAxis(x: tf.Tensor, axis: number): tf.Tensor {
-  const prev = shiftReplicate(x, axis, -1);
-  const next = shiftReplicate(x, axis, 1);
-  const even = tf.add(tf.mul(x, 0.75), tf.mul(prev, 0.25));
-  const odd = tf.add(tf.mul(x, 0.75), tf.mul(next, 0.25));
-  const stacked = tf.stack([even, odd], axis + 2);
+  const n = x.shape[axis + 1]!;
+  const outer = x.shape.slice(0, axis + 1).reduce((a, b) => a * b, 1);
+  const inner = x.shape.slice(axis + 2).reduce((a, b) => a * b, 1);
+  const m = tf.broadcastTo(upsampleMatrix(n), [outer, 2 * n, n]);
+  const y = tf.matMul(m, tf.reshape(x, [outer, n, inner]));
   const shape = [...x.shape];
-  shape[axis + 1] = 2 * shape[axis + 1]!;
-  return tf.reshape(stacked, shape);
+  shape[axis + 1] = 2 * n;
+  return tf.reshape(y, shape);
 }
 
 /**

@@ -11,6 +11,7 @@ export {
   type DnsLayerOptions,
   dnsLayer,
   dnsPairs,
+  dnsRelations,
   upsampleLinear2x,
 } from './dns.js';
 export type { WasmHeapPolicy } from './heap_fallback.js';
@@ -34,8 +35,11 @@ export {
 /** MASR-Net: DNS structural representations trained by contrastive learning (Mok et al. 2024). */
 export {
   createMasrNet,
+  loadMasrNet,
   MasrNet,
+  type MasrNetMetadata,
   type MasrNetOptions,
+  saveMasrNet,
   type TrainMasrNetOptions,
   trainMasrNet,
 } from './masrnet.js';

@@ -13,8 +13,10 @@ import {
   contrastiveVoxelLoss,
   sampleForegroundVoxels,
 } from '@regkit/losses';
-import { blurPool, dnsLayer, dnsPairs, upsampleLinear2x } from './dns.js';
+import { blurPool, dnsPairs, dnsRelations, upsampleLinear2x } from './dns.js';
+import { bundledWeights } from './pretrained.js';
 import { type TrainingOptions, type TrainingResult, trainRegistration } from './train.js';
+import { readWeights, saveWeights } from './weights.js';
 
 /** Options of {@link createMasrNet}. */
 export interface MasrNetOptions {
@@ -177,10 +179,11 @@ export class MasrNet extends Module implements FeatureExtractor {
       const h = this.backbone(xp);
       let hc: tf.Tensor;
       if (this.squeeze) {
-        const hs = dnsLayer(h, { dilations: this.dilations }); // [B, ...S, C_h, R]
-        const perm = [...hs.shape.keys()];
-        perm.splice(nd + 1, 2, nd + 2, nd + 1); // → [B, ...S, R, C_h]
-        hc = tf.squeeze(this.squeeze.apply(tf.transpose(hs, perm)), [nd + 2]); // [B, ...S, R]
+        const hs = dnsRelations(h, { dilations: this.dilations }); // [R, B, ...S, C_h]
+        const r = hs.shape[0]!;
+        // the shared linear map over C_h, then relations last: [R, B·S] → [B·S, R]
+        const flat = tf.reshape(this.squeeze.apply(hs), [r, -1]);
+        hc = tf.reshape(tf.transpose(flat), [...h.shape.slice(0, -1), r]); // [B, ...S, R]
       } else {
         hc = h;
       }
@@ -335,5 +338,57 @@ export async function trainMasrNet(options: TrainMasrNetOptions): Promise<Traini
     });
   } finally {
     (indices as tf.Tensor | null)?.dispose();
+  }
+}
+
+/** What a saved MASR-Net says about itself (`model.json`'s user metadata). */
+export interface MasrNetMetadata {
+  /** Free text: the training data, steps and command (the model card in short). */
+  description?: string;
+  [key: string]: unknown;
+}
+
+/**
+ * Saves a MASR-Net with the options that rebuild it: `model.json` (weights manifest plus
+ * `{ method: 'masrnet', options, ...metadata }`) and `weights.bin` in `dir`, atomically.
+ * Node.js only.
+ */
+export async function saveMasrNet(
+  dir: string,
+  model: MasrNet,
+  metadata: MasrNetMetadata = {},
+): Promise<void> {
+  if (!(model instanceof MasrNet)) fail('saveMasrNet', `'model' must be a MasrNet`);
+  await saveWeights(model, dir, { ...metadata, method: 'masrnet', options: model.options });
+}
+
+/**
+ * Loads a MASR-Net saved by {@link saveMasrNet} from `dir`, or the trained 2D network bundled
+ * with this package (`BUNDLED_WEIGHTS.masrnet`, see examples/dns for its model card) when
+ * `dir` is omitted. Node.js only.
+ *
+ * @returns the network (dispose it when done) and the saved metadata.
+ */
+export async function loadMasrNet(
+  dir?: string,
+): Promise<{ model: MasrNet; metadata: Record<string, unknown> }> {
+  const fn = 'loadMasrNet';
+  const where = dir ?? (await bundledWeights('masrnet'));
+  if (!where) fail(fn, 'no directory given and the bundled MASR-Net weights are not on disk');
+  const { weights, metadata } = await readWeights(where);
+  try {
+    if (metadata.method !== 'masrnet' || typeof metadata.options !== 'object') {
+      fail(fn, `${where}/model.json is not a MASR-Net (method ${JSON.stringify(metadata.method)})`);
+    }
+    const model = createMasrNet(metadata.options as MasrNetOptions);
+    try {
+      model.setWeights(weights);
+    } catch (e) {
+      model.dispose();
+      fail(fn, `${where} does not fit a MASR-Net: ${(e as Error).message}`);
+    }
+    return { model, metadata };
+  } finally {
+    tf.dispose(Object.values(weights));
   }
 }
