@@ -13,9 +13,16 @@ import {
   writeNifti,
 } from '@regkit/io';
 import { foldingPercent } from '@regkit/metrics';
-import { BUNDLED_WEIGHTS, bundledWeights, loadRegistrationNetwork } from '@regkit/networks';
+import {
+  BUNDLED_WEIGHTS,
+  bundledWeights,
+  loadMasrNet,
+  loadRegistrationNetwork,
+  type MasrNet,
+} from '@regkit/networks';
 import {
   type AffineTransform,
+  dnsRegistrationOptions,
   normalizeIntensity,
   type RegisterAffineOptions,
   type RegisterImagesOptions,
@@ -46,6 +53,7 @@ export interface RegisterCommandOptions {
   out: string;
   field?: string;
   inverseField?: string | boolean;
+  /** `lncc`, `mi`, `mind`, `mse`, or `dns` (MASR-Net features: `weights`, else the bundled 2D network). */
   similarity?: string;
   /**
    * `rigid` or `affine`: only that linear stage; `velocity` or `displacement`: only that
@@ -78,7 +86,10 @@ export interface RegisterCommandOptions {
   force?: boolean;
   /** Register with a trained network of this method instead of instance optimisation. */
   method?: string;
-  /** Directory of the trained network (`saveRegistrationNetwork`), with `method`. */
+  /**
+   * Directory of the trained network (`saveRegistrationNetwork`), with `method`; with
+   * `similarity: 'dns'`, of the MASR-Net (`saveMasrNet`; default: the bundled one).
+   */
   weights?: string;
 }
 
@@ -90,7 +101,7 @@ export interface RegisterSummary {
   method: string;
   /** The network directory, when a network registered. */
   weights?: string;
-  similarity: Similarity;
+  similarity: Similarity | 'dns';
   /** `--transform`: the deformable model of the pipeline, or the linear stage run alone. */
   transform: TransformModel | AffineTransform;
   /** The stages that ran, in order: e.g. `['affine', 'velocity']`, `['rigid']`, `['velocity']`. */
@@ -250,9 +261,21 @@ export async function registerCommand(
   progress: Progress,
   onWarning?: (message: string) => void,
 ): Promise<RegisterSummary> {
-  const similarity = (o.similarity ?? 'lncc') as Similarity;
-  if (!['lncc', 'mi', 'mind', 'mse'].includes(similarity)) {
-    throw new UsageError(`--similarity must be lncc, mi, mind or mse, got '${o.similarity}'`);
+  const similarityArg = (o.similarity ?? 'lncc') as Similarity | 'dns';
+  if (!['lncc', 'mi', 'mind', 'mse', 'dns'].includes(similarityArg)) {
+    throw new UsageError(`--similarity must be lncc, mi, mind, mse or dns, got '${o.similarity}'`);
+  }
+  const dns = similarityArg === 'dns';
+  // the name registerImages and the progress lines see ('dns' passes a loss function)
+  const similarity = (dns ? 'mse' : similarityArg) as Similarity;
+  if (dns && o.method) {
+    throw new UsageError('--similarity dns applies to instance optimisation, not to --method');
+  }
+  const dnsWeights = dns ? (o.weights ?? (await bundledWeights('masrnet'))) : null;
+  if (dns && !dnsWeights) {
+    throw new UsageError(
+      '--similarity dns needs --weights <MASR-Net dir>: the bundled MASR-Net weights are not on disk',
+    );
   }
   const plan = registerPlan(o);
   if (o.maxVoxels !== undefined && !(o.maxVoxels === 0 || o.maxVoxels >= 64)) {
@@ -267,7 +290,9 @@ export async function registerCommand(
     }
     o = { ...o, weights: bundled };
   }
-  if (o.weights && !o.method) throw new UsageError('--weights needs --method <name>');
+  if (o.weights && !o.method && !dns) {
+    throw new UsageError('--weights needs --method <name> (or --similarity dns)');
+  }
   if (o.outLabels && !o.movingLabels) throw new UsageError('--out-labels needs --moving-labels');
   if (o.movingLabels && !o.outLabels) throw new UsageError('--moving-labels needs --out-labels');
   if (o.inverseField && !o.field && typeof o.inverseField !== 'string') {
@@ -311,6 +336,7 @@ export async function registerCommand(
       })
     : null;
   const toDispose: tf.Tensor[] = [];
+  let masr: MasrNet | null = null;
   try {
     // every check that needs no registration, before registering
     const fs = fixed.data.shape.slice(1, -1);
@@ -384,8 +410,22 @@ export async function registerCommand(
       toDispose.push(f, m, fRaw, mRaw);
     }
     let started = false;
+    let dnsPreset: RegisterImagesOptions = {};
+    if (dnsWeights) {
+      masr = (await loadMasrNet(dnsWeights)).model;
+      if (masr.ndim !== 2 || masr.channels !== 1) {
+        masr.dispose();
+        throw new UsageError(
+          `--weights ${dnsWeights}: the CLI's dns similarity needs a 2D, one-channel MASR-Net`,
+        );
+      }
+      const net = masr;
+      const extractor = { apply: (image: tf.Tensor) => masrFeatures(net, image) };
+      dnsPreset = dnsRegistrationOptions(f.shape.slice(1, -1), extractor);
+    }
     const options: RegisterImagesOptions = {
       similarity,
+      ...dnsPreset,
       transform: plan.deformable ?? 'velocity',
       affine: plan.linear ?? false,
       inverse: !!inversePath,
@@ -395,7 +435,7 @@ export async function registerCommand(
         started = true;
         progress.update(
           p.done,
-          `level ${p.level}/${p.levels} ${similarity} ${p.similarity.toFixed(4)}`,
+          `level ${p.level}/${p.levels} ${similarityArg} ${p.similarity.toFixed(4)}`,
         );
       },
     };
@@ -436,7 +476,8 @@ export async function registerCommand(
       // --transform rigid|affine: the linear stage alone
       const affineOptions: RegisterAffineOptions = {
         transform: plan.linear!,
-        similarity: affineSimilarity(similarity),
+        similarity: dnsPreset.similarity ?? affineSimilarity(similarity),
+        ...(dnsPreset.features ? { features: dnsPreset.features } : {}),
         inverse: !!inversePath,
         onProgress: (p) => {
           if (!started) progress.start(`registering (${plan.linear})`, p.total);
@@ -564,7 +605,7 @@ export async function registerCommand(
       moving: o.moving,
       method: o.method ?? 'instance',
       ...(o.weights ? { weights: o.weights } : {}),
-      similarity,
+      similarity: similarityArg,
       transform: plan.transform,
       pipeline: o.method ? [o.method] : plan.pipeline,
       ...(affineRows ? { affine: affineRows } : {}),
@@ -583,6 +624,7 @@ export async function registerCommand(
     };
   } finally {
     progress.stop();
+    masr?.dispose();
     for (const t of toDispose) t.dispose();
     disposeVolumes(fixed, moving, labels);
   }
@@ -651,7 +693,9 @@ export function registerPlan(o: RegisterCommandOptions): RegisterPlan {
     }
     return { linear: t, deformable: null, transform: t, pipeline: [t] };
   }
-  const deformable = (t ?? 'velocity') as TransformModel;
+  // dns: the paper's instance optimisation optimises a displacement field
+  const deformable = (t ??
+    (o.similarity === 'dns' ? 'displacement' : 'velocity')) as TransformModel;
   const linear: AffineTransform | null =
     a === false || a === 'none'
       ? null
@@ -690,4 +734,42 @@ export function registerPlan(o: RegisterCommandOptions): RegisterPlan {
 /** The affine stage's similarity for a deformable one (as `registerImages` chooses). */
 function affineSimilarity(similarity: Similarity): 'mi' | 'mind' | 'ncc' {
   return similarity === 'mi' || similarity === 'mind' ? similarity : 'ncc';
+}
+
+/** Slices of a 3D volume the 2D MASR-Net maps at once (bounds the memory of its DNS layer). */
+const DNS_SLICES_PER_CHUNK = 8;
+
+/**
+ * The MASR-Net features of a normalised image `[1, ...S, 1]`: the 2D network on a 2D image;
+ * on a 3D volume `[1, X, Y, Z, 1]`, slice by slice along the last axis (Z; the axial one of
+ * RAS-like volumes), a few slices at a time, giving `[1, X, Y, Z, F]`.
+ */
+function masrFeatures(net: MasrNet, image: tf.Tensor): tf.Tensor {
+  if (image.rank === 4) return net.apply(image);
+  const [, X, Y, Z] = image.shape as number[];
+  const parts: tf.Tensor[] = [];
+  try {
+    for (let z0 = 0; z0 < Z!; z0 += DNS_SLICES_PER_CHUNK) {
+      const n = Math.min(DNS_SLICES_PER_CHUNK, Z! - z0);
+      parts.push(
+        tf.tidy(() => {
+          const chunk = tf.slice(image, [0, 0, 0, z0, 0], [1, X!, Y!, n, 1]);
+          const batch = tf.reshape(tf.transpose(tf.reshape(chunk, [X!, Y!, n]), [2, 0, 1]), [
+            n,
+            X!,
+            Y!,
+            1,
+          ]);
+          const d = net.apply(batch); // [n, X, Y, F]
+          return tf.transpose(d, [1, 2, 0, 3]); // [X, Y, n, F]
+        }),
+      );
+    }
+    const all = tf.concat(parts, 2);
+    const out = tf.reshape(all, [1, X!, Y!, Z!, net.featureChannels]);
+    all.dispose();
+    return out;
+  } finally {
+    tf.dispose(parts);
+  }
 }
