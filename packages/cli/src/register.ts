@@ -19,6 +19,7 @@ import {
   loadMasrNet,
   loadRegistrationNetwork,
   type MasrNet,
+  networkMethods,
 } from '@regkit/networks';
 import {
   type AffineTransform,
@@ -285,7 +286,11 @@ export async function registerCommand(
     const bundled = await bundledWeights(o.method);
     if (!bundled) {
       throw new UsageError(
-        `--method ${o.method} needs --weights <dir> (weights are bundled for: ${Object.keys(BUNDLED_WEIGHTS).join(', ')})`,
+        `--method ${o.method} needs --weights <dir> (weights are bundled for: ${Object.keys(
+          BUNDLED_WEIGHTS,
+        )
+          .filter((k) => networkMethods().includes(k))
+          .join(', ')})`,
       );
     }
     o = { ...o, weights: bundled };
