@@ -1,4 +1,4 @@
-import { RegkitError, resizeField, resizeImage, tf } from '@regkit/core';
+import { RegkitError, resizeField, resizeImage, resizeLinear, tf } from '@regkit/core';
 import {
   encodeDisplacementField,
   encodeItkAffine,
@@ -426,7 +426,15 @@ export async function registerCommand(
       }
       const net = masr;
       const extractor = { apply: (image: tf.Tensor) => masrFeatures(net, image) };
-      dnsPreset = dnsRegistrationOptions(f.shape.slice(1, -1), extractor);
+      // 2D: the optimisation runs at the working size too (its grid capped by maxVoxels),
+      // the scale the network and the preset's voxel-unit learning rates were set for
+      const shape = f.shape.slice(1, -1);
+      const scale = Math.min(1, DNS_WORKING_SIZE / Math.max(...shape));
+      const working = shape.length === 2 ? shape.map((s) => Math.round(s * scale)) : shape;
+      dnsPreset = dnsRegistrationOptions(working, extractor);
+      if (shape.length === 2 && scale < 1) {
+        dnsPreset.maxVoxels = working.reduce((a, b) => a * b, 1);
+      }
     }
     const options: RegisterImagesOptions = {
       similarity,
@@ -745,12 +753,33 @@ function affineSimilarity(similarity: Similarity): 'mi' | 'mind' | 'ncc' {
 const DNS_SLICES_PER_CHUNK = 8;
 
 /**
+ * The longest side of the slices the bundled MASR-Net was trained on (96×96 and 96×112
+ * slices of 1 mm brains): larger slices are mapped at this scale and the features resized
+ * back, so the network sees structures at the size it learnt them.
+ */
+const DNS_WORKING_SIZE = 112;
+
+/** `net` on 2D slices `[n, X, Y, 1]`, at the working size when they are larger; `[n, X, Y, F]`. */
+function atWorkingSize(net: MasrNet, slices: tf.Tensor): tf.Tensor {
+  const shape = slices.shape.slice(1, 3);
+  const scale = DNS_WORKING_SIZE / Math.max(...shape);
+  if (scale >= 1) return net.apply(slices);
+  return tf.tidy(() => {
+    const small = resizeImage(
+      slices,
+      shape.map((s) => Math.max(8, Math.round(s * scale))),
+    );
+    return resizeLinear(net.apply(small), shape);
+  });
+}
+
+/**
  * The MASR-Net features of a normalised image `[1, ...S, 1]`: the 2D network on a 2D image;
  * on a 3D volume `[1, X, Y, Z, 1]`, slice by slice along the last axis (Z; the axial one of
  * RAS-like volumes), a few slices at a time, giving `[1, X, Y, Z, F]`.
  */
 function masrFeatures(net: MasrNet, image: tf.Tensor): tf.Tensor {
-  if (image.rank === 4) return net.apply(image);
+  if (image.rank === 4) return atWorkingSize(net, image);
   const [, X, Y, Z] = image.shape as number[];
   const parts: tf.Tensor[] = [];
   try {
@@ -765,7 +794,7 @@ function masrFeatures(net: MasrNet, image: tf.Tensor): tf.Tensor {
             Y!,
             1,
           ]);
-          const d = net.apply(batch); // [n, X, Y, F]
+          const d = atWorkingSize(net, batch); // [n, X, Y, F]
           return tf.transpose(d, [1, 2, 0, 3]); // [X, Y, n, F]
         }),
       );
