@@ -434,6 +434,11 @@ export async function registerCommand(
       dnsPreset = dnsRegistrationOptions(working, extractor);
       if (shape.length === 2 && scale < 1) {
         dnsPreset.maxVoxels = working.reduce((a, b) => a * b, 1);
+      } else if (shape.length === 3) {
+        // 24 feature channels per voxel: the optimisation grid is capped at 2^18 voxels (a
+        // 128×128×62 volume at full resolution exceeded the 4 GiB wasm heap); --max-voxels
+        // overrides
+        dnsPreset.maxVoxels = DNS_MAX_VOXELS_3D;
       }
     }
     const options: RegisterImagesOptions = {
@@ -758,6 +763,9 @@ const DNS_SLICES_PER_CHUNK = 8;
  * back, so the network sees structures at the size it learnt them.
  */
 const DNS_WORKING_SIZE = 112;
+
+/** The largest optimisation grid of `--similarity dns` on 3D volumes (see registerCommand). */
+const DNS_MAX_VOXELS_3D = 2 ** 18;
 
 /** `net` on 2D slices `[n, X, Y, 1]`, at the working size when they are larger; `[n, X, Y, F]`. */
 function atWorkingSize(net: MasrNet, slices: tf.Tensor): tf.Tensor {
