@@ -106,9 +106,9 @@ function instanceOptions(c: Command): Command {
     .addOption(
       new Option(
         '--similarity <name>',
-        'lncc (same modality), mi or mind (different modalities), mse',
+        'lncc (same modality), mi, mind or dns (different modalities; dns: MASR-Net features, the bundled 2D network or --weights), mse',
       )
-        .choices(['lncc', 'mi', 'mind', 'mse'])
+        .choices(['lncc', 'mi', 'mind', 'mse', 'dns'])
         .default('lncc'),
     )
     .addOption(
@@ -224,7 +224,7 @@ export function buildProgram(io: CliIO = defaultIO): Command {
         )
         .option(
           '--weights <dir>',
-          'directory of the trained network (model.json + weights.bin); default: the bundled weights of the method (sitreg, fire)',
+          'directory of the trained network (model.json + weights.bin); default: the bundled weights of the method (sitreg, fire); with --similarity dns, of the MASR-Net (default: the bundled one)',
         )
         .option('--force', 'replace existing outputs')
         .addHelpText(

@@ -1,5 +1,5 @@
 import { basename } from 'node:path';
-import { RegkitError, resizeField, resizeImage, tf } from '@regkit/core';
+import { RegkitError, resizeField, resizeImage, resizeLinear, tf } from '@regkit/core';
 import {
   encodeDisplacementField,
   encodeItkAffine,
@@ -16,11 +16,15 @@ import { foldingPercent } from '@regkit/metrics';
 import {
   BUNDLED_WEIGHTS,
   bundledWeights,
+  loadMasrNet,
   loadRegistrationNetwork,
+  type MasrNet,
+  networkMethods,
   type RegistrationNetwork,
 } from '@regkit/networks';
 import {
   type AffineTransform,
+  dnsRegistrationOptions,
   normalizeIntensity,
   type RegisterAffineOptions,
   type RegisterImagesOptions,
@@ -51,6 +55,7 @@ export interface RegisterCommandOptions {
   out: string;
   field?: string;
   inverseField?: string | boolean;
+  /** `lncc`, `mi`, `mind`, `mse`, or `dns` (MASR-Net features: `weights`, else the bundled 2D network). */
   similarity?: string;
   /**
    * `rigid` or `affine`: only that linear stage; `velocity` or `displacement`: only that
@@ -83,7 +88,10 @@ export interface RegisterCommandOptions {
   force?: boolean;
   /** Register with a trained network of this method instead of instance optimisation. */
   method?: string;
-  /** Directory of the trained network (`saveRegistrationNetwork`), with `method`. */
+  /**
+   * Directory of the trained network (`saveRegistrationNetwork`), with `method`; with
+   * `similarity: 'dns'`, of the MASR-Net (`saveMasrNet`; default: the bundled one).
+   */
   weights?: string;
 }
 
@@ -95,7 +103,7 @@ export interface RegisterSummary {
   method: string;
   /** The network directory, when a network registered. */
   weights?: string;
-  similarity: Similarity;
+  similarity: Similarity | 'dns';
   /** `--transform`: the deformable model of the pipeline, or the linear stage run alone. */
   transform: TransformModel | AffineTransform;
   /** The stages that ran, in order: e.g. `['affine', 'velocity']`, `['rigid']`, `['velocity']`. */
@@ -269,9 +277,21 @@ export async function registerCommand(
   onWarning?: (message: string) => void,
   context: RegisterContext = {},
 ): Promise<RegisterSummary> {
-  const similarity = (o.similarity ?? 'lncc') as Similarity;
-  if (!['lncc', 'mi', 'mind', 'mse'].includes(similarity)) {
-    throw new UsageError(`--similarity must be lncc, mi, mind or mse, got '${o.similarity}'`);
+  const similarityArg = (o.similarity ?? 'lncc') as Similarity | 'dns';
+  if (!['lncc', 'mi', 'mind', 'mse', 'dns'].includes(similarityArg)) {
+    throw new UsageError(`--similarity must be lncc, mi, mind, mse or dns, got '${o.similarity}'`);
+  }
+  const dns = similarityArg === 'dns';
+  // the name registerImages and the progress lines see ('dns' passes a loss function)
+  const similarity = (dns ? 'mse' : similarityArg) as Similarity;
+  if (dns && o.method) {
+    throw new UsageError('--similarity dns applies to instance optimisation, not to --method');
+  }
+  const dnsWeights = dns ? (o.weights ?? (await bundledWeights('masrnet'))) : null;
+  if (dns && !dnsWeights) {
+    throw new UsageError(
+      '--similarity dns needs --weights <MASR-Net dir>: the bundled MASR-Net weights are not on disk',
+    );
   }
   const plan = registerPlan(o);
   if (o.maxVoxels !== undefined && !(o.maxVoxels === 0 || o.maxVoxels >= 64)) {
@@ -281,12 +301,18 @@ export async function registerCommand(
     const bundled = await bundledWeights(o.method);
     if (!bundled) {
       throw new UsageError(
-        `--method ${o.method} needs --weights <dir> (weights are bundled for: ${Object.keys(BUNDLED_WEIGHTS).join(', ')})`,
+        `--method ${o.method} needs --weights <dir> (weights are bundled for: ${Object.keys(
+          BUNDLED_WEIGHTS,
+        )
+          .filter((k) => networkMethods().includes(k))
+          .join(', ')})`,
       );
     }
     o = { ...o, weights: bundled };
   }
-  if (o.weights && !o.method) throw new UsageError('--weights needs --method <name>');
+  if (o.weights && !o.method && !dns) {
+    throw new UsageError('--weights needs --method <name> (or --similarity dns)');
+  }
   if (o.outLabels && !o.movingLabels) throw new UsageError('--out-labels needs --moving-labels');
   if (o.movingLabels && !o.outLabels) throw new UsageError('--moving-labels needs --out-labels');
   if (o.inverseField && !o.field && typeof o.inverseField !== 'string') {
@@ -330,6 +356,7 @@ export async function registerCommand(
       })
     : null;
   const toDispose: tf.Tensor[] = [];
+  let masr: MasrNet | null = null;
   try {
     // every check that needs no registration, before registering
     const fs = fixed.data.shape.slice(1, -1);
@@ -411,9 +438,36 @@ export async function registerCommand(
       moving.data.dispose();
     }
     let started = false;
+    let dnsPreset: RegisterImagesOptions = {};
+    if (dnsWeights) {
+      masr = (await loadMasrNet(dnsWeights)).model;
+      if (masr.ndim !== 2 || masr.channels !== 1) {
+        masr.dispose();
+        throw new UsageError(
+          `--weights ${dnsWeights}: the CLI's dns similarity needs a 2D, one-channel MASR-Net`,
+        );
+      }
+      const net = masr;
+      const extractor = { apply: (image: tf.Tensor) => masrFeatures(net, image) };
+      // 2D: the optimisation runs at the working size too (its grid capped by maxVoxels),
+      // the scale the network and the preset's voxel-unit learning rates were set for
+      const shape = f.shape.slice(1, -1);
+      const scale = Math.min(1, DNS_WORKING_SIZE / Math.max(...shape));
+      const working = shape.length === 2 ? shape.map((s) => Math.round(s * scale)) : shape;
+      dnsPreset = dnsRegistrationOptions(working, extractor);
+      if (shape.length === 2 && scale < 1) {
+        dnsPreset.maxVoxels = working.reduce((a, b) => a * b, 1);
+      } else if (shape.length === 3) {
+        // 24 feature channels per voxel: the optimisation grid is capped at 2^18 voxels (a
+        // 128×128×62 volume at full resolution exceeded the 4 GiB wasm heap); --max-voxels
+        // overrides
+        dnsPreset.maxVoxels = DNS_MAX_VOXELS_3D;
+      }
+    }
     const options: RegisterImagesOptions = {
       similarity,
       disposeInputs: reread,
+      ...dnsPreset,
       transform: plan.deformable ?? 'velocity',
       affine: plan.linear ?? false,
       inverse: !!inversePath,
@@ -423,7 +477,7 @@ export async function registerCommand(
         started = true;
         progress.update(
           p.done,
-          `level ${p.level}/${p.levels} ${similarity} ${p.similarity.toFixed(4)}`,
+          `level ${p.level}/${p.levels} ${similarityArg} ${p.similarity.toFixed(4)}`,
         );
       },
     };
@@ -465,7 +519,8 @@ export async function registerCommand(
       // --transform rigid|affine: the linear stage alone
       const affineOptions: RegisterAffineOptions = {
         transform: plan.linear!,
-        similarity: affineSimilarity(similarity),
+        similarity: dnsPreset.similarity ?? affineSimilarity(similarity),
+        ...(dnsPreset.features ? { features: dnsPreset.features } : {}),
         inverse: !!inversePath,
         onProgress: (p) => {
           if (!started) progress.start(`registering (${plan.linear})`, p.total);
@@ -617,7 +672,7 @@ export async function registerCommand(
       moving: o.moving,
       method: o.method ?? 'instance',
       ...(o.weights ? { weights: o.weights } : {}),
-      similarity,
+      similarity: similarityArg,
       transform: plan.transform,
       pipeline: o.method ? [o.method] : plan.pipeline,
       ...(affineRows ? { affine: affineRows } : {}),
@@ -636,6 +691,7 @@ export async function registerCommand(
     };
   } finally {
     progress.stop();
+    masr?.dispose();
     for (const t of toDispose) t.dispose();
     disposeVolumes(fixed, moving, labels);
   }
@@ -698,7 +754,9 @@ export function registerPlan(o: RegisterCommandOptions): RegisterPlan {
     }
     return { linear: t, deformable: null, transform: t, pipeline: [t] };
   }
-  const deformable = (t ?? 'velocity') as TransformModel;
+  // dns: the paper's instance optimisation optimises a displacement field
+  const deformable = (t ??
+    (o.similarity === 'dns' ? 'displacement' : 'velocity')) as TransformModel;
   const linear: AffineTransform | null =
     a === false || a === 'none'
       ? null
@@ -737,4 +795,66 @@ export function registerPlan(o: RegisterCommandOptions): RegisterPlan {
 /** The affine stage's similarity for a deformable one (as `registerImages` chooses). */
 function affineSimilarity(similarity: Similarity): 'mi' | 'mind' | 'ncc' {
   return similarity === 'mi' || similarity === 'mind' ? similarity : 'ncc';
+}
+
+/** Slices of a 3D volume the 2D MASR-Net maps at once (bounds the memory of its DNS layer). */
+const DNS_SLICES_PER_CHUNK = 8;
+
+/**
+ * The longest side of the slices the bundled MASR-Net was trained on (96×96 and 96×112
+ * slices of 1 mm brains): larger slices are mapped at this scale and the features resized
+ * back, so the network sees structures at the size it learnt them.
+ */
+const DNS_WORKING_SIZE = 112;
+
+/** The largest optimisation grid of `--similarity dns` on 3D volumes (see registerCommand). */
+const DNS_MAX_VOXELS_3D = 2 ** 18;
+
+/** `net` on 2D slices `[n, X, Y, 1]`, at the working size when they are larger; `[n, X, Y, F]`. */
+function atWorkingSize(net: MasrNet, slices: tf.Tensor): tf.Tensor {
+  const shape = slices.shape.slice(1, 3);
+  const scale = DNS_WORKING_SIZE / Math.max(...shape);
+  if (scale >= 1) return net.apply(slices);
+  return tf.tidy(() => {
+    const small = resizeImage(
+      slices,
+      shape.map((s) => Math.max(8, Math.round(s * scale))),
+    );
+    return resizeLinear(net.apply(small), shape);
+  });
+}
+
+/**
+ * The MASR-Net features of a normalised image `[1, ...S, 1]`: the 2D network on a 2D image;
+ * on a 3D volume `[1, X, Y, Z, 1]`, slice by slice along the last axis (Z; the axial one of
+ * RAS-like volumes), a few slices at a time, giving `[1, X, Y, Z, F]`.
+ */
+function masrFeatures(net: MasrNet, image: tf.Tensor): tf.Tensor {
+  if (image.rank === 4) return atWorkingSize(net, image);
+  const [, X, Y, Z] = image.shape as number[];
+  const parts: tf.Tensor[] = [];
+  try {
+    for (let z0 = 0; z0 < Z!; z0 += DNS_SLICES_PER_CHUNK) {
+      const n = Math.min(DNS_SLICES_PER_CHUNK, Z! - z0);
+      parts.push(
+        tf.tidy(() => {
+          const chunk = tf.slice(image, [0, 0, 0, z0, 0], [1, X!, Y!, n, 1]);
+          const batch = tf.reshape(tf.transpose(tf.reshape(chunk, [X!, Y!, n]), [2, 0, 1]), [
+            n,
+            X!,
+            Y!,
+            1,
+          ]);
+          const d = atWorkingSize(net, batch); // [n, X, Y, F]
+          return tf.transpose(d, [1, 2, 0, 3]); // [X, Y, n, F]
+        }),
+      );
+    }
+    const all = tf.concat(parts, 2);
+    const out = tf.reshape(all, [1, X!, Y!, Z!, net.featureChannels]);
+    all.dispose();
+    return out;
+  } finally {
+    tf.dispose(parts);
+  }
 }

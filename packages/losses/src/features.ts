@@ -3,7 +3,9 @@ import {
   assertImagePair,
   fail,
   fmtShape,
+  gaussianSmooth,
   hasKernels,
+  mulberry32,
   RegkitMindSsc,
   type RegkitMindSscAttrs,
   tf,
@@ -250,5 +252,117 @@ export function mindLoss(a: tf.Tensor, b: tf.Tensor, options: MindSscOptions = {
   assertImagePair('mindLoss', a, b);
   return tf.tidy(
     () => tf.mean(tf.squaredDifference(mindSsc(a, options), mindSsc(b, options))) as tf.Scalar,
+  );
+}
+
+/** Options of {@link sampleForegroundVoxels}. */
+export interface ForegroundSampleOptions {
+  /** N^k, voxels drawn (default 8192; all foreground voxels when there are fewer). */
+  samples?: number;
+  /** Foreground: voxels whose first channel is > threshold (default 0). */
+  threshold?: number;
+  /** Seed of the draw (default 0). */
+  seed?: number;
+}
+
+/**
+ * Draws N distinct foreground voxels of `image` (first batch element, first channel >
+ * threshold) uniformly without replacement (partial Fisher–Yates on a seeded mulberry32
+ * stream), for the contrastive loss of MASR-Net. Reads the image once (async).
+ *
+ * @param image `[B, ...S, C]`.
+ * @returns int32 `[N]` flat voxel indices over S, ascending.
+ */
+export async function sampleForegroundVoxels(
+  image: tf.Tensor,
+  options: ForegroundSampleOptions = {},
+): Promise<tf.Tensor1D> {
+  const fn = 'sampleForegroundVoxels';
+  assertImage(fn, 'image', image);
+  const n = options.samples ?? 8192;
+  const threshold = options.threshold ?? 0;
+  if (!Number.isInteger(n) || n < 2) fail(fn, `'samples' must be an integer ≥ 2, got ${n}`);
+  const c = image.shape[image.rank - 1]!;
+  const voxels = image.shape.slice(1, -1).reduce((a, b) => a * b, 1);
+  const values = await image.data();
+  const fg: number[] = [];
+  for (let v = 0; v < voxels; v++) if (values[v * c]! > threshold) fg.push(v);
+  if (fg.length < 2) {
+    fail(
+      fn,
+      `'image' ${fmtShape(image.shape)} has ${fg.length} voxels above ${threshold}: need ≥ 2`,
+    );
+  }
+  const rand = mulberry32(options.seed ?? 0);
+  const k = Math.min(n, fg.length);
+  for (let i = 0; i < k; i++) {
+    const j = i + Math.floor(rand() * (fg.length - i));
+    [fg[i], fg[j]] = [fg[j]!, fg[i]!];
+  }
+  const picked = Int32Array.from(fg.slice(0, k)).sort();
+  return tf.tensor1d(picked, 'int32');
+}
+
+/**
+ * The anatomy-aware contrastive loss of MASR-Net (Eq. 4): the feature vectors of two views
+ * of one image at the same N sampled voxels are positive pairs, those at other sampled
+ * voxels negatives: {@link infoNceLoss}(D[indices], D′[indices]) with temperature τ.
+ *
+ * @param features `[1, ...S, C]` D of one view.
+ * @param augmented `[1, ...S, C]` D′ of the other view (same grid).
+ * @param indices int32 `[N]` flat voxel indices ({@link sampleForegroundVoxels}).
+ * @returns scalar to minimise.
+ */
+export function contrastiveVoxelLoss(
+  features: tf.Tensor,
+  augmented: tf.Tensor,
+  indices: tf.Tensor,
+  options: InfoNceOptions = {},
+): tf.Scalar {
+  const fn = 'contrastiveVoxelLoss';
+  assertImagePair(fn, features, augmented);
+  if (features.shape[0] !== 1) fail(fn, `batch must be 1, got ${fmtShape(features.shape)}`);
+  if (indices.rank !== 1 || indices.dtype !== 'int32') {
+    fail(
+      fn,
+      `'indices' must be an int32 [N] tensor, got ${indices.dtype} ${fmtShape(indices.shape)}`,
+    );
+  }
+  return tf.tidy(() => {
+    const c = features.shape[features.rank - 1]!;
+    const rows = (x: tf.Tensor) => tf.gather(tf.reshape(x, [-1, c]), indices);
+    return infoNceLoss(rows(features), rows(augmented), options);
+  });
+}
+
+/** Options of {@link smoothedCosineLoss}. */
+export interface SmoothedCosineOptions {
+  /** σ of the Gaussian ψ_σ in voxels (default 1; 0 compares the maps as they are). */
+  sigma?: number;
+}
+
+/**
+ * The DNS similarity of MASR-Net (Eq. 5): negated cosine similarity of Gaussian-smoothed
+ * feature maps, `cosineSimilarityLoss(ψ_σ(fa), ψ_σ(fb))` with ψ_σ a per-channel Gaussian
+ * filter (reflecting borders, `gaussianSmooth`). Smoothing widens the basin of each feature
+ * match. Differentiable.
+ *
+ * @param fa `[B, ...S, C]` features (fixed).
+ * @param fb same shape (warped moving).
+ * @returns scalar in [0, 2] to minimise.
+ */
+export function smoothedCosineLoss(
+  fa: tf.Tensor,
+  fb: tf.Tensor,
+  options: SmoothedCosineOptions = {},
+): tf.Scalar {
+  const fn = 'smoothedCosineLoss';
+  assertImagePair(fn, fa, fb);
+  const sigma = options.sigma ?? 1;
+  if (!(sigma >= 0 && Number.isFinite(sigma))) fail(fn, `'sigma' must be ≥ 0, got ${sigma}`);
+  return tf.tidy(() =>
+    sigma > 0
+      ? cosineSimilarityLoss(gaussianSmooth(fa, sigma), gaussianSmooth(fb, sigma))
+      : cosineSimilarityLoss(fa, fb),
   );
 }

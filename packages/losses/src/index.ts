@@ -6,12 +6,22 @@
  * @packageDocumentation
  */
 export {
+  type BezierAugmentOptions,
+  bezierIntensityAugment,
+  bezierIntensityCurve,
+} from './augment.js';
+export {
+  contrastiveVoxelLoss,
   cosineSimilarityLoss,
+  type ForegroundSampleOptions,
   type InfoNceOptions,
   infoNceLoss,
   type MindSscOptions,
   mindLoss,
   mindSsc,
+  type SmoothedCosineOptions,
+  sampleForegroundVoxels,
+  smoothedCosineLoss,
 } from './features.js';
 export { l1Loss, mseLoss, rmsLoss } from './intensity.js';
 export {

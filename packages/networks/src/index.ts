@@ -6,6 +6,14 @@
  * @packageDocumentation
  */
 
+export {
+  blurPool,
+  type DnsLayerOptions,
+  dnsLayer,
+  dnsPairs,
+  dnsRelations,
+  upsampleLinear2x,
+} from './dns.js';
 /** FIRE: synthesis encoder/decoders with affine + non-rigid transformation networks. */
 export {
   createFire,
@@ -52,6 +60,17 @@ export {
   type TrainInnregOptions,
   trainInnreg,
 } from './innreg.js';
+/** MASR-Net: DNS structural representations trained by contrastive learning (Mok et al. 2024). */
+export {
+  createMasrNet,
+  loadMasrNet,
+  MasrNet,
+  type MasrNetMetadata,
+  type MasrNetOptions,
+  saveMasrNet,
+  type TrainMasrNetOptions,
+  trainMasrNet,
+} from './masrnet.js';
 export {
   BUNDLED_WEIGHTS,
   bundledWeights,

@@ -18,6 +18,11 @@ export {
   type RegisterAffineResult,
   registerAffine,
 } from './affine.js';
+export {
+  DNS_PAPER_SCHEDULE,
+  type DnsRegistrationOptions,
+  dnsRegistrationOptions,
+} from './dns.js';
 export { normalizeIntensity, selectKth } from './intensity.js';
 export {
   type RegisterImagesOptions,

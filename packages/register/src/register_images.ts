@@ -74,10 +74,22 @@ export interface RegisterImagesOptions {
   levels?: number;
   /** Adam iterations per level, coarsest first (default `[150, 100, 60]`, trimmed to `levels`). */
   iterations?: readonly number[];
-  /** Adam learning rate in voxels of the parameter grid (default 0.1 for mi; else 0.3 velocity, 0.5 displacement). */
-  learningRate?: number;
-  /** λ, the weight of the diffusion regulariser on the parameter field (default 2 for mi, 0.2 mse, else 1). */
-  regularisationWeight?: number;
+  /**
+   * Adam learning rate in voxels of the parameter grid (default 0.1 for mi; else 0.3
+   * velocity, 0.5 displacement): one value, or one per level, coarsest first.
+   */
+  learningRate?: number | readonly number[];
+  /**
+   * λ, the weight of the diffusion regulariser on the parameter field (default 2 for mi, 0.2
+   * mse, else 1): one value, or one per level, coarsest first.
+   */
+  regularisationWeight?: number | readonly number[];
+  /**
+   * With {@link features}: compute the features once, on the full-resolution images, and
+   * resample the feature maps to each level (MASR-Net's IO, Mok et al. 2024, Supp. B.1)
+   * instead of extracting them from each level's image (default false).
+   */
+  featuresOnce?: boolean;
   /** Local NCC window at the finest level (default 9; coarser levels use at most 5). */
   window?: number;
   /** MI bins (default 16). */
@@ -217,8 +229,18 @@ export async function registerImages(
   // defaults tuned on the demo problems: MI's gradient is noisy, so it gets a smaller step
   // and a smoother, more regularised field
   const mi = named === 'mi';
-  const lr = options.learningRate ?? (mi ? 0.1 : model === 'velocity' ? 0.3 : 0.5);
-  const lambda = options.regularisationWeight ?? (mi ? 2 : named === 'mse' ? 0.2 : 1);
+  const lrs = perLevel(
+    fn,
+    'learningRate',
+    options.learningRate ?? (mi ? 0.1 : model === 'velocity' ? 0.3 : 0.5),
+    nLevels,
+  );
+  const lambdas = perLevel(
+    fn,
+    'regularisationWeight',
+    options.regularisationWeight ?? (mi ? 2 : named === 'mse' ? 0.2 : 1),
+    nLevels,
+  );
   const window = options.window ?? 9;
   const bins = options.bins ?? 16;
   const samples = options.samples ?? 32768;
@@ -231,8 +253,6 @@ export async function registerImages(
   const smoothing = options.fieldSmoothing ?? (mi ? 3 : 1);
   const reportEvery = options.reportEvery ?? 10;
   for (const [name, v] of [
-    ['learningRate', lr],
-    ['regularisationWeight', lambda],
     ['fieldDownsample', down],
     ['fieldSmoothing', smoothing],
   ] as const) {
@@ -304,7 +324,16 @@ export async function registerImages(
   const shapes = Array.from({ length: nLevels - skip }, (_, level) =>
     levelShape(spatial, Math.max(2 ** (nLevels - 1 - level), capFactor)),
   );
-  const pyramid = imagePyramid(fixed, moving, shapes);
+  // featuresOnce: the pyramid of the full-resolution feature maps, extracted once
+  const once = extractor && options.featuresOnce === true;
+  const pyramid = once
+    ? (() => {
+        const [ff, mf] = tf.tidy(() => [extractor.apply(fixed), extractor.apply(moving)]);
+        const levels = imagePyramid(ff!, mf!, shapes);
+        tf.dispose([ff!, mf!]);
+        return levels;
+      })()
+    : imagePyramid(fixed, moving, shapes);
   if (options.disposeInputs) tf.dispose([fixed, moving]);
   const release = () => {
     for (const pair of pyramid) if (pair) tf.dispose(pair);
@@ -315,10 +344,11 @@ export async function registerImages(
     const pShape = levelShape(shape, down);
     const [fImage, mImage] = pyramid[level]!;
     // features once per level; the moving ones are warped each iteration
-    const [f, m] = extractor
+    const perLevelFeatures = extractor && !once;
+    const [f, m] = perLevelFeatures
       ? tf.tidy(() => [extractor.apply(fImage), extractor.apply(mImage)])
       : [fImage, mImage];
-    if (extractor) tf.dispose([fImage, mImage]);
+    if (perLevelFeatures) tf.dispose([fImage, mImage]);
     pyramid[level] = [f!, m!];
     const next: tf.Tensor = param ? resizeField(param, pShape) : tf.zeros([1, ...pShape, nd]);
     param?.dispose();
@@ -328,7 +358,8 @@ export async function registerImages(
       window: level === nLevels - 1 ? window : Math.min(window, 5),
       bins,
     });
-    const optimizer = tf.train.adam(lr);
+    const optimizer = tf.train.adam(lrs[level]!);
+    const lambda = lambdas[level]!;
     const p = param;
     // the affine on the parameter grid: x ↦ a(x + u(x)) has the displacement aField + u Bᵀ
     // there; as the affine part is linear in x and the upsampling linear in the field, the
@@ -492,4 +523,24 @@ function addAffine(u: tf.Tensor, grid: { field: tf.Tensor; linear: tf.Tensor }):
     const au = tf.matMul(tf.reshape(u, [-1, nd]), grid.linear, false, true);
     return tf.add(grid.field, tf.reshape(au, u.shape));
   });
+}
+
+/**
+ * A per-level option: one finite value ≥ 0 for every level, or a list of `levels` of them
+ * (coarsest first). Throws naming `fn` and the option otherwise.
+ */
+function perLevel(
+  fn: string,
+  name: string,
+  value: number | readonly number[],
+  levels: number,
+): number[] {
+  const list = typeof value === 'number' ? new Array<number>(levels).fill(value) : [...value];
+  if (list.length !== levels || list.some((v) => !(v >= 0 && Number.isFinite(v)))) {
+    fail(
+      fn,
+      `'${name}' must be a finite number ≥ 0 or a list of ${levels} of them, got ${JSON.stringify(value)}`,
+    );
+  }
+  return list;
 }
