@@ -540,6 +540,48 @@ describe('ITK (transformix) reads what writeVolume writes', () => {
   );
 });
 
+describe('ITK (transformix) applies the fields writeDisplacementField writes as .mha/.nrrd', () => {
+  const reason = transformixReason();
+  it.skipIf(reason !== null)(
+    `a DeformationFieldTransform of our file gives the same field back (transformix -def all)${reason ? ` (skipped: ${reason})` : ''}`,
+    async () => {
+      const ref = randomVolume([1, 5, 4, 3, 1], OBLIQUE, 7);
+      const u = tf.randomUniform([1, 5, 4, 3, 3], -2, 2, 'float32', 4);
+      for (const ext of ['.mha', '.nrrd']) {
+        const dir = join(tmp.dir, `def${ext.slice(1)}`);
+        execFileSync('mkdir', ['-p', dir]);
+        const fieldPath = join(dir, `field${ext}`);
+        await writeDisplacementField(fieldPath, u, ref, { compress: ext === '.nrrd' });
+        // ITK reads the vector image as a displacement field transform and samples it
+        // (order 0) on the same grid, then writes it as ITK's own 5D NIfTI field
+        const params = identityParams(ref, 'nii')
+          .replace(
+            '(Transform "TranslationTransform")',
+            `(Transform "DeformationFieldTransform")\n(DeformationFieldFileName "${fieldPath}")\n(DeformationFieldInterpolationOrder 0)`,
+          )
+          .replace(
+            /\(NumberOfParameters \d+\)\n\(TransformParameters [^)]*\)/,
+            '(NumberOfParameters 0)',
+          );
+        writeFileSync(join(dir, 'tp.txt'), params);
+        execFileSync('transformix', ['-def', 'all', '-out', dir, '-tp', join(dir, 'tp.txt')], {
+          stdio: 'ignore',
+        });
+        const back = await readDisplacementField(join(dir, 'deformationField.nii'), ref);
+        expectClose(
+          (await back.data()) as Float32Array,
+          (await u.data()) as Float32Array,
+          1e-5,
+          1e-5,
+          `${ext} field through ITK`,
+        );
+        back.dispose();
+      }
+      tf.dispose([ref.data, u]);
+    },
+  );
+});
+
 describe('nibabel reads what writeVolume writes (.mgh, .mgz)', () => {
   const ok = hasNibabel();
   if (!ok)

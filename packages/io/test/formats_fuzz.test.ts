@@ -228,8 +228,10 @@ function onInflated(kind: 'gzip' | 'zlib', endLine: RegExp | null): Mutation[] {
       apply: (f, r) => {
         const { lines, rest } = splitText(f.main, endLine);
         const out = rest.slice();
-        for (let i = 0; i < int(r, 1, 6) && out.length > 0; i++)
-          out[int(r, 0, out.length - 1)] ^= 1 << int(r, 0, 7);
+        for (let i = 0; i < int(r, 1, 6) && out.length > 0; i++) {
+          const at = int(r, 0, out.length - 1);
+          out[at] = out[at]! ^ (1 << int(r, 0, 7));
+        }
         return { ...f, main: joinText(lines, out) };
       },
     },
