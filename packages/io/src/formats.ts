@@ -90,7 +90,10 @@ export function imageFormat(path: string): ImageFormat | null {
 export interface ReadVolumeOptions extends ReadNiftiOptions {
   /** The format of bytes (default: detected from them: gzip/NIfTI/MGH by their first bytes, `NRRD000n`, MetaImage keys). */
   format?: ImageFormat;
-  /** The data file's bytes of a `.mhd`/`.nhdr` given as bytes (its `ElementDataFile` / `data file`). */
+  /**
+   * The data file's bytes of a `.mhd`/`.nhdr` given as bytes (its `ElementDataFile` /
+   * `data file`); named `imageName` in messages (default: the name in the header).
+   */
   dataBytes?: Uint8Array;
 }
 
