@@ -69,7 +69,8 @@ export function gunzipPrefix(
     if (final) ended = true;
   };
   const g = kind === 'gzip' ? new Gunzip(onData) : new Unzlib(onData);
-  const step = 16384;
+  // small input steps: deflate reaches ~1000:1, so 1 KB of input is at most ~1 MB of output past `limit`
+  const step = 1024;
   try {
     for (let off = 0; off < gz.length && total < limit && !ended; off += step) {
       const end = Math.min(gz.length, off + step);
