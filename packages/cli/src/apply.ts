@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
 import type { tf } from '@regkit/core';
 import {
-  encodeNifti,
   itkToVoxelAffine,
   RegkitIOError,
   readDisplacementField,
@@ -9,7 +8,13 @@ import {
   type Volume,
 } from '@regkit/io';
 import { UsageError } from './errors.js';
-import { checkOutputs, disposeVolumes, OutputTransaction, readInput } from './files.js';
+import {
+  checkOutputs,
+  disposeVolumes,
+  encodeImageFor,
+  OutputTransaction,
+  readInput,
+} from './files.js';
 import { affineThenField, warpThroughAffines } from './geometry.js';
 import { encodeLabels } from './register.js';
 
@@ -106,7 +111,9 @@ export async function applyCommand(o: ApplyCommandOptions): Promise<{ out: strin
         tx.stageNifti(
           '--out',
           o.out,
-          o.nearest ? await encodeLabels(warped, moving.header.datatype) : encodeNifti(warped),
+          o.nearest
+            ? await encodeLabels(warped, moving.header.datatype, o.out)
+            : encodeImageFor(o.out, warped),
         );
         await tx.commit();
       } finally {

@@ -187,15 +187,18 @@ export function buildProgram(io: CliIO = defaultIO): Command {
         .description(
           'register --moving to --fixed in the fixed grid: multi-resolution instance optimisation (no trained model), or a trained network with --method and --weights',
         )
-        .requiredOption('--fixed <file>', 'fixed image (NIfTI)')
+        .requiredOption(
+          '--fixed <file>',
+          'fixed image (NIfTI, MetaImage .mha/.mhd, NRRD or MGH .mgh/.mgz)',
+        )
         .requiredOption(
           '--moving <file>',
-          'moving image (NIfTI; mapped through both affines when the grids differ)',
+          'moving image (any format of --fixed; mapped through both affines when the grids differ)',
         )
         .requiredOption('--out <file>', 'warped moving image')
         .option(
           '--field <file>',
-          'write the total displacement field, affine included (ITK/ANTs: 5D NIfTI, mm, LPS)',
+          'write the total displacement field, affine included (ITK/ANTs: 5D NIfTI, or a .mha/.nrrd vector image; mm, LPS)',
         )
         .option(
           '--inverse-field [file]',
@@ -247,7 +250,7 @@ applied after it ('regkit apply --affine A.txt --field D.nii.gz', 'antsApplyTran
 D.nii.gz -t A.txt').
 
 Checked before registering (usage error, exit 2, nothing written): outputs (folder exists and
-is writable, .nii/.nii.gz or .png, not an input, not existing without --force), shapes and
+is writable, .nii/.nii.gz/.mha/.nrrd/.mgh/.mgz (fields: not MGH) or .png, not an input, not existing without --force), shapes and
 channels, and the images: non-finite values, a constant or all-zero image, a moving image
 outside the fixed grid (no overlap in space) or constant once resampled onto it, and a grid
 one voxel thick on two axes are refused. A 3D image one voxel thick along one axis is
@@ -304,7 +307,7 @@ another run created meanwhile fails this run (exit 1) unless --force.`,
         'warp an image or label map by an ITK/ANTs displacement field, affine transform, or both',
       )
       .requiredOption('--moving <file>', 'image to warp')
-      .option('--field <file>', 'displacement field (ITK/ANTs NIfTI)')
+      .option('--field <file>', 'displacement field (ITK/ANTs: NIfTI, .mha or .nrrd)')
       .option(
         '--affine <file>',
         'affine transform (ITK .txt/.tfm or ANTs .mat, as register --affine-out writes); with --field, applied after it',
@@ -372,15 +375,15 @@ more distinct values than both 256 and half its voxels is refused as not a label
   common(
     program
       .command('info')
-      .description('header and value summary of a NIfTI file')
-      .argument('<file>', 'NIfTI file'),
+      .description('header and value summary of an image (NIfTI, MetaImage, NRRD, MGH)')
+      .argument('<file>', 'image file'),
   ).action(async (file: string, o: Common) => {
     await setupBackend(o.backend);
     const s = await infoCommand(file);
     if (o.json) io.out(`${JSON.stringify(s)}\n`);
     else {
       io.out(
-        `${s.file}\n  NIfTI-${s.version} ${s.datatype}, ${s.shape.join('×')}${s.channels > 1 ? ` × ${s.channels} channels` : ''}, spacing ${s.spacing.join('×')} mm, ${s.orientation} (${s.affineSource})\n  values [${fmt(s.min, 4)}, ${fmt(s.max, 4)}], mean ${fmt(s.mean, 4)}${s.intentCode ? `, intent ${s.intentCode}` : ''}${s.description ? `\n  "${s.description}"` : ''}\n  affine\n${s.affine.map((r) => `    ${r.map((x) => fmt(x, 4).padStart(10)).join(' ')}`).join('\n')}\n`,
+        `${s.file}\n  ${s.format} ${s.datatype}, ${s.shape.join('×')}${s.channels > 1 ? ` × ${s.channels} channels` : ''}, spacing ${s.spacing.join('×')} mm, ${s.orientation} (${s.affineSource})\n  values [${fmt(s.min, 4)}, ${fmt(s.max, 4)}], mean ${fmt(s.mean, 4)}${s.intentCode ? `, intent ${s.intentCode}` : ''}${s.description ? `\n  "${s.description}"` : ''}\n  affine\n${s.affine.map((r) => `    ${r.map((x) => fmt(x, 4).padStart(10)).join(' ')}`).join('\n')}\n`,
       );
     }
   });

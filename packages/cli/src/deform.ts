@@ -1,7 +1,14 @@
 import { identityGrid, randomSmoothField, tf, warp } from '@regkit/core';
-import { encodeDisplacementField, encodeNifti, volumeLike } from '@regkit/io';
+import { volumeLike } from '@regkit/io';
 import { UsageError } from './errors.js';
-import { checkOutputs, disposeVolumes, OutputTransaction, readInput } from './files.js';
+import {
+  checkOutputs,
+  disposeVolumes,
+  encodeFieldFor,
+  encodeImageFor,
+  OutputTransaction,
+  readInput,
+} from './files.js';
 import { encodeLabels } from './register.js';
 
 /** Options of the `deform` command. */
@@ -141,15 +148,15 @@ export async function deformCommand(o: DeformCommandOptions): Promise<{
     const out = warp(image.data, v);
     keep.push(out);
     const tx = new OutputTransaction(!!o.force);
-    tx.stageNifti('--out', o.out, () => encodeNifti(volumeLike(image, out)));
-    tx.stageNifti('--true-field', o.trueField, () => encodeDisplacementField(v, image));
+    tx.stageNifti('--out', o.out, () => encodeImageFor(o.out, volumeLike(image, out)));
+    tx.stageNifti('--true-field', o.trueField, () => encodeFieldFor(o.trueField, v, image));
     if (labels && o.outLabels) {
       const l = warp(labels.data, v, { interpolation: 'nearest' });
       keep.push(l);
       tx.stageNifti(
         '--out-labels',
         o.outLabels,
-        await encodeLabels(volumeLike(image, l), labels.header.datatype),
+        await encodeLabels(volumeLike(image, l), labels.header.datatype, o.outLabels),
       );
     }
     await tx.commit();

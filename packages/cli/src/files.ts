@@ -11,8 +11,17 @@ import {
 import { copyFile, link, lstat, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createGzip, gzip } from 'node:zlib';
+import type { tf } from '@regkit/core';
 import { RegkitError } from '@regkit/core';
-import { readNifti, type Volume } from '@regkit/io';
+import {
+  encodeDisplacementField,
+  encodeNifti,
+  encodeVolume,
+  imageFormat,
+  type NiftiWriteDatatype,
+  readVolume,
+  type Volume,
+} from '@regkit/io';
 import { UsageError } from './errors.js';
 
 function canonical(path: string): string {
@@ -24,26 +33,37 @@ function canonical(path: string): string {
 }
 
 /** What an output file holds, which fixes its extension. */
-export type OutputKind = 'nifti' | 'png' | 'transform';
+export type OutputKind = 'image' | 'field' | 'png' | 'transform';
 
-const EXTENSIONS: Record<OutputKind, string[]> = {
-  nifti: ['.nii', '.nii.gz'],
+/**
+ * Output file endings per kind: images as NIfTI, MetaImage (`.mha`, one file), NRRD or
+ * FreeSurfer MGH; displacement fields as ITK vector images (NIfTI, `.mha`, `.nrrd`: MGH has
+ * no field convention).
+ */
+export const OUTPUT_EXTENSIONS: Record<OutputKind, string[]> = {
+  image: ['.nii', '.nii.gz', '.mha', '.nrrd', '.mgh', '.mgz'],
+  field: ['.nii', '.nii.gz', '.mha', '.nrrd'],
   png: ['.png'],
   transform: ['.txt', '.tfm', '.mat'],
 };
 
+const FIELD_OPTIONS = new Set(['--field', '--deformable-field', '--inverse-field', '--true-field']);
+
 /**
  * The kind of an output option: `--png` is a PNG preview, `--affine-out` an ITK/ANTs affine
- * transform file, every other output is NIfTI.
+ * transform file, the field options displacement fields, every other output an image.
  */
 function outputKind(option: string): OutputKind {
-  return option === '--png' ? 'png' : option === '--affine-out' ? 'transform' : 'nifti';
+  if (option === '--png') return 'png';
+  if (option === '--affine-out') return 'transform';
+  return FIELD_OPTIONS.has(option) ? 'field' : 'image';
 }
 
 /**
  * Checks output paths before any work: none may be an input (inputs are never overwritten),
  * two outputs may not coincide, existing files are refused unless `force`, the extension
- * must be one the output can be written as (`.nii`/`.nii.gz`, `.png` for `--png`,
+ * must be one the output can be written as ({@link OUTPUT_EXTENSIONS}: images `.nii`,
+ * `.nii.gz`, `.mha`, `.nrrd`, `.mgh`, `.mgz`; fields the same but MGH; `.png` for `--png`,
  * `.txt`/`.tfm`/`.mat` for `--affine-out`), and the
  * folder must exist and be writable. Removes stale temporaries of dead processes next to
  * the outputs ({@link removeStaleTemporaries}). Throws a {@link UsageError} naming the option
@@ -69,9 +89,9 @@ export function checkOutputs(
     seen.set(c, name);
     const kind = outputKind(name);
     const lower = p.toLowerCase();
-    if (!EXTENSIONS[kind].some((e) => lower.endsWith(e))) {
+    if (!OUTPUT_EXTENSIONS[kind].some((e) => lower.endsWith(e))) {
       throw new UsageError(
-        `${name} ${p}: the file name must end with ${EXTENSIONS[kind].join(' or ')}`,
+        `${name} ${p}: the file name must end with ${OUTPUT_EXTENSIONS[kind].join(', ')}`,
       );
     }
     const dir = dirname(resolve(p));
@@ -103,11 +123,11 @@ export function checkOutputs(
 /**
  * Temporary files of regkit's writers: `.<name>.<pid>.<random>.tmp` (this package's
  * {@link OutputTransaction}, `writeFileAtomic` of `@regkit/io` and the weight writer of
- * `@regkit/networks`), for the kinds of files regkit writes (`.nii`, `.nii.gz`, `.png`,
+ * `@regkit/networks`), for the kinds of files regkit writes (`.nii`, `.nii.gz`, `.mha`, `.nrrd`, `.mgh`, `.mgz`, `.png`,
  * `.json`, `.bin`, ITK/ANTs transforms, and `regkit batch`'s `.jsonl` and `.csv`). Group 1 is the final name, group 2 the pid of the process that wrote it.
  */
 export const TEMPORARY_NAME =
-  /^\.(.+\.(?:nii|nii\.gz|png|json|jsonl|csv|bin|txt|tfm|mat))\.(\d+)\.[0-9a-z]+\.tmp$/i;
+  /^\.(.+\.(?:nii|nii\.gz|mha|nrrd|mgh|mgz|png|json|jsonl|csv|bin|txt|tfm|mat))\.(\d+)\.[0-9a-z]+\.tmp$/i;
 
 /** Whether a process with this pid is running (on this machine). */
 export function processAlive(pid: number): boolean {
@@ -207,11 +227,12 @@ export class OutputTransaction {
   }
 
   /**
-   * Adds a NIfTI output (raw bytes, or a function making them at commit time), gzip-compressed
-   * as it is written (streamed: no compressed copy in memory) when the name ends in `.gz`.
+   * Adds an image or field output (uncompressed bytes, or a function making them at commit
+   * time), gzip-compressed as it is written (streamed: no compressed copy in memory) when the
+   * name ends in `.gz` (`.nii.gz`) or `.mgz`.
    */
   stageNifti(option: string, path: string, raw: Uint8Array | (() => Uint8Array)): void {
-    this.staged.push({ option, path, bytes: raw, gzip: path.toLowerCase().endsWith('.gz') });
+    this.staged.push({ option, path, bytes: raw, gzip: /\.(gz|mgz)$/i.test(path) });
   }
 
   /** Writes every staged output (see the class); returns `{ option: path }`. */
@@ -305,11 +326,39 @@ export class OutputTransaction {
   }
 }
 
-/** Reads a NIfTI file named by an option, with the option in the error when it is missing. */
+/**
+ * Reads an image named by an option (NIfTI, MetaImage, NRRD or MGH, by its ending: see
+ * `readVolume` of `@regkit/io`), with the option in the error when it is missing.
+ */
 export async function readInput(option: string, path: string | undefined): Promise<Volume> {
   if (!path) throw new UsageError(`${option} is required`);
   if (!existsSync(path)) throw new UsageError(`${option} ${path} does not exist`);
-  return readNifti(path);
+  return readVolume(path);
+}
+
+/**
+ * The uncompressed bytes of an image output in the format of its name: NIfTI (`.nii`,
+ * `.nii.gz`), MetaImage (`.mha`), NRRD (`.nrrd`) or MGH (`.mgh`, `.mgz`); the gzip of
+ * `.nii.gz`/`.mgz` is added by {@link OutputTransaction.stageNifti} as it writes.
+ */
+export function encodeImageFor(
+  path: string,
+  volume: Volume,
+  datatype?: NiftiWriteDatatype,
+): Uint8Array {
+  const format = imageFormat(path) ?? 'nifti';
+  const dt = datatype ? { datatype } : {};
+  return format === 'nifti' ? encodeNifti(volume, dt) : encodeVolume(volume, { format, ...dt });
+}
+
+/** The uncompressed bytes of a displacement-field output: ITK vector image as NIfTI, `.mha` or `.nrrd`. */
+export function encodeFieldFor(path: string, field: tf.Tensor, reference: Volume): Uint8Array {
+  const format = imageFormat(path);
+  return encodeDisplacementField(
+    field,
+    reference,
+    format === 'metaimage' || format === 'nrrd' ? { format } : {},
+  );
 }
 
 /** Disposes the tensors of volumes. */

@@ -1,9 +1,12 @@
-import { axisCodes, readNifti } from '@regkit/io';
+import { axisCodes, readVolume } from '@regkit/io';
 import { UsageError } from './errors.js';
 
-/** What `info` reports about a NIfTI file. */
+/** What `info` reports about an image file. */
 export interface InfoSummary {
   file: string;
+  /** `'NIfTI-1'`, `'NIfTI-2'`, `'NIfTI-1 pair'`, `'Analyze 7.5'`, `'MetaImage'`, `'NRRD'` or `'MGH'`. */
+  format: string;
+  /** NIfTI version (1 or 2; 1 for the other formats, whose header regkit describes as NIfTI-1). */
   version: number;
   datatype: string;
   shape: number[];
@@ -19,10 +22,18 @@ export interface InfoSummary {
   mean: number;
 }
 
-/** `regkit info`: header and value summary of a NIfTI file. */
+const FORMAT_NAMES: Record<string, string> = {
+  'nifti-pair': 'NIfTI-1 pair',
+  analyze: 'Analyze 7.5',
+  metaimage: 'MetaImage',
+  nrrd: 'NRRD',
+  mgh: 'MGH',
+};
+
+/** `regkit info`: header and value summary of an image file (NIfTI, MetaImage, NRRD, MGH). */
 export async function infoCommand(file: string | undefined): Promise<InfoSummary> {
   if (!file) throw new UsageError('info needs a FILE');
-  const v = await readNifti(file, { allowNonFinite: true });
+  const v = await readVolume(file, { allowNonFinite: true });
   try {
     const values = (await v.data.data()) as Float32Array;
     let min = Number.POSITIVE_INFINITY;
@@ -34,8 +45,10 @@ export async function infoCommand(file: string | undefined): Promise<InfoSummary
       if (x > max) max = x;
       sum += x;
     }
+    const ff = v.header.fileFormat ?? 'nifti';
     return {
       file,
+      format: FORMAT_NAMES[ff] ?? `NIfTI-${v.header.version}`,
       version: v.header.version,
       datatype: v.header.datatype,
       shape: v.data.shape.slice(1, -1),

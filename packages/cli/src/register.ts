@@ -1,9 +1,7 @@
 import { basename } from 'node:path';
 import { RegkitError, resizeField, resizeImage, resizeLinear, tf } from '@regkit/core';
 import {
-  encodeDisplacementField,
   encodeItkAffine,
-  encodeNifti,
   encodePng,
   NIFTI_INTEGER_RANGES,
   type NiftiWriteDatatype,
@@ -44,7 +42,14 @@ import {
 } from './checks.js';
 import { UsageError } from './errors.js';
 import { assertLabelMap } from './evaluate.js';
-import { checkOutputs, disposeVolumes, OutputTransaction, readInput } from './files.js';
+import {
+  checkOutputs,
+  disposeVolumes,
+  encodeFieldFor,
+  encodeImageFor,
+  OutputTransaction,
+  readInput,
+} from './files.js';
 import { deformablePart, expandAffine, sameGrid, warpThroughAffines } from './geometry.js';
 import type { Progress } from './progress.js';
 
@@ -149,9 +154,9 @@ export function labelDatatype(
   return 'float32';
 }
 
-/** Default name of the inverse field: `field.nii.gz` → `field_inverse.nii.gz`. */
+/** Default name of the inverse field: `field.nii.gz` → `field_inverse.nii.gz` (`.mha`, `.nrrd` alike). */
 export function inverseFieldPath(field: string): string {
-  const m = /^(.*?)(\.nii(\.gz)?)?$/i.exec(field)!;
+  const m = /^(.*?)(\.nii(\.gz)?|\.mha|\.nrrd)?$/i.exec(field)!;
   return `${m[1]}_inverse${m[2] ?? '.nii.gz'}`;
 }
 
@@ -176,9 +181,16 @@ export async function labelDatatypeOf(
   return labelDatatype(hi, lo, integer, preferred);
 }
 
-/** The uncompressed NIfTI bytes of a label map, every value kept ({@link labelDatatypeOf}). */
-export async function encodeLabels(volume: Volume, preferred?: string): Promise<Uint8Array> {
-  return encodeNifti(volume, { datatype: await labelDatatypeOf(volume, preferred) });
+/**
+ * The uncompressed bytes of a label map, every value kept ({@link labelDatatypeOf}), in the
+ * format of `path` (NIfTI by default; see `encodeImageFor`).
+ */
+export async function encodeLabels(
+  volume: Volume,
+  preferred?: string,
+  path = 'labels.nii',
+): Promise<Uint8Array> {
+  return encodeImageFor(path, volume, await labelDatatypeOf(volume, preferred));
 }
 
 /** Writes a label map, every value kept ({@link labelDatatypeOf}). */
@@ -596,16 +608,18 @@ export async function registerCommand(
     // all outputs are computed before any is written, then written together
     const outputsTx = new OutputTransaction(!!o.force);
     // each output is encoded when it is written (one large buffer at a time)
-    outputsTx.stageNifti('--out', o.out, () => encodeNifti(warped));
+    outputsTx.stageNifti('--out', o.out, () => encodeImageFor(o.out, warped));
     const written: Record<string, string> = { out: o.out };
     if (o.field) {
-      outputsTx.stageNifti('--field', o.field, () => encodeDisplacementField(field, fixed));
+      const fieldPath = o.field;
+      outputsTx.stageNifti('--field', fieldPath, () => encodeFieldFor(fieldPath, field, fixed));
       written.field = o.field;
     }
     if (o.deformableField && deformable) {
       const part = deformable;
-      outputsTx.stageNifti('--deformable-field', o.deformableField, () =>
-        encodeDisplacementField(part, fixed),
+      const partPath = o.deformableField;
+      outputsTx.stageNifti('--deformable-field', partPath, () =>
+        encodeFieldFor(partPath, part, fixed),
       );
       written.deformableField = o.deformableField;
     }
@@ -619,7 +633,7 @@ export async function registerCommand(
     if (inversePath && inverseField) {
       const inverse = inverseField;
       outputsTx.stageNifti('--inverse-field', inversePath, () =>
-        encodeDisplacementField(inverse, fixed),
+        encodeFieldFor(inversePath, inverse, fixed),
       );
       written.inverseField = inversePath;
     }
@@ -629,7 +643,7 @@ export async function registerCommand(
       outputsTx.stageNifti(
         '--out-labels',
         o.outLabels,
-        await encodeLabels(warpedLabels, labels.header.datatype),
+        await encodeLabels(warpedLabels, labels.header.datatype, o.outLabels),
       );
       written.outLabels = o.outLabels;
     }

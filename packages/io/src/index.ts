@@ -1,6 +1,7 @@
 /**
  * @regkit/io — medical image I/O for regkit: NIfTI-1/2 read and write (`.nii`, `.nii.gz`,
- * `.hdr/.img` pairs; Analyze 7.5 read), ITK/ANTs displacement fields and affine transforms, reorientation to RAS+,
+ * `.hdr/.img` pairs; Analyze 7.5 read), MetaImage (`.mha`, `.mhd`), NRRD (`.nrrd`; `.nhdr`
+ * read) and FreeSurfer MGH (`.mgh`, `.mgz`) read and write (`readVolume`/`writeVolume`), ITK/ANTs displacement fields and affine transforms, reorientation to RAS+,
  * resampling through affines, and PNG slice previews.
  *
  * Conventions: image `[1, ...spatial, C]` float32 with spatial axes in nibabel's array order
@@ -34,6 +35,18 @@ export {
 } from './figure.js';
 export { drawText, GLYPH_H, GLYPH_W, measureText, type TextOptions } from './font.js';
 export {
+  type EncodeVolumeOptions,
+  encodeVolume,
+  IMAGE_EXTENSIONS,
+  type ImageFormat,
+  imageFormat,
+  type ReadVolumeOptions,
+  readVolume,
+  WRITABLE_IMAGE_EXTENSIONS,
+  type WriteVolumeOptions,
+  writeVolume,
+} from './formats.js';
+export {
   decodeItkAffine,
   encodeItkAffine,
   type ItkAffine,
@@ -45,6 +58,7 @@ export {
   writeItkAffine,
 } from './itk_affine.js';
 export { axisCodes } from './matrix.js';
+export { MGH_STORED_AS } from './mgh.js';
 export {
   encodePng,
   labelColour,

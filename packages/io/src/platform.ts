@@ -1,4 +1,4 @@
-import { Gunzip, gzipSync } from 'fflate';
+import { Gunzip, gzipSync, Unzlib, zlibSync } from 'fflate';
 import { ioFail } from './errors.js';
 
 /** True in Node.js (file paths and node:zlib available). */
@@ -54,26 +54,33 @@ function gzipMessage(e: unknown): string {
  * the decompressed prefix (possibly shorter than `limit`, when the stream holds less).
  * A corrupt or truncated stream throws `GZIP` unless `limit` bytes were already produced.
  */
-export function gunzipPrefix(gz: Uint8Array, limit: number, file: string): Uint8Array {
+export function gunzipPrefix(
+  gz: Uint8Array,
+  limit: number,
+  file: string,
+  kind: 'gzip' | 'zlib' = 'gzip',
+): Uint8Array {
   const chunks: Uint8Array[] = [];
   let total = 0;
   let ended = false;
-  const g = new Gunzip((chunk, final) => {
+  const onData = (chunk: Uint8Array, final: boolean) => {
     chunks.push(chunk);
     total += chunk.length;
     if (final) ended = true;
-  });
-  const step = 16384;
+  };
+  const g = kind === 'gzip' ? new Gunzip(onData) : new Unzlib(onData);
+  // small input steps: deflate reaches ~1000:1, so 1 KB of input is at most ~1 MB of output past `limit`
+  const step = 1024;
   try {
     for (let off = 0; off < gz.length && total < limit && !ended; off += step) {
       const end = Math.min(gz.length, off + step);
       g.push(gz.subarray(off, end), end === gz.length);
     }
   } catch (e) {
-    if (total < limit) ioFail(file, 'GZIP', `corrupt gzip stream (${gzipMessage(e)})`);
+    if (total < limit) ioFail(file, 'GZIP', `corrupt ${kind} stream (${gzipMessage(e)})`);
   }
   if (total < limit && !ended) {
-    ioFail(file, 'GZIP', `truncated gzip stream (decompressed ${total} bytes before it ended)`);
+    ioFail(file, 'GZIP', `truncated ${kind} stream (decompressed ${total} bytes before it ended)`);
   }
   const out = new Uint8Array(Math.min(total, limit));
   let off = 0;
@@ -94,11 +101,13 @@ export async function gunzipLimited(
   gz: Uint8Array,
   limit: number,
   file: string,
+  kind: 'gzip' | 'zlib' = 'gzip',
 ): Promise<Uint8Array> {
   const zlib = await nodeZlib();
   if (zlib) {
     try {
-      const out = zlib.gunzipSync(gz, { maxOutputLength: Math.max(limit + 65536, 1) });
+      const o = { maxOutputLength: Math.max(limit + 65536, 1) };
+      const out = kind === 'gzip' ? zlib.gunzipSync(gz, o) : zlib.inflateSync(gz, o);
       return new Uint8Array(out.buffer, out.byteOffset, out.length);
     } catch (e) {
       const code = (e as { code?: string }).code;
@@ -107,13 +116,32 @@ export async function gunzipLimited(
         ioFail(
           file,
           'GZIP',
-          /unexpected end/i.test(m) ? `truncated gzip stream (${m})` : `corrupt gzip stream (${m})`,
+          /unexpected end/i.test(m)
+            ? `truncated ${kind} stream (${m})`
+            : `corrupt ${kind} stream (${m})`,
         );
       }
       // more data than the header needs: stop at the limit below
     }
   }
-  return gunzipPrefix(gz, limit, file);
+  return gunzipPrefix(gz, limit, file, kind);
+}
+
+/** zlib-compresses bytes (RFC 1950, MetaImage `CompressedData = True`; node:zlib in Node, else fflate). */
+export async function zlibBytes(bytes: Uint8Array, level: number): Promise<Uint8Array> {
+  const zlib = await nodeZlib();
+  if (zlib) {
+    const out = await new Promise<Buffer>((resolve, reject) =>
+      zlib.deflate(bytes, { level }, (err, res) => (err ? reject(err) : resolve(res))),
+    );
+    return new Uint8Array(out.buffer, out.byteOffset, out.length);
+  }
+  return zlibBytesSync(bytes, level);
+}
+
+/** Synchronous zlib compression with fflate (browsers, `encodeVolume`). */
+export function zlibBytesSync(bytes: Uint8Array, level: number): Uint8Array {
+  return zlibSync(bytes, { level: level as 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 });
 }
 
 /** gzip-compresses bytes (node:zlib in Node, else fflate). */

@@ -39,14 +39,17 @@ export interface NiftiHeaderInfo {
   qform: number[] | null;
   /** The sform affine (row-major 16) when `sform_code` > 0, else null. */
   sform: number[] | null;
-  /** Which header fields gave `Volume.affine`. */
-  affineSource: 'sform' | 'qform' | 'pixdim';
+  /** Which header fields gave `Volume.affine` (`'header'`: a MetaImage, NRRD or MGH file's geometry fields). */
+  affineSource: 'sform' | 'qform' | 'pixdim' | 'header';
   /**
    * How the file stored the image: `'nifti'` (single `.nii`/`.nii.gz`), `'nifti-pair'`
    * (`.hdr` + `.img`, magic `ni1`/`ni2`) or `'analyze'` (Analyze 7.5 `.hdr` + `.img`, no magic:
-   * qform/sform codes 0, `affineSource` `'pixdim'`). Absent on headers not read from a file.
+   * qform/sform codes 0, `affineSource` `'pixdim'`), or by {@link readVolume}: `'metaimage'`
+   * (`.mha`/`.mhd`), `'nrrd'`, `'mgh'` (`.mgh`/`.mgz`); for those the other fields are
+   * NIfTI's defaults except `datatype`, `dims`, `pixdim[1..3]`, `littleEndian` and
+   * `voxOffset` (the data offset in the header file). Absent on headers not read from a file.
    */
-  fileFormat?: 'nifti' | 'nifti-pair' | 'analyze';
+  fileFormat?: 'nifti' | 'nifti-pair' | 'analyze' | 'metaimage' | 'nrrd' | 'mgh';
 }
 
 /**
