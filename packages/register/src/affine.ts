@@ -417,6 +417,13 @@ export async function fitAffine(
   try {
     for (let level = 0; level < nLevels; level++) {
       const shape = shapes[level]!;
+      if (iterations[level] === 0) {
+        // nothing to optimise here: no features or similarity are computed (a 0-iteration
+        // finest level of a large image would otherwise extract them at full resolution)
+        tf.dispose(pyramid[level]!);
+        report.push({ shape, similarity: Number.NaN, iterations: 0 });
+        continue;
+      }
       // full-resolution voxels per level voxel, per axis: x − c = D (x_ℓ − c_ℓ)
       const f = spatial.map((s, k) => (s > 1 ? (s - 1) / (shape[k]! - 1) : 1));
       const cl = shape.map((s) => (s - 1) / 2);

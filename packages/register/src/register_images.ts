@@ -343,8 +343,9 @@ export async function registerImages(
     const shape = shapes[level]!;
     const pShape = levelShape(shape, down);
     const [fImage, mImage] = pyramid[level]!;
-    // features once per level; the moving ones are warped each iteration
-    const perLevelFeatures = extractor && !once;
+    // features once per level (none at a level with no iterations); the moving ones are
+    // warped each iteration
+    const perLevelFeatures = extractor && !once && iterations[level]! > 0;
     const [f, m] = perLevelFeatures
       ? tf.tidy(() => [extractor.apply(fImage), extractor.apply(mImage)])
       : [fImage, mImage];
