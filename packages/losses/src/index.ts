@@ -26,6 +26,8 @@ export {
 export {
   type BarrierNmiOptions,
   barrierNmiLoss,
+  type InnregDissimilarityOptions,
+  innregDissimilarity,
   type LocalMutualInformationOptions,
   localMutualInformationLoss,
   type MutualInformationOptions,
