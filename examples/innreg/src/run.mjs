@@ -207,19 +207,20 @@ const ARMS = {
     },
   },
 };
-// quick: the three arms of the question (code barrier, 1 − MI at weight 1, a reachable paper
-// barrier); the full protocol adds 1 − MI at the barrier's weight and a binding code barrier
-const TABLE_A = args.quick
-  ? ['r-one-minus-mi', 'r-code-barrier', 'r-paper-barrier-reachable']
-  : [
-      'r-one-minus-mi',
-      'r-code-barrier',
-      'r-one-minus-mi-effective',
-      'r-code-barrier-binding',
-      'r-paper-barrier-reachable',
-    ];
+const TABLE_A = [
+  'r-one-minus-mi',
+  'r-code-barrier',
+  'r-one-minus-mi-effective',
+  'r-code-barrier-binding',
+  'r-paper-barrier-reachable',
+];
 const TABLE_B = ['vm-mi', 'r-code-barrier', 'innreg'];
-const wanted = args.arms ? args.arms.split(',') : [...new Set([...TABLE_A, ...TABLE_B])];
+// quick: the three R arms of the question (code barrier, 1 − MI at weight 1, a reachable
+// paper barrier); the full protocol adds 1 − MI at the barrier's weight and a binding code barrier
+const QUICK_SKIPS = ['r-one-minus-mi-effective', 'r-code-barrier-binding'];
+const wanted = args.arms
+  ? args.arms.split(',')
+  : [...new Set([...TABLE_A, ...TABLE_B])].filter((k) => !(args.quick && QUICK_SKIPS.includes(k)));
 for (const k of wanted) {
   if (!ARMS[k]) throw new Error(`--arms: unknown arm '${k}' (${Object.keys(ARMS).join(', ')})`);
 }
