@@ -111,13 +111,13 @@ function splitSlices(zs) {
  * A dataset of slices `zs`: moving/fixed image slices and labels (or null), resized to `size`.
  * `labelsOf(z)` returns the label slice at the volume's resolution, or is null.
  */
-async function makeDataset(name, movingPath, fixedPath, labelsOf, zs, size) {
+async function makeDataset(name, movingPath, fixedPath, labelsOf, zs, size, split = splitSlices) {
   const moving = await load(movingPath);
   const fixed = fixedPath === movingPath ? moving : await load(fixedPath);
   const sm = scaleOf(moving.data);
   const sf = scaleOf(fixed.data);
   const [X, Y] = moving.shape;
-  const { train, test } = splitSlices(zs);
+  const { train, test, validation = [] } = split(zs);
   const slices = new Map();
   for (const z of zs) {
     slices.set(z, {
@@ -126,7 +126,7 @@ async function makeDataset(name, movingPath, fixedPath, labelsOf, zs, size) {
       labels: labelsOf ? tf.tensor(resizeLabels(labelsOf(z), [X, Y], size), [1, ...size, 1]) : null,
     });
   }
-  return { name, size, train, test, slices, labelled: Boolean(labelsOf) };
+  return { name, size, train, validation, test, slices, labelled: Boolean(labelsOf) };
 }
 
 /** Mono-modal Colin27 T1 → T1 with AAL labels (always available: bundled). */
@@ -143,10 +143,11 @@ export async function colinDataset() {
 }
 
 /**
- * Multi-modal BraTS T1 → `target` ('t2f_flair' or 't2w'), slices resized to `size` (default
- * 96×96), or null when the data are absent.
+ * Multi-modal BraTS T1 → `target` ('t2f_flair' or 't2w'), or null when the data are absent.
+ * `size` (default 96×96) and `split` (zs → { train, test, validation? }; default: test
+ * z ≡ 5 mod 10, training ≥ 3 slices away) are those of the example protocols.
  */
-export async function bratsDataset(target, size = [96, 96]) {
+export async function bratsDataset(target, { size = [96, 96], split = splitSlices } = {}) {
   const dir = bratsDir();
   if (!dir) return null;
   const seg = await load(join(dir, 'seg_auto_BraTS25_2.nii.gz'));
@@ -163,6 +164,7 @@ export async function bratsDataset(target, size = [96, 96]) {
     labelsOf,
     range(40, 121),
     size,
+    split,
   );
 }
 

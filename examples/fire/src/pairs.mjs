@@ -10,7 +10,7 @@ import { writeFileAtomic } from '@regkit/networks';
 /** The tasks by key, slices resized to size × size (BraTS: null when the data are absent). */
 export const DATASETS = (size) => ({
   itk: () => itkPairDataset([size, size]),
-  brats: () => bratsDataset('t2f_flair', [size, size]),
+  brats: () => bratsDataset('t2f_flair', { size: [size, size] }),
 });
 
 /**

@@ -1,31 +1,47 @@
 #!/usr/bin/env node
 /**
- * INNReg in small (Guo et al.): an invertible translation network T (modality X → Y) trained
- * jointly with a registration network R (residual U-Net), on real multi-modal brain slices with
- * synthetic B-spline misalignments, beside a VoxelMorph-style network trained with LNCC and the
- * same network trained with MI, and the paper's ablation (cross-translation on/off, barrier
- * NMI against plain NMI). Only R registers at test time.
+ * INNReg (Guo et al.) under the shared protocol of examples/common/src/protocol.mjs (BraTS
+ * T1 → T2 slices, validation grids, 3 seeds, |u| ≤ 8 voxels, mean ± SE, paired differences):
  *
- *   node src/run.mjs                          # everything (BraTS skipped without the data)
- *   node src/run.mjs --tasks itk --steps 100 --methods innreg,vm-lncc
+ * A. The barrier ablation on the registration network R alone (no translator): R trained with
+ *    the official code's barrier −log(5 − (1 − MI)); with 1 − MI at weight 1 (the baseline);
+ *    with 1 − MI at the barrier's effective weight 1/(5 − I₀); with the code's barrier at a b
+ *    just above the unregistered 1 − MI (so that it binds); with the paper's (H + H)/MI
+ *    barrier at a b above the unregistered value (so that it is reachable).
+ * B. INNReg (translator T + R, the official code's barrier) against VoxelMorph-MI, both with
+ *    the same smoothness term (diffusion of the displacement, weight λ from the grid) and the
+ *    same optimiser and budget.
  *
- * Prints SSIM, NCC (warped moving against the moving image deformed like the fixed one), Dice
- * and HD95 (tumour labels), folding % and inference time, before and after, and writes
- * results/results.json and results/table.md. Training resumes from results/checkpoints/.
+ *   node src/run.mjs --quick      # a check: 64×64, 100 steps at lr 3e-3, 2-value grids, 3 R arms
+ *   node src/run.mjs              # the full protocol: 96×96, 400 steps at lr 1e-3, 3-value grids
+ *
+ * Writes results/results.json and results/table.md (or --out).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { tf } from '@regkit/core';
 import { initExampleBackend } from '@regkit/example-common/backend';
-import { cell, evaluateMethod, markdownTable } from '@regkit/example-common/evaluate';
-import { bratsDataset, itkPairDataset, trainingPair } from '@regkit/example-common/slices';
+import {
+  bratsProtocolDataset,
+  evaluateIdentity,
+  protocolSettings,
+  protocolTable,
+  protocolTrainingPair,
+  runArm,
+} from '@regkit/example-common/protocol';
 import { epochsForStepsOrExit } from '@regkit/example-common/steps';
-import { localNccLoss, mutualInformationLoss } from '@regkit/losses';
+import {
+  barrierNmiLoss,
+  diffusionLoss,
+  innregDissimilarity,
+  mutualInformationLoss,
+} from '@regkit/losses';
 import {
   createInnreg,
+  createInnregRegistrationNet,
   createVoxelMorph,
-  saveRegistrationNetwork,
   trainInnreg,
   trainRegistration,
 } from '@regkit/networks';
@@ -33,159 +49,232 @@ import {
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
   options: {
-    tasks: { type: 'string', default: 't2,itk' },
-    methods: {
-      type: 'string',
-      default: 'innreg,innreg-no-cross,innreg-plain-nmi,innreg-code-barrier,vm-lncc,vm-mi',
-    },
-    steps: { type: 'string', default: '200' },
-    'translator-blocks': { type: 'string', default: '4' },
-    subnet: { type: 'string', default: 'dense' },
-    'learning-rate': { type: 'string', default: '1e-3' },
+    quick: { type: 'boolean', default: false },
+    steps: { type: 'string' },
+    arms: { type: 'string' },
+    'translator-blocks': { type: 'string' },
+    'learning-rate': { type: 'string' },
     out: { type: 'string', default: join(here, '../results') },
     backend: { type: 'string' },
   },
 });
+const settings = protocolSettings({ quick: args.quick });
 const STEPS_PER_EPOCH = 25;
-const steps = Number(args.steps);
-const epochs = epochsForStepsOrExit(args.steps, STEPS_PER_EPOCH);
-const lr = Number(args['learning-rate']);
-const translatorBlocks = Number(args['translator-blocks']);
-const subnet = args.subnet;
+const steps = Number(args.steps ?? (args.quick ? 100 : 400));
+const epochs = epochsForStepsOrExit(steps, STEPS_PER_EPOCH);
+// quick: a larger rate so that the networks move within 100 steps (1e-3 barely does)
+const lr = Number(args['learning-rate'] ?? (args.quick ? 3e-3 : 1e-3));
+const BETA1 = 0.9;
+const translatorBlocks = Number(args['translator-blocks'] ?? (args.quick ? 2 : 4));
+/** λ of the smoothness term diffusionLoss(u) of the displacement, the same for every arm. */
+const LAMBDA_GRID = args.quick ? [0.1, 1] : [0.03, 0.3, 3];
+/** What every arm regularises: the mean squared forward differences of the displacement. */
+const smoothness = (output) => diffusionLoss(output.forward);
 
 const backend = await initExampleBackend(args.backend);
+const t0 = performance.now();
 console.log(
-  `backend ${backend}; ${epochs} epochs × ${STEPS_PER_EPOCH} steps; Adam lr ${lr}; translator ${translatorBlocks} ${subnet} blocks`,
+  `backend ${backend}; ${args.quick ? 'QUICK' : 'full'} protocol: ${settings.size.join('×')}, ${steps} steps (Adam lr ${lr}, β1 ${BETA1}, every arm), seeds ${settings.seeds.join(', ')}, λ grid {${LAMBDA_GRID.join(', ')}}, ${settings.deformations} deformations per test slice; translator ${translatorBlocks} dense blocks`,
 );
 
-/** The methods: label, how to build, train and apply each. */
-const METHODS = {
-  innreg: { label: 'INNReg (T + R, barrier NMI, cross-translation)', innreg: {} },
-  'innreg-no-cross': {
-    label: 'INNReg without cross-translation',
-    innreg: { crossTranslation: false },
-  },
-  'innreg-plain-nmi': { label: 'INNReg with plain NMI', innreg: { nmi: 'plain' } },
-  'innreg-code-barrier': {
-    label: "INNReg, the official code's barrier −log(b − (1 − MI))",
-    innreg: { barrierForm: 'code' },
-  },
-  'vm-lncc': {
-    label: 'VoxelMorph-diff, LNCC (window 9)',
-    similarity: (f, w) => localNccLoss(w, f, { window: 9 }),
-  },
-  'vm-mi': {
-    label: 'VoxelMorph-diff, MI (Parzen)',
-    similarity: (f, w) => mutualInformationLoss(w, f),
-  },
-};
+const dataset = await bratsProtocolDataset('t2w', settings.size);
+if (!dataset) {
+  console.log(
+    'examples/innreg: skipped, the read-only BraTS case was not found (set REGKIT_BRATS_DIR)',
+  );
+  process.exit(0);
+}
+console.log(
+  `${dataset.name}: ${dataset.train.length} training, ${dataset.validation.length} validation (${dataset.validation.join(', ')}), ${dataset.test.length} test slices (${dataset.test.join(', ')})`,
+);
 
-async function run(dataset, taskKey, methodKey) {
-  const method = METHODS[methodKey];
-  if (!method)
-    throw new Error(`unknown method '${methodKey}' (${Object.keys(METHODS).join(', ')})`);
-  const tag = `${taskKey}-${methodKey}-s${steps}`;
-  const checkpointDir = join(args.out, 'checkpoints', tag);
-  const data = (epoch, step) => trainingPair(dataset, epoch * STEPS_PER_EPOCH + step);
-  const t0 = Date.now();
-  const progress = (p) => {
-    if (p.step === p.stepsPerEpoch - 1) {
-      process.stdout.write(
-        `\r  ${tag}: epoch ${p.epoch + 1}/${p.epochs} loss ${p.loss.toFixed(4)}   `,
-      );
-    }
-  };
-  let register;
-  let model;
-  let saved;
-  if (method.innreg) {
-    // a smaller translator than the paper's 8 DDWConv blocks, to train in minutes on 2 cores
-    const options = { ndim: 2, translator: { blocks: translatorBlocks, subnet }, seed: 1 };
-    model = createInnreg(options);
-    await trainInnreg({
-      model,
-      data,
-      epochs,
-      stepsPerEpoch: STEPS_PER_EPOCH,
-      learningRate: lr,
-      loss: method.innreg,
-      checkpointDir,
-      onProgress: progress,
-    });
-    register = (m, f) => model.apply(m, f);
-    saved = { method: 'innreg', options };
-  } else {
-    const options = { ndim: 2, seed: 1 };
-    model = createVoxelMorph(options);
+/** The unregistered dissimilarities I₀ (both forms) over 16 training pairs: mean and max. */
+function unregistered() {
+  const code = [];
+  const paper = [];
+  for (let i = 0; i < 16; i++) {
+    const p = protocolTrainingPair(dataset, 99, i);
+    const [c, q] = tf.tidy(() => [
+      innregDissimilarity(p.moving, p.fixed, { form: 'code' }).dataSync()[0],
+      innregDissimilarity(p.moving, p.fixed, { form: 'paper' }).dataSync()[0],
+    ]);
+    code.push(c);
+    paper.push(q);
+    tf.dispose([p.moving, p.fixed]);
+  }
+  const stats = (v) => ({
+    mean: v.reduce((a, b) => a + b, 0) / v.length,
+    min: Math.min(...v),
+    max: Math.max(...v),
+  });
+  return { code: stats(code), paper: stats(paper) };
+}
+const i0 = unregistered();
+const bBinding = Number((i0.code.max + 0.05).toFixed(3));
+const bReachable = Number((1.1 * i0.paper.max).toFixed(2));
+const effectiveWeight = Number((1 / (5 - i0.code.mean)).toFixed(3));
+console.log(
+  `unregistered training pairs: 1 − MI (code) ${i0.code.mean.toFixed(3)} [${i0.code.min.toFixed(3)}, ${i0.code.max.toFixed(3)}]; (H + H)/MI (paper) ${i0.paper.mean.toFixed(2)} [${i0.paper.min.toFixed(2)}, ${i0.paper.max.toFixed(2)}]`,
+);
+console.log(
+  `→ code barrier binding b = ${bBinding}; paper barrier reachable b = ${bReachable}; barrier's effective weight at b = 5: 1/(5 − I₀) = ${effectiveWeight}`,
+);
+
+const data = (seed) => (epoch, step) =>
+  protocolTrainingPair(dataset, seed, epoch * STEPS_PER_EPOCH + step);
+const optimiser = { learningRate: lr, beta1: BETA1, beta2: 0.999 };
+const wrap = (model) => ({
+  register: (m, f) => model.apply(m, f),
+  dispose: () => model.dispose(),
+});
+
+/** R alone trained with `similarity` (fixed, warped) at weight `alpha`. */
+const rAlone =
+  (similarity, alpha = 1) =>
+  async ({ value, seed }) => {
+    const model = createInnregRegistrationNet({ ndim: 2, seed });
     await trainRegistration({
       model,
-      data,
+      data: data(seed),
       epochs,
       stepsPerEpoch: STEPS_PER_EPOCH,
-      similarity: method.similarity,
-      regularisationWeight: 1,
-      learningRate: lr,
-      checkpointDir,
-      onProgress: progress,
+      similarity,
+      similarityWeight: alpha,
+      regulariser: smoothness,
+      regularisationWeight: value,
+      ...optimiser,
     });
-    register = (m, f) => model.apply(m, f);
-    saved = { method: 'voxelmorph', options };
-  }
-  const trainSeconds = (Date.now() - t0) / 1000;
-  await saveRegistrationNetwork(join(args.out, 'networks', tag), model, {
-    ...saved,
-    inputShape: dataset.size,
-    description: `examples/innreg: ${dataset.name}, ${method.label}, ${steps} steps, Adam lr ${lr}`,
+    return wrap(model);
+  };
+
+const ARMS = {
+  'r-code-barrier': {
+    label: 'R + code barrier −log(5 − (1 − MI))',
+    train: rAlone((f, w) => barrierNmiLoss(w, f, { form: 'code', bound: 5 })),
+  },
+  'r-one-minus-mi': {
+    label: 'R + (1 − MI), weight 1',
+    train: rAlone((f, w) => innregDissimilarity(w, f, { form: 'code' })),
+  },
+  'r-one-minus-mi-effective': {
+    label: `R + (1 − MI), weight ${effectiveWeight} (barrier's effective weight)`,
+    train: rAlone((f, w) => innregDissimilarity(w, f, { form: 'code' }), effectiveWeight),
+  },
+  'r-code-barrier-binding': {
+    label: `R + code barrier, b = ${bBinding} (binds)`,
+    train: rAlone((f, w) => barrierNmiLoss(w, f, { form: 'code', bound: bBinding })),
+  },
+  'r-paper-barrier-reachable': {
+    label: `R + paper barrier −log(b − (H+H)/MI), b = ${bReachable} (reachable)`,
+    train: rAlone((f, w) => barrierNmiLoss(w, f, { form: 'paper', bound: bReachable })),
+  },
+  'vm-mi': {
+    label: 'VoxelMorph-diff + MI (Parzen)',
+    train: async ({ value, seed }) => {
+      const model = createVoxelMorph({ ndim: 2, seed });
+      await trainRegistration({
+        model,
+        data: data(seed),
+        epochs,
+        stepsPerEpoch: STEPS_PER_EPOCH,
+        similarity: (f, w) => mutualInformationLoss(w, f),
+        regulariser: smoothness,
+        regularisationWeight: value,
+        ...optimiser,
+      });
+      return wrap(model);
+    },
+  },
+  innreg: {
+    label: `INNReg (T + R, code barrier, ${translatorBlocks}-block translator)`,
+    train: async ({ value, seed }) => {
+      const model = createInnreg({
+        ndim: 2,
+        translator: { blocks: translatorBlocks, subnet: 'dense' },
+        seed,
+      });
+      await trainInnreg({
+        model,
+        data: data(seed),
+        epochs,
+        stepsPerEpoch: STEPS_PER_EPOCH,
+        loss: { barrierForm: 'code' },
+        regulariser: smoothness,
+        regularisationWeight: value,
+        ...optimiser,
+      });
+      return wrap(model);
+    },
+  },
+};
+const TABLE_A = [
+  'r-one-minus-mi',
+  'r-code-barrier',
+  'r-one-minus-mi-effective',
+  'r-code-barrier-binding',
+  'r-paper-barrier-reachable',
+];
+const TABLE_B = ['vm-mi', 'r-code-barrier', 'innreg'];
+// quick: the three R arms of the question (code barrier, 1 − MI at weight 1, a reachable
+// paper barrier); the full protocol adds 1 − MI at the barrier's weight and a binding code barrier
+const QUICK_SKIPS = ['r-one-minus-mi-effective', 'r-code-barrier-binding'];
+const wanted = args.arms
+  ? args.arms.split(',')
+  : [...new Set([...TABLE_A, ...TABLE_B])].filter((k) => !(args.quick && QUICK_SKIPS.includes(k)));
+for (const k of wanted) {
+  if (!ARMS[k]) throw new Error(`--arms: unknown arm '${k}' (${Object.keys(ARMS).join(', ')})`);
+}
+
+const identity = await evaluateIdentity(dataset, settings);
+const arms = {};
+for (const name of wanted) {
+  console.log(`${name}: ${ARMS[name].label}`);
+  arms[name] = await runArm({
+    name,
+    label: ARMS[name].label,
+    gridName: 'λ',
+    grid: LAMBDA_GRID,
+    train: ARMS[name].train,
+    dataset,
+    settings,
   });
-  const metrics = await evaluateMethod(dataset, register, evaluation(dataset));
-  model.dispose();
-  process.stdout.write(
-    `\r  ${tag}: SSIM ${cell(metrics.ssim, { digits: 3, withStd: false })}, Dice ${cell(metrics.dice, { scale: 100, withStd: false })}, folding ${cell(metrics.folding, { digits: 4, withStd: false })}%; trained ${trainSeconds.toFixed(0)} s\n`,
-  );
-  return { task: taskKey, method: methodKey, steps, trainSeconds, ...metrics };
 }
-
-/** A single-slice dataset (the ITK pair) is tested on 20 held-out deformations, others on 3 per slice. */
-const evaluation = (ds) => ({ deformationsPerSlice: ds.test.length === 1 ? 20 : 3 });
-
-const loaders = { t2: () => bratsDataset('t2w'), itk: itkPairDataset };
-const rows = [];
-const datasets = {};
-for (const key of args.tasks.split(',').filter(Boolean)) {
-  const ds = await loaders[key]();
-  if (!ds) {
-    console.log(`${key}: skipped, the read-only BraTS case was not found (set REGKIT_BRATS_DIR)`);
-    continue;
-  }
-  datasets[key] = ds;
-  console.log(
-    `${ds.name}: ${ds.train.length} training slice(s), ${ds.test.length} test slice(s) × ${evaluation(ds).deformationsPerSlice} deformations, ${ds.size.join('×')}`,
+const tableOf = (names, baseline) =>
+  protocolTable(
+    names.filter((n) => arms[n]).map((n) => arms[n]),
+    { baseline, identity },
   );
-  rows.push({ task: key, method: 'before', ...(await evaluateMethod(ds, null, evaluation(ds))) });
-  for (const m of args.methods.split(',').filter(Boolean)) rows.push(await run(ds, key, m));
-}
-
-const tables = Object.entries(datasets).map(([key, ds]) => {
-  const header = ['method', 'SSIM', 'NCC', ...(ds.labelled ? ['Dice %', 'HD95 (voxels)'] : [])];
-  header.push('% |J| ≤ 0', 'ms');
-  const body = rows
-    .filter((r) => r.task === key)
-    .map((r) => [
-      r.method === 'before' ? 'before (identity)' : METHODS[r.method].label,
-      cell(r.ssim, { digits: 3 }),
-      cell(r.ncc, { digits: 3 }),
-      ...(ds.labelled ? [cell(r.dice, { scale: 100 }), cell(r.hd95, { digits: 2 })] : []),
-      r.method === 'before' ? '–' : cell(r.folding, { digits: 4, withStd: false }),
-      r.method === 'before' ? '–' : r.ms.median.toFixed(0),
-    ]);
-  return `### ${ds.name} (${ds.size.join('×')}, ${rows.find((r) => r.task === key).pairs} test pairs)\n\n${markdownTable(header, body)}\n`;
-});
-const table = tables.join('\n');
+const minutes = (performance.now() - t0) / 60_000;
+const table = [
+  `### A. Barrier ablation, R alone (${dataset.name}, ${settings.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n`,
+  tableOf(TABLE_A, 'r-one-minus-mi'),
+  `\n### B. INNReg against VoxelMorph-MI, same smoothness term, optimiser and budget\n`,
+  tableOf(TABLE_B, 'vm-mi'),
+  `\nMean ± standard error over seeds; Δ: paired difference against the baseline (same seeds and test pairs). Run: ${args.quick ? '--quick' : 'full protocol'}, ${minutes.toFixed(1)} min on ${backend}.\n`,
+].join('\n');
 console.log(`\n${table}`);
 mkdirSync(args.out, { recursive: true });
-writeFileSync(
-  join(args.out, 'results.json'),
-  `${JSON.stringify({ backend, steps, learningRate: lr, date: new Date().toISOString(), rows }, null, 1)}\n`,
-);
-writeFileSync(join(args.out, 'table.md'), table);
+const stamp = {
+  backend,
+  quick: args.quick,
+  settings,
+  steps,
+  learningRate: lr,
+  beta1: BETA1,
+  lambdaGrid: LAMBDA_GRID,
+  translatorBlocks,
+  unregistered: i0,
+  bBinding,
+  bReachable,
+  effectiveWeight,
+  minutes,
+  date: new Date().toISOString(),
+};
+/** Writes to a temporary file and renames it, so a reader never sees half a file. */
+const write = (file, text) => {
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+};
+write(join(args.out, 'results.json'), `${JSON.stringify({ ...stamp, identity, arms }, null, 1)}\n`);
+write(join(args.out, 'table.md'), table);
 console.log(`results: ${join(args.out, 'results.json')}, ${join(args.out, 'table.md')}`);

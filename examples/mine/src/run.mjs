@@ -1,217 +1,244 @@
 #!/usr/bin/env node
 /**
- * MINE registration in small (Snaauw et al.): diffeomorphic probabilistic VoxelMorph trained
- * with MINE-global, MINE-local (N = 8, L = 30), local NCC (window 9) and Parzen MI under the
- * same budget, on mono-modal (Colin27 T1) and multi-modal (BraTS T1 → FLAIR, T1 → T2) brain
- * slices with synthetic deformations; then a sweep of the similarity weight α for MINE-local.
- * Prints the paper's table in small: mean Dice (std), % |J| ≤ 0, inference time.
+ * MINE registration (Snaauw et al.) under the shared protocol of
+ * examples/common/src/protocol.mjs: BraTS T1 → FLAIR slices (the paper's multi-modal task),
+ * validation grids, 3 seeds, |u| ≤ 8 voxels, mean ± SE and paired differences against VM-NCC
+ * (the paper's VM-CC). Diffeomorphic probabilistic VoxelMorph (KL, λ = 10, as the paper)
+ * trained with local NCC (window 9), Parzen MI, MINE-local (N = 8, L = 30) and MINE-global;
+ * the similarity weight α is chosen per similarity on the validation pairs.
  *
- *   node src/run.mjs                       # everything (BraTS tasks skipped without the data)
- *   node src/run.mjs --tasks colin --steps 100 --alphas 1,3
+ * The statistics network of MINE is warm-started: before registration training it is trained
+ * alone (its own Adam, lr 1e-2) to maximise the MI bound between unregistered training pairs
+ * (unsupervised), then it trains jointly with the registration network.
  *
- * Training resumes from results/checkpoints/ when interrupted (delete it to start over); a
- * finished checkpoint only re-evaluates. Trained networks go to results/networks/<run> for
- * `regkit register --method voxelmorph --weights <dir>`.
+ * Optimisers: the paper's Adam (lr 1e-4, β1 0.99) and the common Adam (lr 1e-3, β1 0.9), each
+ * for every arm (--optimisers paper,common).
+ *
+ *   node src/run.mjs --quick      # a check: 64×64, 150 steps, 2-value α grids, NCC/MI/MINE-local
+ *   node src/run.mjs              # the full protocol: 96×96, 600 steps, 3-value α grids
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { tf } from '@regkit/core';
 import { initExampleBackend } from '@regkit/example-common/backend';
-import { evaluateMethod } from '@regkit/example-common/evaluate';
-import { bratsDataset, colinDataset, trainingPair } from '@regkit/example-common/slices';
+import {
+  bratsProtocolDataset,
+  evaluateIdentity,
+  protocolSettings,
+  protocolTable,
+  protocolTrainingPair,
+  runArm,
+} from '@regkit/example-common/protocol';
 import { epochsForStepsOrExit } from '@regkit/example-common/steps';
 import { localNccLoss, MineEstimator, mutualInformationLoss } from '@regkit/losses';
-import {
-  createVoxelMorph,
-  optimalLogVariance,
-  saveRegistrationNetwork,
-  trainRegistration,
-} from '@regkit/networks';
+import { createVoxelMorph, optimalLogVariance, trainRegistration } from '@regkit/networks';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
   options: {
-    tasks: { type: 'string', default: 'colin,flair,t2' },
-    similarities: { type: 'string', default: 'mine-global,mine-local,ncc,mi' },
-    steps: { type: 'string', default: '800' },
-    alpha: { type: 'string', default: '30' },
-    alphas: { type: 'string', default: '3,10,30,100' },
-    'sweep-task': { type: 'string', default: 'flair' },
-    'learning-rate': { type: 'string', default: '1e-3' },
+    quick: { type: 'boolean', default: false },
+    steps: { type: 'string' },
+    similarities: { type: 'string' },
+    optimisers: { type: 'string', default: 'paper,common' },
+    'warm-start-steps': { type: 'string' },
     out: { type: 'string', default: join(here, '../results') },
     backend: { type: 'string' },
   },
 });
+const settings = protocolSettings({ quick: args.quick });
 const STEPS_PER_EPOCH = 50;
 const PRIOR_LAMBDA = 10;
-const steps = Number(args.steps);
-const epochs = epochsForStepsOrExit(args.steps, STEPS_PER_EPOCH);
-const lr = Number(args['learning-rate']);
+const steps = Number(args.steps ?? (args.quick ? 150 : 600));
+const epochs = epochsForStepsOrExit(steps, STEPS_PER_EPOCH);
+const warmSteps = Number(args['warm-start-steps'] ?? (args.quick ? 300 : 1000));
+/** Adam rate of the warm start (MINE's statistics network alone): 1e-3 barely moves it in 300 steps. */
+const WARM_LR = 1e-2;
+const OPTIMISERS = {
+  paper: { label: 'Adam lr 1e-4, β1 0.99 (paper)', learningRate: 1e-4, beta1: 0.99 },
+  common: { label: 'Adam lr 1e-3, β1 0.9', learningRate: 1e-3, beta1: 0.9 },
+};
+/** α grids per similarity (the losses have different scales). */
+const ALPHA_GRID = args.quick
+  ? { ncc: [1, 10], mi: [1, 10], 'mine-local': [1, 10], 'mine-global': [1, 10] }
+  : { ncc: [1, 3, 10], mi: [1, 3, 10], 'mine-local': [1, 3, 10], 'mine-global': [1, 3, 10] };
+const LABEL = {
+  ncc: 'VM-NCC (window 9)',
+  mi: 'VM-MI (Parzen)',
+  'mine-local': 'VM-MINE_local (warm-started)',
+  'mine-global': 'VM-MINE_global (warm-started)',
+};
 
 const backend = await initExampleBackend(args.backend);
-console.log(`backend ${backend}; ${epochs} epochs × ${STEPS_PER_EPOCH} steps; Adam lr ${lr}`);
+const t0 = performance.now();
+console.log(
+  `backend ${backend}; ${args.quick ? 'QUICK' : 'full'} protocol: ${settings.size.join('×')}, ${steps} steps, seeds ${settings.seeds.join(', ')}, ${settings.deformations} deformations per test slice; MINE warm start ${warmSteps} steps`,
+);
+const dataset = await bratsProtocolDataset('t2f_flair', settings.size);
+if (!dataset) {
+  console.log(
+    'examples/mine: skipped, the read-only BraTS case was not found (set REGKIT_BRATS_DIR)',
+  );
+  process.exit(0);
+}
+console.log(
+  `${dataset.name}: ${dataset.train.length} training, ${dataset.validation.length} validation, ${dataset.test.length} test slices`,
+);
 
-/** Similarity terms (fixed, warped) => scalar to minimise, by name. */
+/** Mean MINE estimate (nats) over 8 fixed unregistered training pairs. */
+function estimateOn(estimator) {
+  let sum = 0;
+  for (let i = 0; i < 8; i++) {
+    const p = protocolTrainingPair(dataset, 98, i);
+    sum += tf.tidy(() => estimator.estimate(p.fixed, p.moving).dataSync()[0]);
+    tf.dispose([p.moving, p.fixed]);
+  }
+  return sum / 8;
+}
+
+/**
+ * A MINE statistics network trained alone to maximise the MI bound between the fixed and the
+ * moving image of unregistered training pairs (no labels, no registration): its own Adam
+ * (lr 1e-2), `warmSteps` fresh pairs.
+ */
+function warmStartedMine(shuffle, seed) {
+  const estimator = new MineEstimator({
+    shuffle,
+    neighbourhood: 8,
+    features: 30,
+    channelsA: 1,
+    channelsB: 1,
+    seed,
+  });
+  const before = estimateOn(estimator);
+  const optimiser = tf.train.adam(WARM_LR);
+  for (let i = 0; i < warmSteps; i++) {
+    const p = protocolTrainingPair(dataset, 50 + seed, i);
+    tf.tidy(() => {
+      optimiser.minimize(
+        () => estimator.loss(p.fixed, p.moving),
+        false,
+        estimator.trainableVariables,
+      );
+    });
+    tf.dispose([p.moving, p.fixed]);
+  }
+  optimiser.dispose();
+  const after = estimateOn(estimator);
+  return { estimator, before, after };
+}
+
+const warmLog = [];
 function similarityOf(name, seed) {
   switch (name) {
-    case 'mine-global':
-      return new MineEstimator({
-        shuffle: 'global',
-        features: 30,
-        channelsA: 1,
-        channelsB: 1,
-        seed,
-      });
-    case 'mine-local':
-      return new MineEstimator({
-        shuffle: 'local',
-        neighbourhood: 8,
-        features: 30,
-        channelsA: 1,
-        channelsB: 1,
-        seed,
-      });
     case 'ncc':
-      return (f, w) => localNccLoss(w, f, { window: 9 });
+      return { similarity: (f, w) => localNccLoss(w, f, { window: 9 }) };
     case 'mi':
-      return (f, w) => mutualInformationLoss(w, f);
+      return { similarity: (f, w) => mutualInformationLoss(w, f) };
+    case 'mine-local':
+    case 'mine-global': {
+      const { estimator, before, after } = warmStartedMine(name.slice(5), seed);
+      warmLog.push({ name, seed, before, after });
+      console.log(
+        `    ${name} warm start (seed ${seed}): MI estimate on unregistered pairs ${before.toFixed(3)} → ${after.toFixed(3)} nats`,
+      );
+      return { similarity: estimator, dispose: () => estimator.dispose() };
+    }
     default:
-      throw new Error(`unknown similarity '${name}'`);
+      throw new Error(
+        `--similarities: unknown similarity '${name}' (${Object.keys(LABEL).join(', ')})`,
+      );
   }
 }
 
-const LABEL = {
-  'mine-global': 'VM-MINE_global',
-  'mine-local': 'VM-MINE_local',
-  ncc: 'VM-NCC',
-  mi: 'VM-MI',
-};
-
-/** Test-set metrics of a trained model (or of the identity when `model` is null). */
-async function evaluate(model, dataset) {
-  const m = await evaluateMethod(dataset, model ? (mv, fx) => model.apply(mv, fx) : null, {
-    hd95: false,
-  });
-  return {
-    pairs: m.pairs,
-    dice: m.dice.mean,
-    diceStd: m.dice.std,
-    foldingPercent: m.folding.mean,
-    inferenceMs: model ? m.ms.median : 0,
+const trainOf =
+  (name, opt) =>
+  async ({ value, seed }) => {
+    const model = createVoxelMorph({
+      ndim: 2,
+      probabilistic: true,
+      logVarianceBias: optimalLogVariance(2, PRIOR_LAMBDA),
+      priorLambda: PRIOR_LAMBDA,
+      seed,
+    });
+    const sim = similarityOf(name, seed);
+    await trainRegistration({
+      model,
+      similarity: sim.similarity,
+      similarityWeight: value,
+      learningRate: opt.learningRate,
+      beta1: opt.beta1,
+      beta2: 0.999,
+      epochs,
+      stepsPerEpoch: STEPS_PER_EPOCH,
+      data: (epoch, step) => protocolTrainingPair(dataset, seed, epoch * STEPS_PER_EPOCH + step),
+    });
+    sim.dispose?.();
+    return { register: (m, f) => model.apply(m, f), dispose: () => model.dispose() };
   };
+
+// quick: MINE-local (the paper's proposal) against NCC and MI; the full protocol adds MINE-global
+const sims = (
+  args.similarities ?? (args.quick ? 'ncc,mi,mine-local' : 'ncc,mi,mine-local,mine-global')
+)
+  .split(',')
+  .filter(Boolean);
+const opts = args.optimisers.split(',').filter(Boolean);
+for (const o of opts) {
+  if (!OPTIMISERS[o]) throw new Error(`--optimisers: unknown '${o}' (paper, common)`);
 }
-
-async function run(dataset, taskKey, simName, alpha) {
-  const seed = 1;
-  // the log-variance head starts at the KL minimum (see createVoxelMorph's logVarianceBias)
-  const options = {
-    ndim: 2,
-    probabilistic: true,
-    logVarianceBias: optimalLogVariance(2, PRIOR_LAMBDA),
-    priorLambda: PRIOR_LAMBDA,
-    seed,
-  };
-  const model = createVoxelMorph(options);
-  const similarity = similarityOf(simName, seed);
-  const tag = `${taskKey}-${simName}-a${alpha}-s${steps}`;
-  const t0 = Date.now();
-  let last = '';
-  const result = await trainRegistration({
-    model,
-    similarity,
-    similarityWeight: alpha,
-    learningRate: lr,
-    epochs,
-    stepsPerEpoch: STEPS_PER_EPOCH,
-    data: (epoch, step) => trainingPair(dataset, epoch * STEPS_PER_EPOCH + step),
-    checkpointDir: join(args.out, 'checkpoints', tag),
-    onProgress: (p) => {
-      if (p.step === p.stepsPerEpoch - 1) {
-        last = `epoch ${p.epoch + 1}/${p.epochs} loss ${p.loss.toFixed(3)} (sim ${p.similarity.toFixed(3)}, KL ${p.regularisation.toFixed(3)})`;
-        process.stdout.write(`\r  ${tag}: ${last}   `);
-      }
-    },
-  });
-  const trainSeconds = (Date.now() - t0) / 1000;
-  // the trained network, for `regkit register --method voxelmorph --weights <dir>`
-  await saveRegistrationNetwork(join(args.out, 'networks', tag), model, {
-    method: 'voxelmorph',
-    options,
-    inputShape: dataset.size,
-    description: `examples/mine: ${dataset.name}, ${LABEL[simName]}, α ${alpha}, ${steps} steps, Adam lr ${lr}; inputs scaled by the 99.5th percentile of the positive voxels`,
-  });
-  const metrics = await evaluate(model, dataset);
-  process.stdout.write(
-    `\r  ${tag}: Dice ${metrics.dice.toFixed(3)}, folding ${metrics.foldingPercent.toFixed(4)}%, ${metrics.inferenceMs.toFixed(0)} ms; trained ${trainSeconds.toFixed(0)} s${result.resumedFromEpoch ? ` (resumed at epoch ${result.resumedFromEpoch})` : ''}\n`,
-  );
-  model.dispose();
-  if (typeof similarity.dispose === 'function') similarity.dispose();
-  return { task: taskKey, similarity: simName, alpha, steps, trainSeconds, ...metrics };
-}
-
-const fmt = (m, s) => `${(100 * m).toFixed(1)} (${(100 * s).toFixed(1)})`;
-
-const loaders = {
-  colin: colinDataset,
-  flair: () => bratsDataset('t2f_flair'),
-  t2: () => bratsDataset('t2w'),
-};
-const tasks = args.tasks.split(',').filter(Boolean);
-const sims = args.similarities.split(',').filter(Boolean);
-const alpha = Number(args.alpha);
-const datasets = {};
-const rows = [];
-for (const key of tasks) {
-  const ds = await loaders[key]();
-  if (!ds) {
-    console.log(`${key}: skipped, the read-only BraTS case was not found (set REGKIT_BRATS_DIR)`);
-    continue;
+const identity = await evaluateIdentity(dataset, settings);
+const results = {};
+const tables = [];
+for (const o of opts) {
+  const opt = OPTIMISERS[o];
+  console.log(`optimiser: ${opt.label}`);
+  const arms = [];
+  for (const name of sims) {
+    if (!LABEL[name]) throw new Error(`--similarities: unknown '${name}'`);
+    console.log(`${name}: ${LABEL[name]}`);
+    arms.push(
+      await runArm({
+        name,
+        label: LABEL[name],
+        gridName: 'α',
+        grid: ALPHA_GRID[name],
+        train: trainOf(name, opt),
+        dataset,
+        settings,
+      }),
+    );
   }
-  datasets[key] = ds;
-  console.log(
-    `${ds.name}: ${ds.train.length} training slices, ${ds.test.length} test slices × 3 deformations, ${ds.size.join('×')}`,
+  results[o] = arms;
+  tables.push(
+    `### ${dataset.name}, ${opt.label} (${settings.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n\n${protocolTable(arms, { baseline: 'ncc', identity })}\n`,
   );
-  rows.push({ task: key, similarity: 'affine', alpha: 0, ...(await evaluate(null, ds)) });
-  for (const sim of sims) rows.push(await run(ds, key, sim, alpha));
 }
-
-const sweepTask = datasets[args['sweep-task']] ? args['sweep-task'] : Object.keys(datasets)[0];
-const sweep = [];
-for (const a of args.alphas.split(',').filter(Boolean).map(Number)) {
-  const existing = rows.find(
-    (r) => r.task === sweepTask && r.similarity === 'mine-local' && r.alpha === a,
-  );
-  sweep.push(existing ?? (await run(datasets[sweepTask], sweepTask, 'mine-local', a)));
-}
-
-// the table: one column pair per task
-const keys = Object.keys(datasets);
-const header = `| method | ${keys.map((k) => `${datasets[k].name}: Dice % (std) | % \\|J\\| ≤ 0 | ms`).join(' | ')} |`;
-const lines = [header, `|---|${keys.map(() => '---|---|---').join('|')}|`];
-for (const sim of ['affine', ...sims]) {
-  const cells = keys.map((k) => {
-    const r = rows.find((x) => x.task === k && x.similarity === sim);
-    if (!r) return ' | | ';
-    if (sim === 'affine') return `${fmt(r.dice, r.diceStd)} | – | –`;
-    return `${fmt(r.dice, r.diceStd)} | ${r.foldingPercent.toFixed(4)} | ${r.inferenceMs.toFixed(0)}`;
-  });
-  lines.push(`| ${sim === 'affine' ? 'before (identity)' : LABEL[sim]} | ${cells.join(' | ')} |`);
-}
-const sweepLines = [
-  `| α (MINE_local, ${datasets[sweepTask].name}) | Dice % (std) | % \\|J\\| ≤ 0 |`,
-  '|---|---|---|',
-  ...sweep.map(
-    (r) => `| ${r.alpha} | ${fmt(r.dice, r.diceStd)} | ${r.foldingPercent.toFixed(4)} |`,
-  ),
-];
-const table = `${lines.join('\n')}\n\n${sweepLines.join('\n')}\n`;
+const minutes = (performance.now() - t0) / 60_000;
+const table = `${tables.join('\n')}\nMean ± standard error over seeds; Δ: paired difference against VM-NCC (same seeds and test pairs). Run: ${args.quick ? '--quick' : 'full protocol'}, ${minutes.toFixed(1)} min on ${backend}.\n`;
 console.log(`\n${table}`);
 mkdirSync(args.out, { recursive: true });
-const stamp = { backend, steps, learningRate: lr, alpha, date: new Date().toISOString() };
-writeFileSync(
+/** Writes to a temporary file and renames it, so a reader never sees half a file. */
+const write = (file, text) => {
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+};
+const stamp = {
+  backend,
+  quick: args.quick,
+  settings,
+  steps,
+  warmSteps,
+  warmLearningRate: WARM_LR,
+  optimisers: Object.fromEntries(opts.map((o) => [o, OPTIMISERS[o]])),
+  alphaGrid: ALPHA_GRID,
+  minutes,
+  date: new Date().toISOString(),
+};
+write(
   join(args.out, 'results.json'),
-  `${JSON.stringify({ ...stamp, rows, sweep }, null, 1)}\n`,
+  `${JSON.stringify({ ...stamp, warmStart: warmLog, identity, results }, null, 1)}\n`,
 );
-writeFileSync(join(args.out, 'table.md'), table);
+write(join(args.out, 'table.md'), table);
 console.log(`results: ${join(args.out, 'results.json')}, ${join(args.out, 'table.md')}`);

@@ -36,6 +36,8 @@ export {
 export {
   type BarrierNmiOptions,
   barrierNmiLoss,
+  type InnregDissimilarityOptions,
+  innregDissimilarity,
   type LocalMutualInformationOptions,
   localMutualInformationLoss,
   type MutualInformationOptions,

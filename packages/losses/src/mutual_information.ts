@@ -268,11 +268,59 @@ export interface BarrierNmiOptions extends MutualInformationOptions {
   delta?: number;
 }
 
+/** Options of {@link innregDissimilarity}: the histogram options and the form of I. */
+export interface InnregDissimilarityOptions extends MutualInformationOptions {
+  /** `'paper'` (default) or `'code'`, as {@link BarrierNmiOptions.form}. */
+  form?: 'paper' | 'code';
+}
+
+/**
+ * INNReg's dissimilarity I, the argument of its barrier, without the barrier (minimised):
+ * - `form: 'paper'` (eq. 10): I = (H(A) + H(B)) / MI(A, B) on the Parzen histograms of
+ *   {@link mutualInformationLoss}, MI floored at 1e−7, averaged over the batch (≥ 2; 2 for
+ *   identical images);
+ * - `form: 'code'` (the official `NMI_Loss`): I = 1 − MI with 19 bin centres 0.05…0.95,
+ *   σ = 0.025, the batch pooled into one histogram (`bins`, `sigmaRatio` ignored).
+ * Used alone it is the ablation "1 − MI at weight 1" of the barrier; {@link barrierNmiLoss}
+ * is −log(b − I). Differentiable.
+ *
+ * @param a `[B, ...S, C]`, e.g. the warped source image.
+ * @param b same shape, e.g. the target image.
+ * @returns scalar I (nats⁻¹ ratio for 'paper', 1 − nats for 'code').
+ */
+export function innregDissimilarity(
+  a: tf.Tensor,
+  b: tf.Tensor,
+  options: InnregDissimilarityOptions = {},
+): tf.Scalar {
+  return dissimilarityOf('innregDissimilarity', a, b, options);
+}
+
+function dissimilarityOf(
+  fn: string,
+  a: tf.Tensor,
+  b: tf.Tensor,
+  options: InnregDissimilarityOptions,
+): tf.Scalar {
+  assertImagePair(fn, a, b);
+  const form = lookUpOption(fn, 'form', options.form ?? 'paper', ['paper', 'code'] as const);
+  const o = checkOptions(fn, form === 'code' ? { ...options, bins: 19, sigmaRatio: 0.5 } : options);
+  return tf.tidy(() => {
+    if (form === 'paper') {
+      const h = histograms(a, b, o);
+      const entropy = (p: tf.Tensor) => tf.neg(tf.sum(tf.mul(p, tf.log(tf.add(p, EPS))), [1, 2]));
+      const mi = tf.maximum(mutualInformation(h), EPS);
+      return tf.mean(tf.div(tf.add(entropy(h.pa), entropy(h.pb)), mi)) as tf.Scalar;
+    }
+    return tf.sub(1, codeMutualInformation(a, b, o.intensityRange)) as tf.Scalar;
+  });
+}
+
 /**
  * INNReg's barrier NMI loss −log(b − I): grows without bound as the dissimilarity I nears
  * the barrier b, and is nearly flat well below it. See {@link BarrierNmiOptions} for the
- * paper's and the official code's definitions of I (they differ) and for the finite linear
- * continuation past the barrier. Differentiable.
+ * paper's and the official code's definitions of I (they differ; {@link innregDissimilarity})
+ * and for the finite linear continuation past the barrier. Differentiable.
  *
  * @param a `[B, ...S, C]`, e.g. the warped source image.
  * @param b same shape, e.g. the target image.
@@ -287,20 +335,10 @@ export function barrierNmiLoss(
   assertImagePair(fn, a, b);
   const bound = options.bound ?? 5;
   const delta = options.delta ?? 1e-3;
-  const form = lookUpOption(fn, 'form', options.form ?? 'paper', ['paper', 'code'] as const);
   if (!Number.isFinite(bound)) fail(fn, `'bound' must be finite, got ${bound}`);
   if (!(delta > 0)) fail(fn, `'delta' must be > 0, got ${delta}`);
-  const o = checkOptions(fn, form === 'code' ? { ...options, bins: 19, sigmaRatio: 0.5 } : options);
   return tf.tidy(() => {
-    let dissimilarity: tf.Tensor;
-    if (form === 'paper') {
-      const h = histograms(a, b, o);
-      const entropy = (p: tf.Tensor) => tf.neg(tf.sum(tf.mul(p, tf.log(tf.add(p, EPS))), [1, 2]));
-      const mi = tf.maximum(mutualInformation(h), EPS);
-      dissimilarity = tf.mean(tf.div(tf.add(entropy(h.pa), entropy(h.pb)), mi));
-    } else {
-      dissimilarity = tf.sub(1, codeMutualInformation(a, b, o.intensityRange));
-    }
+    const dissimilarity = dissimilarityOf(fn, a, b, options);
     const x = tf.sub(bound, dissimilarity);
     const barrier = tf.neg(tf.log(tf.maximum(x, delta)));
     const linear = tf.sub(-Math.log(delta), tf.div(tf.sub(x, delta), delta));
