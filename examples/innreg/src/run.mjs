@@ -60,8 +60,10 @@ const { values: args } = parseArgs({
 });
 const settings = protocolSettings({ quick: args.quick });
 const STEPS_PER_EPOCH = 25;
-const steps = Number(args.steps ?? (args.quick ? 100 : 400));
-const epochs = epochsForStepsOrExit(steps, STEPS_PER_EPOCH);
+// `--steps` as typed goes to the check, so that its message names what the user wrote
+const stepsArg = args.steps ?? (args.quick ? 100 : 400);
+const epochs = epochsForStepsOrExit(stepsArg, STEPS_PER_EPOCH);
+const steps = Number(stepsArg);
 // quick: a larger rate so that the networks move within 100 steps (1e-3 barely does)
 const lr = Number(args['learning-rate'] ?? (args.quick ? 3e-3 : 1e-3));
 const BETA1 = 0.9;

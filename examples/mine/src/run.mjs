@@ -50,8 +50,10 @@ const { values: args } = parseArgs({
 const settings = protocolSettings({ quick: args.quick });
 const STEPS_PER_EPOCH = 50;
 const PRIOR_LAMBDA = 10;
-const steps = Number(args.steps ?? (args.quick ? 150 : 600));
-const epochs = epochsForStepsOrExit(steps, STEPS_PER_EPOCH);
+// `--steps` as typed goes to the check, so that its message names what the user wrote
+const stepsArg = args.steps ?? (args.quick ? 150 : 600);
+const epochs = epochsForStepsOrExit(stepsArg, STEPS_PER_EPOCH);
+const steps = Number(stepsArg);
 const warmSteps = Number(args['warm-start-steps'] ?? (args.quick ? 300 : 1000));
 /** Adam rate of the warm start (MINE's statistics network alone): 1e-3 barely moves it in 300 steps. */
 const WARM_LR = 1e-2;

@@ -27,7 +27,11 @@ describe('examples: --steps', () => {
     expect(() => epochsForSteps('1e', 50)).toThrow('positive integer');
     for (const app of ['innreg', 'mine', 'sitreg', 'fire']) {
       const run = readFileSync(resolve(examples, app, 'src/run.mjs'), 'utf8');
-      expect(run, app).toContain('epochsForStepsOrExit(args.steps, STEPS_PER_EPOCH)');
+      // `--steps` as typed (or the example's default when it is absent) goes through the check
+      expect(run, app).toMatch(/epochsForStepsOrExit\((args\.steps|stepsArg), STEPS_PER_EPOCH\)/);
+      if (!run.includes('epochsForStepsOrExit(args.steps,')) {
+        expect(run, app).toMatch(/const stepsArg = args\.steps \?\? /);
+      }
       expect(run, app).not.toMatch(/Math\.round\(steps \/ STEPS_PER_EPOCH\)/);
     }
   });
