@@ -4,6 +4,7 @@ import { checkSize, HEADER_PREFIX, type ParsedHeader, parseHeader } from './head
 import { columnNorms } from './matrix.js';
 import { gunzipLimited, gunzipPrefix, isGzip, nodeFs } from './platform.js';
 import type { Volume } from './types.js';
+import { type NumArray, typedValues } from './voxels.js';
 
 /** Options of {@link readNifti}. */
 export interface ReadNiftiOptions {
@@ -27,8 +28,6 @@ export interface ReadNiftiOptions {
 
 /** Default `maxVoxels`: 512³ values (512 MiB as float32). */
 export const DEFAULT_MAX_VOXELS = 512 ** 3;
-
-const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Header bytes read from a `.hdr` file (its gzip stream is inflated up to the header). */
 const HDR_READ_LIMIT = 1 << 20;
@@ -346,52 +345,6 @@ async function readExactly(
   }
 }
 
-type NumArray = ArrayLike<number> | BigInt64Array | BigUint64Array;
-
-/** Native-endian typed array over the voxel bytes (copied when unaligned or byte-swapped). */
-function typedView(p: ParsedHeader, bytes: Uint8Array): NumArray {
-  const n = p.count;
-  const size = p.dtype.bytes;
-  let buf = bytes;
-  const swap = size > 1 && p.info.littleEndian !== littleEndianHost;
-  if (swap || bytes.byteOffset % size !== 0) {
-    buf = bytes.slice(0, n * size);
-    if (swap) {
-      for (let i = 0; i < buf.length; i += size) {
-        for (let a = i, b = i + size - 1; a < b; a++, b--) {
-          const t = buf[a]!;
-          buf[a] = buf[b]!;
-          buf[b] = t;
-        }
-      }
-    }
-  }
-  const ab = buf.buffer;
-  const off = buf.byteOffset;
-  switch (p.dtype.name) {
-    case 'uint8':
-      return new Uint8Array(ab, off, n);
-    case 'int8':
-      return new Int8Array(ab, off, n);
-    case 'int16':
-      return new Int16Array(ab, off, n);
-    case 'uint16':
-      return new Uint16Array(ab, off, n);
-    case 'int32':
-      return new Int32Array(ab, off, n);
-    case 'uint32':
-      return new Uint32Array(ab, off, n);
-    case 'float32':
-      return new Float32Array(ab, off, n);
-    case 'float64':
-      return new Float64Array(ab, off, n);
-    case 'int64':
-      return new BigInt64Array(ab, off, n);
-    default:
-      return new BigUint64Array(ab, off, n);
-  }
-}
-
 /** 2^24: integers beyond it are not all exact in float32. */
 const F32_EXACT = 2 ** 24;
 
@@ -441,7 +394,7 @@ function decodeVoxels(
   file: string,
   warnings: string[],
 ): Float32Array {
-  let src = typedView(p, bytes);
+  let src = typedValues(p.dtype, p.info.littleEndian, bytes, p.count);
   const loss = precisionLoss(src);
   if (loss.lossy > 0) {
     const err = loss.maxErr * (p.scaled ? Math.abs(p.slope) : 1);

@@ -4,7 +4,7 @@ import { type DatatypeInfo, datatypeByName } from './header.js';
 import { columnNorms } from './matrix.js';
 import type { NiftiHeaderInfo, Volume } from './types.js';
 import { defaultHeader } from './volume.js';
-import { NIFTI_INTEGER_RANGES, type NiftiWriteDatatype } from './write.js';
+import { NIFTI_INTEGER_RANGES, type NiftiWriteDatatype, storageArray } from './write.js';
 
 /**
  * @internal Shared by the MetaImage, NRRD and MGH readers and writers: voxel storage orders,
@@ -13,7 +13,8 @@ import { NIFTI_INTEGER_RANGES, type NiftiWriteDatatype } from './write.js';
 
 const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-type NumArray = ArrayLike<number> | BigInt64Array | BigUint64Array;
+/** Typed values of any NIfTI-like datatype (64-bit integers as BigInt arrays). */
+export type NumArray = ArrayLike<number> | BigInt64Array | BigUint64Array;
 
 /**
  * How channels are stored: `'interleaved'` (MetaImage, NRRD vector axis first: value
@@ -139,33 +140,6 @@ export function decodeStored(
     }
   }
   return out;
-}
-
-/** Writable on-disk types (those of {@link NIFTI_INTEGER_RANGES} plus float32/float64). */
-export function storageArray(
-  name: string,
-  buffer: ArrayBuffer,
-  offset: number,
-  count: number,
-): { [i: number]: number } {
-  switch (name) {
-    case 'uint8':
-      return new Uint8Array(buffer, offset, count);
-    case 'int8':
-      return new Int8Array(buffer, offset, count);
-    case 'int16':
-      return new Int16Array(buffer, offset, count);
-    case 'uint16':
-      return new Uint16Array(buffer, offset, count);
-    case 'int32':
-      return new Int32Array(buffer, offset, count);
-    case 'uint32':
-      return new Uint32Array(buffer, offset, count);
-    case 'float64':
-      return new Float64Array(buffer, offset, count);
-    default:
-      return new Float32Array(buffer, offset, count);
-  }
 }
 
 /**

@@ -257,7 +257,7 @@ export function encodeRaw(file: string, input: EncodeInput, opts: EncodeNiftiOpt
   }
 
   // voxels: row-major [nx, ny, nz, C] → NIfTI storage i + nx·(j + ny·(k + nz·block))
-  const storage = makeStorage(dtype, out.buffer, voxOffset, count);
+  const storage = storageArray(dtype.name, out.buffer, voxOffset, count);
   const nt = dims[4]!;
   const nv = dims[5]!;
   const src = input.values;
@@ -296,15 +296,19 @@ export function encodeRaw(file: string, input: EncodeInput, opts: EncodeNiftiOpt
   return out;
 }
 
-function makeStorage(
-  dtype: DatatypeInfo,
+/**
+ * @internal A typed array of the on-disk type `name` over `count` values of `buffer` at byte
+ * `offset` (float32 for any other name), in host byte order: little-endian on every current
+ * browser and Node platform, as NIfTI headers say. The NIfTI header is 352 or 544 bytes, so
+ * the voxels are 8-byte aligned.
+ */
+export function storageArray(
+  name: string,
   buffer: ArrayBuffer,
   offset: number,
   count: number,
 ): { [i: number]: number } {
-  // the header is 352 or 544 bytes: 8-byte aligned. Typed arrays use the host byte order,
-  // little-endian on every current browser and Node platform, as the header says.
-  switch (dtype.name) {
+  switch (name) {
     case 'uint8':
       return new Uint8Array(buffer, offset, count);
     case 'int8':
