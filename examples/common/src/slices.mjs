@@ -53,7 +53,7 @@ export function bratsDir() {
 }
 
 /** Volume data `[X, Y, Z]` (Z = 1 for a 2D image) as a Float32Array plus its shape. */
-async function load(path) {
+export async function loadVolume(path) {
   const v = await readNifti(path);
   const shape = v.data.shape.slice(1, -1);
   while (shape.length < 3) shape.push(1);
@@ -63,7 +63,7 @@ async function load(path) {
 }
 
 /** Slice z of a `[X, Y, Z]` volume as a `[X, Y]` array. */
-function slice({ data, shape }, z) {
+export function volumeSlice({ data, shape }, z) {
   const [X, Y, Z] = shape;
   const out = new Float32Array(X * Y);
   for (let x = 0; x < X; x++)
@@ -83,7 +83,7 @@ function resizeLabels(labels, [X, Y], [H, W]) {
 }
 
 /** 99.5th percentile of the positive values (robust intensity scale). */
-function scaleOf(values) {
+export function scaleOf(values) {
   const pos = values.filter((v) => v > 0).sort();
   return pos.length ? pos[Math.floor(0.995 * (pos.length - 1))] : 1;
 }
@@ -93,7 +93,7 @@ function imageSlice(vol, z, size, scale) {
   const [X, Y] = vol.shape;
   return tf.tidy(() =>
     tf.clipByValue(
-      tf.div(resizeImage(tf.tensor(slice(vol, z), [1, X, Y, 1]), size), scale),
+      tf.div(resizeImage(tf.tensor(volumeSlice(vol, z), [1, X, Y, 1]), size), scale),
       0,
       1.5,
     ),
@@ -112,8 +112,8 @@ function splitSlices(zs) {
  * `labelsOf(z)` returns the label slice at the volume's resolution, or is null.
  */
 async function makeDataset(name, movingPath, fixedPath, labelsOf, zs, size, split = splitSlices) {
-  const moving = await load(movingPath);
-  const fixed = fixedPath === movingPath ? moving : await load(fixedPath);
+  const moving = await loadVolume(movingPath);
+  const fixed = fixedPath === movingPath ? moving : await loadVolume(fixedPath);
   const sm = scaleOf(moving.data);
   const sf = scaleOf(fixed.data);
   const [X, Y] = moving.shape;
@@ -131,12 +131,12 @@ async function makeDataset(name, movingPath, fixedPath, labelsOf, zs, size, spli
 
 /** Mono-modal Colin27 T1 → T1 with AAL labels (always available: bundled). */
 export async function colinDataset() {
-  const labels = await load(join(BUNDLED, 'colin27_aal_labels.nii.gz'));
+  const labels = await loadVolume(join(BUNDLED, 'colin27_aal_labels.nii.gz'));
   return makeDataset(
     'Colin27 T1 → T1 (AAL)',
     join(BUNDLED, 'colin27_ch2_t1.nii.gz'),
     join(BUNDLED, 'colin27_ch2_t1.nii.gz'),
-    (z) => slice(labels, z),
+    (z) => volumeSlice(labels, z),
     range(40, 141),
     [96, 112],
   );
@@ -150,11 +150,11 @@ export async function colinDataset() {
 export async function bratsDataset(target, { size = [96, 96], split = splitSlices } = {}) {
   const dir = bratsDir();
   if (!dir) return null;
-  const seg = await load(join(dir, 'seg_auto_BraTS25_2.nii.gz'));
-  const t1 = await load(join(dir, 't1n.nii.gz'));
+  const seg = await loadVolume(join(dir, 'seg_auto_BraTS25_2.nii.gz'));
+  const t1 = await loadVolume(join(dir, 't1n.nii.gz'));
   const labelsOf = (z) => {
-    const s = slice(seg, z);
-    const b = slice(t1, z);
+    const s = volumeSlice(seg, z);
+    const b = volumeSlice(t1, z);
     return s.map((v, i) => (v > 0 ? v : b[i] > 0 ? 4 : 0));
   };
   return makeDataset(
@@ -175,13 +175,13 @@ export async function bratsDataset(target, { size = [96, 96], split = splitSlice
 export async function voxelmorphDataset() {
   const dir = readOnlyDir('voxelmorph_test');
   if (!dir) return null;
-  const labels = await load(join(dir, 'voxelmorph_test_seg_aseg.nii.gz'));
+  const labels = await loadVolume(join(dir, 'voxelmorph_test_seg_aseg.nii.gz'));
   const t1 = join(dir, 'voxelmorph_test_vol_t1.nii.gz');
   return makeDataset(
     'VoxelMorph T1 → T1 (aseg)',
     t1,
     t1,
-    (z) => slice(labels, z),
+    (z) => volumeSlice(labels, z),
     range(60, 170),
     [96, 112],
   );

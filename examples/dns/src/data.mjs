@@ -12,31 +12,14 @@
  */
 import { join } from 'node:path';
 import { resizeImage, tf } from '@regkit/core';
-import { BUNDLED, bratsDir, readOnlyDir } from '@regkit/example-common/slices';
-import { readNifti } from '@regkit/io';
-
-async function load(path) {
-  const v = await readNifti(path);
-  const shape = v.data.shape.slice(1, -1);
-  while (shape.length < 3) shape.push(1);
-  const data = Float32Array.from(await v.data.data());
-  v.data.dispose();
-  return { data, shape };
-}
-
-function slice({ data, shape }, z) {
-  const [X, Y, Z] = shape;
-  const out = new Float32Array(X * Y);
-  for (let x = 0; x < X; x++)
-    for (let y = 0; y < Y; y++) out[x * Y + y] = data[(x * Y + y) * Z + z];
-  return out;
-}
-
-/** 99.5th percentile of the positive values. */
-function scaleOf(values) {
-  const pos = values.filter((v) => v > 0).sort();
-  return pos.length ? pos[Math.floor(0.995 * (pos.length - 1))] : 1;
-}
+import {
+  BUNDLED,
+  bratsDir,
+  loadVolume as load,
+  readOnlyDir,
+  scaleOf,
+  volumeSlice as slice,
+} from '@regkit/example-common/slices';
 
 /** Slices `zs` of a volume, resized to `size`, mapped by `(v) => v'` then clipped to [0, 1]. */
 function slices(vol, zs, size, map) {
