@@ -10,7 +10,7 @@ import {
 } from 'node:fs';
 import { copyFile, link, lstat, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { createGzip, gzip } from 'node:zlib';
+import { createGzip } from 'node:zlib';
 import type { tf } from '@regkit/core';
 import { RegkitError } from '@regkit/core';
 import {
@@ -193,15 +193,6 @@ interface Staged {
 }
 
 const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV', 'EMLINK']);
-
-/** gzip-compresses bytes on the libuv thread pool (level 1, as `writeNifti`). */
-export function gzipAsync(bytes: Uint8Array, level = 1): Promise<Uint8Array> {
-  return new Promise((done, reject) =>
-    gzip(bytes, { level }, (err, res) =>
-      err ? reject(err) : done(new Uint8Array(res.buffer, res.byteOffset, res.length)),
-    ),
-  );
-}
 
 /**
  * The outputs of one run, written all together or not at all. {@link stage} collects the
