@@ -15,7 +15,9 @@ import type { tf } from '@regkit/core';
 import { RegkitError } from '@regkit/core';
 import {
   encodeDisplacementField,
+  encodeDisplacementFieldChunks,
   encodeNifti,
+  encodeNiftiChunks,
   encodeVolume,
   imageFormat,
   type NiftiWriteDatatype,
@@ -178,11 +180,20 @@ export class OutputClaimedError extends RegkitError {
   }
 }
 
+/** An output's bytes in pieces, each made when it is written (see io's `encodeNiftiChunks`). */
+export interface ChunkedBytes {
+  bytes: number;
+  chunks: () => Iterable<Uint8Array>;
+}
+
 /** An output's bytes: ready, pending, or made on demand (at commit, one output at a time). */
 export type StagedBytes =
   | Uint8Array
+  | ChunkedBytes
   | Promise<Uint8Array>
-  | (() => Uint8Array | Promise<Uint8Array>);
+  | (() => Uint8Array | ChunkedBytes | Promise<Uint8Array>);
+
+const isChunked = (b: Uint8Array | ChunkedBytes): b is ChunkedBytes => !(b instanceof Uint8Array);
 
 interface Staged {
   option: string;
@@ -222,7 +233,11 @@ export class OutputTransaction {
    * time), gzip-compressed as it is written (streamed: no compressed copy in memory) when the
    * name ends in `.gz` (`.nii.gz`) or `.mgz`.
    */
-  stageNifti(option: string, path: string, raw: Uint8Array | (() => Uint8Array)): void {
+  stageNifti(
+    option: string,
+    path: string,
+    raw: Uint8Array | ChunkedBytes | (() => Uint8Array | ChunkedBytes),
+  ): void {
     this.staged.push({ option, path, bytes: raw, gzip: /\.(gz|mgz)$/i.test(path) });
   }
 
@@ -248,17 +263,24 @@ export class OutputTransaction {
         }
         temporaries.push(tmp);
         try {
+          // a chunked output is made piece by piece as it is written: no whole copy of it
+          const pieces = isChunked(bytes!) ? bytes.chunks() : [bytes!];
           if (s.gzip) {
-            // compressed chunk by chunk into the file (the same bytes as a one-shot gzip)
+            // compressed piece by piece into the file (the same bytes as a one-shot gzip)
             const gz = createGzip({ level: 1 });
             const file = handle;
             const drained = (async () => {
               for await (const chunk of gz) await file.write(chunk as Buffer);
             })();
-            gz.end(Buffer.from(bytes!.buffer, bytes!.byteOffset, bytes!.byteLength));
+            for (const p of pieces) {
+              if (!gz.write(Buffer.from(p.buffer, p.byteOffset, p.byteLength))) {
+                await new Promise((r) => gz.once('drain', r));
+              }
+            }
+            gz.end();
             await drained;
           } else {
-            await handle.writeFile(bytes!);
+            for (const p of pieces) await handle.write(p);
           }
           await handle.sync();
         } catch (e) {
@@ -350,6 +372,32 @@ export function encodeFieldFor(path: string, field: tf.Tensor, reference: Volume
     reference,
     format === 'metaimage' || format === 'nrrd' ? { format } : {},
   );
+}
+
+const SINGLE_FILE_NIFTI = /\.nii(\.gz)?$/i;
+
+/**
+ * {@link encodeImageFor} for a staged output: a `.nii`/`.nii.gz` path gives the bytes in
+ * pieces read in place from `volume.data` at commit (no copy of the file in memory; the
+ * tensor must stay alive until then), any other format its bytes.
+ */
+export function stagedImageFor(
+  path: string,
+  volume: Volume,
+  datatype?: NiftiWriteDatatype,
+): Uint8Array | ChunkedBytes {
+  if (!SINGLE_FILE_NIFTI.test(path)) return encodeImageFor(path, volume, datatype);
+  return encodeNiftiChunks(volume, datatype ? { datatype } : {});
+}
+
+/** {@link encodeFieldFor} for a staged output, in pieces for `.nii`/`.nii.gz` (see {@link stagedImageFor}). */
+export function stagedFieldFor(
+  path: string,
+  field: tf.Tensor,
+  reference: Volume,
+): Uint8Array | ChunkedBytes {
+  if (!SINGLE_FILE_NIFTI.test(path)) return encodeFieldFor(path, field, reference);
+  return encodeDisplacementFieldChunks(field, reference);
 }
 
 /** Disposes the tensors of volumes. */

@@ -45,10 +45,11 @@ import { assertLabelMap } from './evaluate.js';
 import {
   checkOutputs,
   disposeVolumes,
-  encodeFieldFor,
   encodeImageFor,
   OutputTransaction,
   readInput,
+  stagedFieldFor,
+  stagedImageFor,
 } from './files.js';
 import { deformablePart, expandAffine, sameGrid, warpThroughAffines } from './geometry.js';
 import type { Progress } from './progress.js';
@@ -428,9 +429,18 @@ export async function registerCommand(
         `the foregrounds of --fixed ${o.fixed} and --moving ${o.moving} do not overlap on the fixed grid: the registration has no common structure to align and its result is likely meaningless`,
       );
     }
+    // instance optimisation needs only the normalised copies: the raw images are freed as
+    // soon as each is normalised (registerImages also frees f and m once its pyramid is
+    // built) and read again for the outputs; on a 3D brain that is four full-resolution
+    // images less at the peak, and a smaller high-water mark of the wasm heap
+    const reread = !o.method && !!plan.deformable && thin < 0;
+    const fixedChannels = fixed.data.shape[fixed.data.rank - 1]!;
     let f = await normalizeIntensity(fixed.data);
+    toDispose.push(f);
+    if (reread) fixed.data.dispose();
     let m = await normalizeIntensity(movingData);
-    toDispose.push(f, m);
+    toDispose.push(m);
+    if (reread) moving.data.dispose();
     let fRaw = fixed.data;
     let mRaw = movingData;
     if (thin >= 0) {
@@ -440,14 +450,6 @@ export async function registerCommand(
       fRaw = squeezeAxis(fRaw, thin);
       mRaw = squeezeAxis(mRaw, thin);
       toDispose.push(f, m, fRaw, mRaw);
-    }
-    // instance optimisation needs only the normalised copies: the raw images are freed while
-    // it runs (registerImages also frees f and m once its pyramid is built) and read again
-    // for the outputs; on a 3D brain that is four full-resolution images less at the peak
-    const reread = !o.method && !!plan.deformable && thin < 0;
-    if (reread) {
-      fixed.data.dispose();
-      moving.data.dispose();
     }
     let started = false;
     let dnsPreset: RegisterImagesOptions = {};
@@ -567,7 +569,11 @@ export async function registerCommand(
     tf.dispose([f, m]);
     if (movingOnFixed && !o.method) movingOnFixed.data.dispose();
     if (reread) {
-      fixed.data = (await readInput('--fixed', o.fixed)).data;
+      // from here on the fixed image is only the output grid (its header and shape) unless
+      // the figure shows it: a zero image of its shape instead of decoding the file again
+      fixed.data = o.png
+        ? (await readInput('--fixed', o.fixed)).data
+        : tf.zeros([1, ...fs, fixedChannels]);
       moving.data = (await readInput('--moving', o.moving)).data;
     }
     toDispose.push(result.field);
@@ -608,18 +614,18 @@ export async function registerCommand(
     // all outputs are computed before any is written, then written together
     const outputsTx = new OutputTransaction(!!o.force);
     // each output is encoded when it is written (one large buffer at a time)
-    outputsTx.stageNifti('--out', o.out, () => encodeImageFor(o.out, warped));
+    outputsTx.stageNifti('--out', o.out, () => stagedImageFor(o.out, warped));
     const written: Record<string, string> = { out: o.out };
     if (o.field) {
       const fieldPath = o.field;
-      outputsTx.stageNifti('--field', fieldPath, () => encodeFieldFor(fieldPath, field, fixed));
+      outputsTx.stageNifti('--field', fieldPath, () => stagedFieldFor(fieldPath, field, fixed));
       written.field = o.field;
     }
     if (o.deformableField && deformable) {
       const part = deformable;
       const partPath = o.deformableField;
       outputsTx.stageNifti('--deformable-field', partPath, () =>
-        encodeFieldFor(partPath, part, fixed),
+        stagedFieldFor(partPath, part, fixed),
       );
       written.deformableField = o.deformableField;
     }
@@ -633,7 +639,7 @@ export async function registerCommand(
     if (inversePath && inverseField) {
       const inverse = inverseField;
       outputsTx.stageNifti('--inverse-field', inversePath, () =>
-        encodeFieldFor(inversePath, inverse, fixed),
+        stagedFieldFor(inversePath, inverse, fixed),
       );
       written.inverseField = inversePath;
     }

@@ -76,10 +76,21 @@ export function mapAlongAxes(x: tf.Tensor, matrices: ReadonlyArray<AxisMatrix | 
   // last axis first: the transposes of the inner axes then act on the smaller, not yet
   // upsampled tensor, and the leading axis (no transposes) goes last
   steps.reverse();
+  // one tidy per axis, freeing the previous axis's result: only two tensors of the chain are
+  // alive at a time (inside a gradient, tfjs would otherwise keep every intermediate until
+  // the whole backward pass ends: 3 copies per axis of a field at the finest level)
+  const chain = (t: tf.Tensor, order: typeof steps, inverse: boolean): tf.Tensor =>
+    order.reduce((y, s) => {
+      const out = tf.tidy(() =>
+        inverse ? alongAxis(y, s.axis, s.aT, s.a, s.cols) : alongAxis(y, s.axis, s.a, s.aT, s.rows),
+      );
+      if (y !== t) y.dispose();
+      return out;
+    }, t);
+  const backwards = [...steps].reverse();
   const map = tf.customGrad((input) => ({
-    value: steps.reduce((y, s) => alongAxis(y, s.axis, s.a, s.aT, s.rows), input as tf.Tensor),
-    gradFunc: (dy: tf.Tensor) =>
-      steps.reduceRight((g, s) => alongAxis(g, s.axis, s.aT, s.a, s.cols), dy),
+    value: chain(input as tf.Tensor, steps, false),
+    gradFunc: (dy: tf.Tensor) => chain(dy, backwards, true),
   }));
   return tf.tidy(() => map(x));
 }

@@ -6,7 +6,14 @@ import { gzipBytes, gzipBytesSync, writeFileAtomic } from './platform.js';
 import type { ReadNiftiOptions } from './read.js';
 import type { Volume } from './types.js';
 import { checkVolumeArg } from './volume.js';
-import { checkLevel, encodeRaw, floatValues, gzipFromPath } from './write.js';
+import {
+  checkLevel,
+  encodeRaw,
+  encodeRawChunks,
+  floatValues,
+  gzipFromPath,
+  type ValuesSource,
+} from './write.js';
 
 /** The field's format by its path: NIfTI, MetaImage (`.mha`) or NRRD (`.nrrd`); else `PATH`. */
 function fieldFormat(path: string): 'nifti' | 'metaimage' | 'nrrd' {
@@ -121,28 +128,56 @@ function applyMatrix(values: ArrayLike<number>, m: number[][], nd: number): Floa
   return out;
 }
 
+function fieldInput(values: ValuesSource, reference: Volume, spatial: number[]) {
+  const nd = spatial.length;
+  // the LPS-mm mixing is applied while storing (no mixed copy of the field)
+  return {
+    values,
+    mix: itkFieldMatrix(reference.affine, nd),
+    spatial,
+    channels: nd,
+    affine: reference.affine,
+    header: reference.header,
+    layout: 'vector' as const,
+    intentCode: NIFTI_INTENT_VECTOR,
+  };
+}
+
+const FIELD_ENCODING = {
+  datatype: 'float32',
+  description: 'displacement field, ITK convention (LPS mm)',
+} as const;
+
+/**
+ * The uncompressed NIfTI bytes of {@link encodeDisplacementField} in pieces of about 4 MiB
+ * (the header, then whole planes), each read in place from `field` when it is taken: a 3D
+ * field is written (or gzip-streamed) without a copy of the file in memory. `field` must
+ * stay alive, and no tfjs op may run between taking a piece and using it. Concatenated, the
+ * pieces equal `encodeDisplacementField(field, reference)`.
+ * @param field `[1, ...spatial, ndim]` in voxels on the reference grid.
+ * @param chunkBytes voxel bytes per piece (default 4 MiB; at least one plane).
+ * @returns the total size in bytes and a generator of the pieces.
+ */
+export function encodeDisplacementFieldChunks(
+  field: tf.Tensor,
+  reference: Volume,
+  chunkBytes = 1 << 22,
+): { bytes: number; chunks: () => Generator<Uint8Array> } {
+  const fn = 'encodeDisplacementFieldChunks';
+  const file = `<${fn}>`;
+  const spatial = checkVolumeArg(fn, 'reference', reference);
+  checkField(fn, file, field, spatial);
+  const values: ValuesSource = { read: (f) => withValues(field, f) };
+  return encodeRawChunks(file, fieldInput(values, reference, spatial), FIELD_ENCODING, chunkBytes);
+}
+
 function encodeField(
   file: string,
   values: ArrayLike<number>,
   reference: Volume,
   spatial: number[],
 ): Uint8Array {
-  const nd = spatial.length;
-  // the LPS-mm mixing is applied while storing (no mixed copy of the field)
-  return encodeRaw(
-    file,
-    {
-      values,
-      mix: itkFieldMatrix(reference.affine, nd),
-      spatial,
-      channels: nd,
-      affine: reference.affine,
-      header: reference.header,
-      layout: 'vector',
-      intentCode: NIFTI_INTENT_VECTOR,
-    },
-    { datatype: 'float32', description: 'displacement field, ITK convention (LPS mm)' },
-  );
+  return encodeRaw(file, fieldInput(values, reference, spatial), FIELD_ENCODING);
 }
 
 /**

@@ -14,6 +14,7 @@
 export { RegkitIOError, type RegkitIOErrorCode } from './errors.js';
 export {
   encodeDisplacementField,
+  encodeDisplacementFieldChunks,
   itkFieldMatrix,
   NIFTI_INTENT_VECTOR,
   type ReadFieldOptions,
@@ -79,6 +80,7 @@ export { defaultHeader, finiteMask, fromCanonical, toCanonical, volumeLike } fro
 export {
   type EncodeNiftiOptions,
   encodeNifti,
+  encodeNiftiChunks,
   NIFTI_INTEGER_RANGES,
   type NiftiWriteDatatype,
   type VolumeLikeInput,

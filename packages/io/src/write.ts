@@ -160,8 +160,27 @@ function writeString(bytes: Uint8Array, offset: number, maxLen: number, s: strin
   }
 }
 
-/** @internal Encodes values + geometry as uncompressed NIfTI bytes. */
-export function encodeRaw(file: string, input: EncodeInput, opts: EncodeNiftiOptions): Uint8Array {
+/** @internal Values to encode: an array, or a reader giving them (in place) for one synchronous call. */
+export type ValuesSource = ArrayLike<number> | { read<T>(fn: (values: ArrayLike<number>) => T): T };
+
+/** @internal The header bytes (`vox_offset` long) and the storage layout of an encoding. */
+interface RawLayout {
+  header: Uint8Array;
+  dtype: DatatypeInfo;
+  nx: number;
+  ny: number;
+  nz: number;
+  nt: number;
+  nv: number;
+  channels: number;
+  count: number;
+}
+
+function rawLayout(
+  file: string,
+  input: Omit<EncodeInput, 'values'>,
+  opts: EncodeNiftiOptions,
+): RawLayout {
   const dtype = resolveDatatype(file, opts.datatype);
   const { spatial, channels, affine, header } = input;
   const nx = spatial[0]!;
@@ -190,9 +209,8 @@ export function encodeRaw(file: string, input: EncodeInput, opts: EncodeNiftiOpt
   }
   const headerSize = version === 1 ? 348 : 540;
   const voxOffset = headerSize + 4;
-  const nvox = nx * ny * nz;
-  const count = nvox * channels;
-  const out = new Uint8Array(voxOffset + count * dtype.bytes);
+  const count = nx * ny * nz * channels;
+  const out = new Uint8Array(voxOffset);
   const dv = new DataView(out.buffer);
   const le = true;
 
@@ -256,44 +274,104 @@ export function encodeRaw(file: string, input: EncodeInput, opts: EncodeNiftiOpt
     dv.setInt32(504, intent, le);
   }
 
-  // voxels: row-major [nx, ny, nz, C] → NIfTI storage i + nx·(j + ny·(k + nz·block))
-  const storage = storageArray(dtype.name, out.buffer, voxOffset, count);
-  const nt = dims[4]!;
-  const nv = dims[5]!;
-  const src = input.values;
-  const range = NIFTI_INTEGER_RANGES[dtype.name as NiftiWriteDatatype];
-  const nxy = nx * ny;
+  return { header: out, dtype, nx, ny, nz, nt: dims[4]!, nv: dims[5]!, channels, count };
+}
+
+/**
+ * Writes storage planes [p0, p1) (plane P = k + nz·(t + nt·v): NIfTI order, x fastest) of
+ * row-major `[nx, ny, nz, C]` values `src` into `storage` (plane p0 at index 0).
+ */
+function fillPlanes(
+  l: RawLayout,
+  input: Pick<EncodeInput, 'mix'>,
+  storage: { [i: number]: number },
+  src: ArrayLike<number>,
+  p0: number,
+  p1: number,
+): void {
+  const { nx, ny, nz, nt, channels } = l;
+  const range = NIFTI_INTEGER_RANGES[l.dtype.name as NiftiWriteDatatype];
   const jStride = nz * channels;
   const iStride = ny * jStride;
-  for (let t = 0; t < nt; t++) {
-    for (let v = 0; v < nv; v++) {
-      const c = t * nv + v;
-      const base = nvox * (t + nt * v);
-      for (let k = 0; k < nz; k++) {
-        for (let j = 0; j < ny; j++) {
-          let di = base + nx * j + nxy * k;
-          let si = j * jStride + k * channels + c;
-          if (range) {
-            const [lo, hi] = range;
-            for (let i = 0; i < nx; i++, di++, si += iStride) {
-              const x = Math.round(src[si]!);
-              storage[di] = Math.min(hi, Math.max(lo, x)); // NaN → 0 by the typed array
-            }
-          } else if (input.mix) {
-            const row = input.mix[c]!;
-            for (let i = 0, s0 = si - c; i < nx; i++, di++, s0 += iStride) {
-              let acc = row[0]! * src[s0]!;
-              for (let q = 1; q < channels; q++) acc += row[q]! * src[s0 + q]!;
-              storage[di] = acc;
-            }
-          } else {
-            for (let i = 0; i < nx; i++, di++, si += iStride) storage[di] = src[si]!;
-          }
+  for (let p = p0; p < p1; p++) {
+    const k = p % nz;
+    const b = (p - k) / nz;
+    const t = b % nt;
+    const v = (b - t) / nt;
+    const c = t * l.nv + v;
+    for (let j = 0; j < ny; j++) {
+      let di = (p - p0) * nx * ny + nx * j;
+      let si = j * jStride + k * channels + c;
+      if (range) {
+        const [lo, hi] = range;
+        for (let i = 0; i < nx; i++, di++, si += iStride) {
+          const x = Math.round(src[si]!);
+          storage[di] = Math.min(hi, Math.max(lo, x)); // NaN → 0 by the typed array
         }
+      } else if (input.mix) {
+        const row = input.mix[c]!;
+        for (let i = 0, s0 = si - c; i < nx; i++, di++, s0 += iStride) {
+          let acc = row[0]! * src[s0]!;
+          for (let q = 1; q < channels; q++) acc += row[q]! * src[s0 + q]!;
+          storage[di] = acc;
+        }
+      } else {
+        for (let i = 0; i < nx; i++, di++, si += iStride) storage[di] = src[si]!;
       }
     }
   }
+}
+
+function readValues<T>(values: ValuesSource, fn: (v: ArrayLike<number>) => T): T {
+  return 'read' in values && typeof values.read === 'function'
+    ? values.read(fn)
+    : fn(values as ArrayLike<number>);
+}
+
+/** @internal Encodes values + geometry as uncompressed NIfTI bytes. */
+export function encodeRaw(
+  file: string,
+  input: Omit<EncodeInput, 'values'> & { values: ValuesSource },
+  opts: EncodeNiftiOptions,
+): Uint8Array {
+  const l = rawLayout(file, input, opts);
+  const voxOffset = l.header.length;
+  const out = new Uint8Array(voxOffset + l.count * l.dtype.bytes);
+  out.set(l.header);
+  const storage = storageArray(l.dtype.name, out.buffer, voxOffset, l.count);
+  readValues(input.values, (src) => fillPlanes(l, input, storage, src, 0, l.nz * l.nt * l.nv));
   return out;
+}
+
+/**
+ * @internal The bytes of {@link encodeRaw} in pieces: the header, then about `chunkBytes` of
+ * voxels at a time (whole planes), each filled by one synchronous read of `input.values` (in
+ * place), so no copy of the whole file is ever held. Concatenated, the pieces are exactly
+ * `encodeRaw`'s bytes; the geometry is checked before the first piece is returned.
+ */
+export function encodeRawChunks(
+  file: string,
+  input: Omit<EncodeInput, 'values'> & { values: ValuesSource },
+  opts: EncodeNiftiOptions,
+  chunkBytes = 1 << 22,
+): { bytes: number; chunks: () => Generator<Uint8Array> } {
+  const l = rawLayout(file, input, opts);
+  const planeValues = l.nx * l.ny;
+  const planes = l.nz * l.nt * l.nv;
+  const perChunk = Math.max(1, Math.floor(chunkBytes / (planeValues * l.dtype.bytes)));
+  return {
+    bytes: l.header.length + l.count * l.dtype.bytes,
+    *chunks() {
+      yield l.header;
+      for (let p = 0; p < planes; p += perChunk) {
+        const q = Math.min(planes, p + perChunk);
+        const buf = new Uint8Array((q - p) * planeValues * l.dtype.bytes);
+        const storage = storageArray(l.dtype.name, buf.buffer, 0, (q - p) * planeValues);
+        readValues(input.values, (src) => fillPlanes(l, input, storage, src, p, q));
+        yield buf;
+      }
+    },
+  };
 }
 
 /**
@@ -348,6 +426,37 @@ export function encodeNifti(volume: VolumeLikeInput, opts: EncodeNiftiOptions = 
     ),
   );
   return opts.gzip ? gzipBytesSync(raw, checkLevel(file, opts.compressionLevel)) : raw;
+}
+
+/**
+ * The uncompressed NIfTI bytes of {@link encodeNifti} (`gzip` aside) in pieces of about
+ * 4 MiB (the header, then whole planes), each read in place from `volume.data` when it is
+ * taken: a large volume is written (or gzip-streamed) without a copy of the file in memory.
+ * `volume.data` must stay alive, and no tfjs op may run between taking a piece and using it.
+ * Concatenated, the pieces equal `encodeNifti(volume, opts)`. `chunkBytes`: the voxel bytes per
+ * piece (default 4 MiB; at least one plane).
+ * @returns the total size in bytes and a generator of the pieces.
+ */
+export function encodeNiftiChunks(
+  volume: VolumeLikeInput,
+  opts: Omit<EncodeNiftiOptions, 'gzip' | 'compressionLevel'> & { chunkBytes?: number } = {},
+): { bytes: number; chunks: () => Generator<Uint8Array> } {
+  const file = '<encodeNiftiChunks>';
+  const { spatial, channels } = checkVolume(file, 'encodeNiftiChunks', volume);
+  const data = volume.data;
+  return encodeRawChunks(
+    file,
+    {
+      values: { read: (f) => withValues(data, f) },
+      spatial,
+      channels,
+      affine: volume.affine,
+      header: volume.header,
+      layout: 'auto',
+    },
+    opts,
+    opts.chunkBytes,
+  );
 }
 
 /** @internal */

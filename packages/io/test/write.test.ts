@@ -7,7 +7,10 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { initBackend, tf } from '@regkit/core';
 import {
+  encodeDisplacementField,
+  encodeDisplacementFieldChunks,
   encodeNifti,
+  encodeNiftiChunks,
   type NiftiWriteDatatype,
   RegkitIOError,
   readNifti,
@@ -276,5 +279,65 @@ describe('encodeNifti: memory', () => {
     const back = await readNifti(bytes);
     expect(Array.from(await back.data.data())).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     tf.dispose([data, back.data]);
+  });
+});
+
+describe('encodeNiftiChunks / encodeDisplacementFieldChunks', () => {
+  const concat = (c: { bytes: number; chunks: () => Generator<Uint8Array> }) => {
+    const parts = [...c.chunks()];
+    const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    expect(out.length).toBe(c.bytes);
+    return { out, pieces: parts.length };
+  };
+
+  it('pieces concatenate to encodeNifti’s bytes (3D, 2D, channels, integer datatypes)', () => {
+    const cases: Array<[number[], NiftiWriteDatatype | undefined]> = [
+      [[1, 7, 5, 6, 1], undefined],
+      [[1, 7, 5, 6, 4], undefined],
+      [[1, 9, 8, 1], undefined],
+      [[1, 6, 5, 4, 1], 'uint8'],
+      [[1, 6, 5, 4, 2], 'int16'],
+    ];
+    for (const [shape, datatype] of cases) {
+      const data = tf.mul(tf.randomNormal(shape, 0, 1, 'float32', 3), 70);
+      const volume = { data, affine: OBLIQUE };
+      const opts = datatype ? { datatype } : {};
+      const whole = encodeNifti(volume, opts);
+      // one plane per piece (many pieces) and the default (one piece of voxels)
+      const small = concat(encodeNiftiChunks(volume, { ...opts, chunkBytes: 1 }));
+      const big = concat(encodeNiftiChunks(volume, opts));
+      expect(small.out).toEqual(whole);
+      expect(big.out).toEqual(whole);
+      const planes = (shape.length === 5 ? shape[3]! : 1) * shape[shape.length - 1]!;
+      expect(small.pieces).toBe(1 + planes);
+      expect(big.pieces).toBe(2);
+      data.dispose();
+    }
+  });
+
+  it('field pieces concatenate to encodeDisplacementField’s bytes (2D and 3D, oblique)', async () => {
+    for (const spatial of [
+      [6, 5, 4],
+      [7, 9],
+    ]) {
+      const data = tf.zeros([1, ...spatial, 1]);
+      const reference: Volume = (await readNifti(encodeNifti({ data, affine: OBLIQUE }))) as Volume;
+      const field = tf.randomNormal([1, ...spatial, spatial.length], 0, 2, 'float32', 9);
+      const whole = encodeDisplacementField(field, reference);
+      expect(concat(encodeDisplacementFieldChunks(field, reference, 1)).out).toEqual(whole);
+      expect(concat(encodeDisplacementFieldChunks(field, reference)).out).toEqual(whole);
+      tf.dispose([data, reference.data, field]);
+    }
+  });
+
+  it('checks the volume before the first piece', () => {
+    const data = tf.zeros([2, 3, 3, 1]);
+    expect(() => encodeNiftiChunks({ data, affine: OBLIQUE })).toThrow(RegkitIOError);
+    data.dispose();
   });
 });

@@ -1,4 +1,4 @@
-import { tf } from '@regkit/core';
+import { tf, withValues } from '@regkit/core';
 
 /**
  * Rescales intensities to [0, 1] between the given lower and upper percentiles (robust
@@ -15,7 +15,20 @@ export async function normalizeIntensity(
   const lo = at(lower);
   const hi = at(upper);
   const scale = hi > lo ? 1 / (hi - lo) : 0;
-  return tf.tidy(() => tf.clipByValue(tf.mul(tf.sub(image, lo), scale), 0, 1));
+  if (image.dtype !== 'float32') {
+    return tf.tidy(() => tf.clipByValue(tf.mul(tf.sub(image, lo), scale), 0, 1));
+  }
+  // min(max((x − lo)·scale, 0), 1) in float32 arithmetic (each step rounded as tfjs's
+  // sub, mul and clip are: the same values), written into the selection's buffer, so the
+  // backend allocates only the result (on wasm, a smaller high-water mark of its heap)
+  const s32 = Math.fround(scale);
+  withValues(image, (x) => {
+    for (let i = 0; i < x.length; i++) {
+      const v = Math.fround(Math.fround(x[i]! - lo) * s32);
+      values[i] = v < 0 ? 0 : v > 1 ? 1 : v;
+    }
+  });
+  return tf.tensor(values, image.shape, 'float32');
 }
 
 /**

@@ -225,4 +225,19 @@ describe('helpers', () => {
     expect(Array.from(await c.data()).every((z) => z === 0)).toBe(true);
     tf.dispose([x, n, c]);
   });
+
+  it('normalizeIntensity gives exactly tfjs clip((x − lo)·scale, 0, 1) on cpu and wasm', async () => {
+    for (const backend of ['cpu', 'wasm'] as const) {
+      await initBackend(backend, { kernels });
+      const x = tf.mul(tf.randomNormal([1, 9, 11, 7, 1], 0, 300, 'float32', 5), 1.37);
+      const n = await normalizeIntensity(x, 2, 97);
+      const sorted = Float32Array.from(await x.data()).sort();
+      const pick = (p: number) => sorted[Math.round((p / 100) * (sorted.length - 1))]!;
+      const [lo, hi] = [pick(2), pick(97)];
+      const ref = tf.clipByValue(tf.mul(tf.sub(x, lo), 1 / (hi - lo)), 0, 1);
+      expect(Array.from(await n.data())).toEqual(Array.from(await ref.data()));
+      tf.dispose([x, n, ref]);
+    }
+    await initBackend('cpu', { kernels });
+  });
 });
