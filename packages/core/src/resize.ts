@@ -5,7 +5,8 @@ import {
   type RegkitResizeLinearAttrs,
   RegkitResizeLinearGrad,
 } from './kernel_names.js';
-import { gaussianSmooth } from './smooth.js';
+import { type AxisMatrix, mapAlongAxes } from './separable.js';
+import { gaussianKernel1d, gaussianSmooth, reflectFilterMatrix } from './smooth.js';
 import { tf } from './tf.js';
 import { assertField, assertImage, assertSpatialShape, fail, fmtShape } from './validate.js';
 import { hasKernels, warp } from './warp.js';
@@ -83,11 +84,51 @@ export function resizeImage(image: tf.Tensor, spatialShape: readonly number[]): 
   const from = image.shape.slice(1, -1);
   if (from.every((s, k) => s === spatialShape[k])) return tf.clone(image);
   const ratio = cornerRatios(from, spatialShape);
+  const sigma = ratio.map((r) => (r > 1 ? 0.5 * r : 0));
+  if (from.every((n) => n <= DENSE_RESIZE_MAX_AXIS)) {
+    // one product per axis with M = L·G (sampling after smoothing): no padded copies, and
+    // every intermediate is at most the input's size
+    return tf.tidy(() =>
+      mapAlongAxes(
+        image.dtype === 'float32' ? image : tf.cast(image, 'float32'),
+        from.map((n, k) => resizeAxisMatrix(n, spatialShape[k]!, sigma[k]!)),
+      ),
+    );
+  }
   return tf.tidy(() => {
-    const sigma = ratio.map((r) => (r > 1 ? 0.5 * r : 0));
     const smooth = sigma.some((v) => v > 0) ? gaussianSmooth(image, sigma) : image;
     return resizeLinear(smooth, spatialShape);
   });
+}
+
+/** Largest axis that {@link resizeImage} maps with one dense `[S', S]` matrix (else a padded convolution, then a resize). */
+const DENSE_RESIZE_MAX_AXIS = 320;
+
+/**
+ * `[m, n]` matrix of one axis of {@link resizeImage}: a Gaussian of σ voxels with reflecting
+ * borders (none when σ = 0), then linear sampling at i (n − 1)/(m − 1) (corners aligned),
+ * composed in float64; `null` when the axis is unchanged.
+ */
+function resizeAxisMatrix(n: number, m: number, sigma: number): AxisMatrix | null {
+  if (n === m && sigma === 0) return null;
+  const g = sigma > 0 ? reflectFilterMatrix(gaussianKernel1d(sigma), n).values : null;
+  const values = new Float32Array(m * n);
+  const row = new Float64Array(n);
+  for (let i = 0; i < m; i++) {
+    const pos = m > 1 && n > 1 ? (i * (n - 1)) / (m - 1) : 0;
+    const i0 = Math.min(Math.floor(pos), n - 1);
+    const i1 = Math.min(i0 + 1, n - 1);
+    const t = pos - i0;
+    row.fill(0);
+    if (g) {
+      for (let j = 0; j < n; j++) row[j] = (1 - t) * g[i0 * n + j]! + t * g[i1 * n + j]!;
+    } else {
+      row[i0]! += 1 - t;
+      row[i1]! += t;
+    }
+    values.set(row, i * n);
+  }
+  return { values, rows: m };
 }
 
 /**

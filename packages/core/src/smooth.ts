@@ -43,7 +43,7 @@ function reflectPad(x: tf.Tensor, axis: number, amount: number): tf.Tensor {
 const DENSE_MAX_AXIS = 96;
 
 /** `[n, n]` matrix of a symmetric 1D filter `w` with scipy's 'reflect' borders folded in. */
-function reflectFilterMatrix(w: readonly number[], n: number): AxisMatrix {
+export function reflectFilterMatrix(w: readonly number[], n: number): AxisMatrix {
   const r = (w.length - 1) / 2;
   const values = new Float32Array(n * n);
   for (let i = 0; i < n; i++) {
