@@ -97,7 +97,15 @@ export interface WarpExports {
     q0: number,
     q1: number,
   ): void;
-  lncc_work_bytes(D: number, H: number, W: number, C: number, rD: number, withGrad: number): number;
+  lncc_work_bytes(
+    D: number,
+    H: number,
+    W: number,
+    C: number,
+    rD: number,
+    withGrad: number,
+    threads: number,
+  ): number;
   lncc(
     a: number,
     b: number,
@@ -113,6 +121,8 @@ export interface WarpExports {
     rW: number,
     withGrad: number,
     work: number,
+    t: number,
+    T: number,
   ): number;
   mind_work_floats(B: number, D: number, H: number, W: number, P: number): number;
   mind_ssc(
@@ -170,6 +180,7 @@ const THREADED_FUNCTIONS = [
   'warp_reduce',
   'zero_f32',
   'resize_axis',
+  'lncc',
 ] as const;
 
 /** Options of {@link initKernels}. */
@@ -397,15 +408,18 @@ export function wasmKernels(): WarpExports {
 
 /**
  * Runs the calls of warp.wasm exports at once, one per thread (the first on this thread);
- * without workers, one after the other here. The calls must write disjoint memory.
+ * without workers, one after the other here. The calls must write disjoint memory (or meet at
+ * barriers: then never more calls than {@link kernelThreads}). Returns what the first returned.
  */
-export function runThreaded(calls: readonly KernelCall[]): void {
-  if (pool && calls.length > 1) {
-    pool.run(calls);
-    return;
-  }
+export function runThreaded(calls: readonly KernelCall[]): unknown {
+  if (pool && calls.length > 1) return pool.run(calls);
   const wasm = wasmKernels() as unknown as Record<string, (...a: number[]) => unknown>;
-  for (const { fn, args } of calls) wasm[fn]!(...args);
+  let first: unknown;
+  calls.forEach(({ fn, args }, i) => {
+    const r = wasm[fn]!(...args);
+    if (i === 0) first = r;
+  });
+  return first;
 }
 
 /** The instantiated convolution module (after `initKernels()`). */

@@ -135,7 +135,9 @@ async function spawnWorker(init: Record<string, unknown>): Promise<WorkerHandle>
     const { Worker } = (await importOptional(
       'node:worker_threads',
     )) as typeof import('node:worker_threads');
-    const w = new Worker(WORKER_SOURCE, { eval: true });
+    // a classic script: without the parent's --input-type (which would make it a module)
+    const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+    const w = new Worker(WORKER_SOURCE, { eval: true, execArgv });
     await new Promise<void>((resolve, reject) => {
       w.once('error', reject);
       w.once('message', () => {
@@ -222,9 +224,9 @@ export class ThreadPool {
 
   /**
    * Runs the calls at once: `calls[0]` on this thread, `calls[i]` on worker i - 1; returns when
-   * all have finished. At most {@link size} calls.
+   * all have finished, with what `calls[0]` returned. At most {@link size} calls.
    */
-  run(calls: readonly KernelCall[]): void {
+  run(calls: readonly KernelCall[]): unknown {
     if (calls.length > this.size) {
       throw new Error(`@regkit/kernels: ${calls.length} calls for ${this.size} threads`);
     }
@@ -243,9 +245,10 @@ export class ThreadPool {
       Atomics.notify(this.ctrl, I);
     }
     let error: unknown = null;
+    let result: unknown;
     if (calls.length > 0) {
       try {
-        (this.exports[calls[0]!.fn] as (...a: number[]) => unknown)(...calls[0]!.args);
+        result = (this.exports[calls[0]!.fn] as (...a: number[]) => unknown)(...calls[0]!.args);
       } catch (e) {
         error = e;
       }
@@ -265,6 +268,7 @@ export class ThreadPool {
     if (failed.length > 0) {
       throw new Error(`@regkit/kernels: a kernel failed in a worker thread (${failed.join(', ')})`);
     }
+    return result;
   }
 
   /** Stops every worker. */

@@ -21,6 +21,7 @@ import {
   kernelThreadsReason,
   setKernelThreads,
 } from '@regkit/kernels';
+import { localNccLoss } from '@regkit/losses';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKENDS, MODES, useKernels, withCoreJsKernels } from './helpers.js';
 
@@ -120,6 +121,39 @@ describe.each(BACKENDS)('worker threads on %s', (backend) => {
     }
   });
 
+  it('local NCC (loss and both gradients; 2D and 3D, B = 2, C = 2) is bit-identical at 1, 2 and 3 threads', async () => {
+    const inputs = [
+      [[2, 20, 50, 24, 2], 9],
+      [
+        [1, 9, 37, 30, 1],
+        [3, 5, 7],
+      ],
+      [[2, 90, 70, 2], 5],
+    ] as const;
+    for (const [shape, window] of inputs) {
+      const a = tf.randomUniform([...shape], 0, 1, 'float32', 1);
+      const b = tf.add(tf.mul(a, 0.5), tf.randomUniform([...shape], 0, 1, 'float32', 2));
+      const byThreads: Uint8Array[][] = [];
+      for (const n of THREADS) {
+        await setKernelThreads(n);
+        const opts = { window: window as number | number[] };
+        const loss = localNccLoss(a, b, opts);
+        const [da, db] = tf.grads((x: tf.Tensor, y: tf.Tensor) => localNccLoss(x, y, opts))([a, b]);
+        byThreads.push([bytes(loss), bytes(da!), bytes(db!)]);
+        tf.dispose([loss, da!, db!]);
+      }
+      for (let t = 1; t < THREADS.length; t++) {
+        byThreads[t]!.forEach((r, i) => {
+          expect(
+            Buffer.compare(r, byThreads[0]![i]!),
+            `[${shape}], result ${i}, ${THREADS[t]} threads`,
+          ).toBe(0);
+        });
+      }
+      tf.dispose([a, b]);
+    }
+  });
+
   it('at 3 threads warp still matches core JavaScript kernel (linear, forward and gradients)', async () => {
     await setKernelThreads(3);
     // the 3D cases: positions below 128, where float32 (ours) and float64 (core) positions
@@ -205,7 +239,7 @@ describe('threads in a process', () => {
     const three = node(WARP_SCRIPT, { REGKIT_THREADS: '3' });
     expect(three.status, three.out).toBe(0);
     const r3 = three.result;
-    expect(r3.threads).toBe(3);
+    expect(r3.threads, three.out).toBe(3);
     const one = node(WARP_SCRIPT, { REGKIT_THREADS: '1' });
     expect(one.status, one.out).toBe(0);
     const r1 = one.result;
