@@ -124,24 +124,45 @@ export interface WarpExports {
     t: number,
     T: number,
   ): number;
-  mind_work_floats(B: number, D: number, H: number, W: number, P: number): number;
-  mind_ssc(
-    image: number,
-    out: number,
-    B: number,
+  mind_work_floats(B: number, D: number, H: number, W: number, P: number, T: number): number;
+  mind_planes(
+    img: number,
+    b: number,
     D: number,
     H: number,
     W: number,
-    radius: number,
-    P: number,
+    r: number,
     offsets: number,
-    work: number,
+    ssd: number,
+    tmp: number,
+    c0: number,
+    c1: number,
   ): void;
-  parzen_work_bytes(bins: number): number;
-  parzen_joint(
+  mind_reduce(
+    out: number,
+    b: number,
+    N: number,
+    P: number,
+    ssd: number,
+    variance: number,
+    sums: number,
+    k0: number,
+    k1: number,
+  ): void;
+  mind_finish(
+    out: number,
+    B: number,
+    N: number,
+    P: number,
+    variance: number,
+    sums: number,
+    v0: number,
+    v1: number,
+  ): void;
+  parzen_work_bytes(bins: number, B: number, N: number): number;
+  parzen_chunks(
     a: number,
     b: number,
-    out: number,
     B: number,
     N: number,
     bins: number,
@@ -149,7 +170,10 @@ export interface WarpExports {
     range: number,
     sigmaRatio: number,
     work: number,
+    c0: number,
+    c1: number,
   ): void;
+  parzen_finish(out: number, B: number, N: number, bins: number, work: number): void;
   parzen_joint_grad(
     a: number,
     b: number,
@@ -162,6 +186,8 @@ export interface WarpExports {
     lo: number,
     range: number,
     sigmaRatio: number,
+    n0: number,
+    n1: number,
   ): void;
 }
 
@@ -181,6 +207,11 @@ const THREADED_FUNCTIONS = [
   'zero_f32',
   'resize_axis',
   'lncc',
+  'parzen_chunks',
+  'mind_planes',
+  'mind_reduce',
+  'mind_finish',
+  'parzen_joint_grad',
 ] as const;
 
 /** Options of {@link initKernels}. */

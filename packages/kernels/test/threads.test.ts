@@ -21,7 +21,7 @@ import {
   kernelThreadsReason,
   setKernelThreads,
 } from '@regkit/kernels';
-import { localNccLoss } from '@regkit/losses';
+import { localNccLoss, mindSsc, mutualInformationLoss } from '@regkit/losses';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKENDS, MODES, useKernels, withCoreJsKernels } from './helpers.js';
 
@@ -152,6 +152,42 @@ describe.each(BACKENDS)('worker threads on %s', (backend) => {
       }
       tf.dispose([a, b]);
     }
+  });
+
+  it('mutual information (Parzen histogram and its gradient; several chunks) is bit-identical at 1, 2 and 3 threads', async () => {
+    const a = tf.randomUniform([2, 40, 50, 40, 1], 0, 1, 'float32', 1); // 80000 samples: 2 chunks per item
+    const b = tf.add(tf.mul(a, 0.7), tf.randomUniform([2, 40, 50, 40, 1], 0, 0.3, 'float32', 2));
+    const byThreads: Uint8Array[][] = [];
+    for (const n of THREADS) {
+      await setKernelThreads(n);
+      const loss = mutualInformationLoss(a, b, { bins: 23 });
+      const [da, db] = tf.grads((x: tf.Tensor, y: tf.Tensor) =>
+        mutualInformationLoss(x, y, { bins: 23 }),
+      )([a, b]);
+      byThreads.push([bytes(loss), bytes(da!), bytes(db!)]);
+      tf.dispose([loss, da!, db!]);
+    }
+    for (let t = 1; t < THREADS.length; t++) {
+      byThreads[t]!.forEach((r, i) => {
+        expect(Buffer.compare(r, byThreads[0]![i]!), `result ${i}, ${THREADS[t]} threads`).toBe(0);
+      });
+    }
+    tf.dispose([a, b]);
+  });
+
+  it('MIND-SSC (several chunks, B = 2) is bit-identical at 1, 2 and 3 threads', async () => {
+    const image = tf.randomUniform([2, 40, 44, 40, 1], 0, 1, 'float32', 1); // 70400 voxels: 2 chunks
+    const byThreads: Uint8Array[] = [];
+    for (const n of THREADS) {
+      await setKernelThreads(n);
+      const m = mindSsc(image, { radius: 1, dilation: 2 });
+      byThreads.push(bytes(m));
+      m.dispose();
+    }
+    for (let t = 1; t < THREADS.length; t++) {
+      expect(Buffer.compare(byThreads[t]!, byThreads[0]!), `${THREADS[t]} threads`).toBe(0);
+    }
+    image.dispose();
   });
 
   it('at 3 threads warp still matches core JavaScript kernel (linear, forward and gradients)', async () => {
