@@ -64,7 +64,6 @@ export const parzenJointGradKernelFunc: tf.KernelFunc = ({ inputs, backend, attr
   const { a, b, dy } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo; dy: tf.TensorInfo };
   const { bins, sigmaRatio, lo, range } = attrs as unknown as RegkitParzenJointAttrs;
   const [B, N] = dims(a, b, RegkitParzenJointGrad);
-  const wasm = wasmKernels();
   return runInWasm(
     backend as BackendLike,
     [a, b, dy],
