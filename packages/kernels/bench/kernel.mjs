@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /**
- * The warp kernels alone: calls warp_forward / warp_backward of a .wasm build directly on the
- * module's memory (no tfjs, no copies), linear interpolation, C = 1, a smooth field of
- * amplitude 3 voxels; median ms of REPS runs (default 15) after one warm-up call.
+ * The warp kernels alone, one thread: calls warp_forward (all rows) and warp_backward_rows
+ * (all rows as one chunk scattering into the whole image gradient) of a .wasm build directly
+ * on the module's memory (no tfjs, no copies), linear interpolation, C = 1, a smooth field of
+ * amplitude 3 voxels; median ms of REPS runs (default 15) after one warm-up call. Builds whose
+ * memory is imported (the current one: shared) get a memory made here.
  *
  *   node bench/kernel.mjs                          # src/wasm/warp.wasm, all sizes
  *   node bench/kernel.mjs /tmp/scalar.wasm 192x192 # another build (e.g. -DWARP_SIMD=0)
@@ -17,8 +19,13 @@ const [
   padding = 'zeros',
 ] = process.argv.slice(2);
 const reps = Number(process.env.REPS ?? 15);
-const { instance } = await WebAssembly.instantiate(readFileSync(file));
-const w = instance.exports;
+const compiled = await WebAssembly.compile(readFileSync(file));
+const imported = WebAssembly.Module.imports(compiled).some((i) => i.kind === 'memory');
+const memory = imported
+  ? new WebAssembly.Memory({ initial: 32, maximum: 65536, shared: true })
+  : undefined;
+const instance = await WebAssembly.instantiate(compiled, imported ? { env: { memory } } : {});
+const w = { ...instance.exports, memory: memory ?? instance.exports.memory };
 const mode = padding === 'border' ? 2 : 0;
 
 function median(fn) {
@@ -64,8 +71,31 @@ for (const size of sizes.split(',')) {
   for (let i = 0; i < n; i++)
     for (let k = 0; k < nd; k++)
       u[i * nd + k] = 3 * Math.sin(i * 0.001 + k) * Math.cos(i * 0.00007 * (k + 1));
-  const dims = [1, D, H, W, 1, D, H, W, nd, mode];
-  const forward = median(() => w.warp_forward(img, fld, out, ...dims));
-  const backward = median(() => w.warp_backward(dy, img, fld, dImg, dFld, ...dims));
+  const rows = D * H;
+  const forward = median(() =>
+    w.warp_forward(img, fld, out, 1, D, H, W, 1, D, H, W, nd, mode, 0, rows),
+  );
+  const backward = median(() =>
+    w.warp_backward_rows(
+      dy,
+      img,
+      fld,
+      dImg,
+      dFld,
+      D,
+      H,
+      W,
+      1,
+      D,
+      H,
+      W,
+      nd,
+      mode,
+      0,
+      rows,
+      0,
+      (nd === 3 ? D : H) - 1,
+    ),
+  );
   console.log(JSON.stringify({ wasm: file.split('/').pop(), size, padding, forward, backward }));
 }

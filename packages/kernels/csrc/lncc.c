@@ -15,8 +15,7 @@
  * slice z's five coefficient maps go into a ring of the last 2 rD + 1 slices and into their
  * running depth sum; slice z - rD's gradient rows follow from that sum's H and W sums.
  *
- * Layout: a, b, da, db [B, D, H, W, C] (2D: D = 1). Work memory (doubles, from JS):
- * acc1 and acc2 [5, H, W*C], `slots` ring slices [5, H, W*C], hrow and wrow [5, W*C].
+ * Layout: a, b, da, db [B, D, H, W, C] (2D: D = 1). Work memory: see lncc().
  */
 
 typedef __SIZE_TYPE__ size_t;
@@ -24,13 +23,13 @@ typedef __SIZE_TYPE__ size_t;
 #define MAPS 5
 #define EPS 1e-5
 
-/** Depth step of [a, b, a^2, b^2, ab] into acc [5, P]: + slice `add`, - slice `sub` (-1: none); `set`: acc = slice add. */
+/** Depth step of [a, b, a^2, b^2, ab] into the first n elements of each plane of acc [5, P]: + slice `add`, - slice `sub` (-1: none); `set`: acc = slice add. */
 static void depth_step(double *acc, const float *a, const float *b, long add, long sub, size_t P,
-                       int set) {
+                       size_t n, int set) {
   double *A0 = acc, *A1 = acc + P, *A2 = acc + 2 * P, *A3 = acc + 3 * P, *A4 = acc + 4 * P;
   if (set) {
     const float *x = a + add, *y = b + add;
-    for (size_t j = 0; j < P; j++) {
+    for (size_t j = 0; j < n; j++) {
       const double u = x[j], v = y[j];
       A0[j] = u;
       A1[j] = v;
@@ -40,7 +39,7 @@ static void depth_step(double *acc, const float *a, const float *b, long add, lo
     }
   } else if (add >= 0 && sub >= 0) {
     const float *x = a + add, *y = b + add, *p = a + sub, *q = b + sub;
-    for (size_t j = 0; j < P; j++) {
+    for (size_t j = 0; j < n; j++) {
       const double u = x[j], v = y[j], s = p[j], t = q[j];
       A0[j] += u - s;
       A1[j] += v - t;
@@ -52,7 +51,7 @@ static void depth_step(double *acc, const float *a, const float *b, long add, lo
     const double sign = add >= 0 ? 1.0 : -1.0;
     const long k = add >= 0 ? add : sub;
     const float *x = a + k, *y = b + k;
-    for (size_t j = 0; j < P; j++) {
+    for (size_t j = 0; j < n; j++) {
       const double u = x[j], v = y[j];
       A0[j] += sign * u;
       A1[j] += sign * v;
@@ -61,6 +60,13 @@ static void depth_step(double *acc, const float *a, const float *b, long add, lo
       A4[j] += sign * (u * v);
     }
   }
+}
+
+/** depth_step on the elements [e0, e0 + n) of each of the 5 planes (a thread's rows). */
+static void depth_step_rows(double *acc, const float *a, const float *b, long add, long sub,
+                            size_t P, int set, size_t e0, size_t n) {
+  /* the planes of acc stay P apart: shift the views, step n elements */
+  depth_step(acc + e0, a + e0, b + e0, add, sub, P, n, set);
 }
 
 /** hrow [5, WC] += sign * row at element q of each of the 5 planes [P] of src. */
@@ -193,62 +199,128 @@ static void zero64(double *p, size_t n) {
   for (size_t i = 0; i < n; i++) p[i] = 0.0;
 }
 
-/** Work memory in bytes for one call (see the layout above). */
+/* ---------------------------------------------------------------------------------- */
+/* Threads: T instances on one shared memory each call lncc(..., t, T); thread t owns the */
+/* rows of fixed blocks of LNCC_BLOCK rows (a split that does not depend on T: the running */
+/* sums along H start afresh at every block, and the loss is summed per block, then over   */
+/* blocks in order), and all threads meet at a barrier in the work memory between steps    */
+/* that read other rows.                                                                  */
+/* ---------------------------------------------------------------------------------- */
+
+#define LNCC_BLOCK 8
+
+/** Box sum along H of row h of the 5 planes of src, from scratch (rows h - rH .. h + rH). */
+static void h_start(const double *src, double *hrow, int h, int H, size_t WC, int rH) {
+  const size_t P = (size_t)H * WC;
+  const int first = h - rH > 0 ? h - rH : 0;
+  const int last = h + rH < H - 1 ? h + rH : H - 1;
+  for (int m = 0; m < MAPS; m++) {
+    const double *s = src + m * P + (size_t)first * WC;
+    double *o = hrow + m * WC;
+    for (size_t j = 0; j < WC; j++) o[j] = s[j];
+  }
+  for (int k = first + 1; k <= last; k++) add_row(src, hrow, (size_t)k * WC, WC, P, 1.0);
+}
+
+/** h_step, starting afresh at the first row of every block. */
+static void h_block_step(const double *src, double *hrow, int h, int H, size_t WC, int rH) {
+  if (h % LNCC_BLOCK == 0) h_start(src, hrow, h, H, WC, rH);
+  else h_step(src, hrow, h, H, WC, rH);
+}
+
+/** All T threads wait here until every one has arrived (bar: int[2] in shared memory, zeroed). */
+static void barrier(int *bar, int T) {
+  if (T <= 1) return;
+  const int gen = __atomic_load_n(&bar[1], __ATOMIC_SEQ_CST);
+  if (__atomic_add_fetch(&bar[0], 1, __ATOMIC_SEQ_CST) == T) {
+    __atomic_store_n(&bar[0], 0, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&bar[1], 1, __ATOMIC_SEQ_CST);
+    __builtin_wasm_memory_atomic_notify(&bar[1], (unsigned)-1);
+    return;
+  }
+  for (int spin = 0; __atomic_load_n(&bar[1], __ATOMIC_SEQ_CST) == gen; spin++) {
+    if (spin >= 256) __builtin_wasm_memory_atomic_wait32(&bar[1], gen, -1);
+  }
+}
+
+static size_t lncc_blocks(int H) { return ((size_t)H + LNCC_BLOCK - 1) / LNCC_BLOCK; }
+
+/** Work memory in bytes for one call with T threads (see the layout in lncc). */
 __attribute__((export_name("lncc_work_bytes"))) size_t lncc_work_bytes(int D, int H, int W, int C,
-                                                                       int rD, int with_grad) {
+                                                                       int rD, int with_grad,
+                                                                       int T) {
   const size_t WC = (size_t)W * C, P = (size_t)H * WC;
   size_t slots = 0;
   if (with_grad) slots = 2 * (size_t)rD + 1 < (size_t)D ? 2 * (size_t)rD + 1 : (size_t)D;
-  return (MAPS * P * (2 + slots) + 2 * MAPS * WC) * sizeof(double);
+  return 16 + (lncc_blocks(H) + MAPS * P * (2 + slots) + 2 * MAPS * WC * (size_t)T) * sizeof(double);
 }
 
 /**
  * The loss -mean(cc) of a and b [B, D, H, W, C] with window radii rD, rH, rW; with
- * with_grad also writes d loss/d a and d loss/d b to da and db. `work`: lncc_work_bytes.
+ * with_grad also writes d loss/d a and d loss/d b to da and db. `work`: lncc_work_bytes
+ * (zeroed by the caller: its first 16 bytes are the barrier), shared by the T threads;
+ * thread t (0 <= t < T) computes its blocks of rows. The loss is returned by thread 0.
+ * Work layout: barrier int[4], block sums [blocks], acc1 and acc2 [5, H, W*C], `slots` ring
+ * slices [5, H, W*C], then per thread hrow and wrow [5, W*C].
  */
 __attribute__((export_name("lncc"))) double lncc(const float *a, const float *b, float *da,
                                                  float *db, int B, int D, int H, int W, int C,
                                                  int rD, int rH, int rW, int with_grad,
-                                                 double *work) {
+                                                 double *work, int t, int T) {
   const size_t WC = (size_t)W * C, P = (size_t)H * WC;
   const size_t total = (size_t)B * D * P;
   if (total == 0) return __builtin_nan("");
   const double inv_n = 1.0 / ((double)(2 * rD + 1) * (2 * rH + 1) * (2 * rW + 1));
   const int slots = with_grad ? (2 * rD + 1 < D ? 2 * rD + 1 : D) : 0;
-  double *acc1 = work, *acc2 = acc1 + MAPS * P, *ring = acc2 + MAPS * P;
-  double *hrow = ring + (size_t)slots * MAPS * P, *wrow = hrow + MAPS * WC;
+  const size_t nblocks = lncc_blocks(H);
+  int *bar = (int *)work;
+  double *sums = work + 2;
+  double *acc1 = sums + nblocks, *acc2 = acc1 + MAPS * P, *ring = acc2 + MAPS * P;
+  double *hrow = ring + (size_t)slots * MAPS * P + (size_t)t * 2 * MAPS * WC;
+  double *wrow = hrow + MAPS * WC;
+  /* this thread's blocks [k0, k1) and rows [h0, h1) */
+  const int k0 = (int)(nblocks * t / T), k1 = (int)(nblocks * (t + 1) / T);
+  const int h0 = k0 * LNCC_BLOCK, h1 = k1 * LNCC_BLOCK < H ? k1 * LNCC_BLOCK : H;
+  const size_t e0 = (size_t)h0 * WC, ne = (size_t)(h1 - h0) * WC; /* own elements of a plane */
   const double g = -1.0 / (double)total;
-  double sum = 0.0;
+  for (int k = k0; k < k1; k++) sums[k] = 0.0;
   for (int bi = 0; bi < B; bi++) {
     const long off = (long)bi * D * (long)P;
+    /* depth sums of the own rows only: elementwise, so any split gives the same values */
     if (rD > 0) {
-      zero64(acc1, MAPS * P);
-      for (int k = 0; k < rD && k < D; k++) depth_step(acc1, a, b, off + k * (long)P, -1, P, 0);
+      for (int m = 0; m < MAPS; m++) zero64(acc1 + m * P + e0, ne);
+      for (int k = 0; k < rD && k < D; k++)
+        depth_step_rows(acc1, a, b, off + k * (long)P, -1, P, 0, e0, ne);
     }
-    if (with_grad) zero64(acc2, MAPS * P);
+    if (with_grad)
+      for (int m = 0; m < MAPS; m++) zero64(acc2 + m * P + e0, ne);
     for (int z = 0; z < D; z++) {
       const long add = z + rD < D ? off + (long)(z + rD) * (long)P : -1;
       const long sub = z - rD - 1 >= 0 ? off + (long)(z - rD - 1) * (long)P : -1;
-      depth_step(acc1, a, b, add, sub, P, rD == 0);
+      depth_step_rows(acc1, a, b, add, sub, P, rD == 0, e0, ne);
+      barrier(bar, T);
       if (!with_grad) {
-        for (int h = 0; h < H; h++) {
-          h_step(acc1, hrow, h, H, WC, rH);
+        for (int h = h0; h < h1; h++) {
+          h_block_step(acc1, hrow, h, H, WC, rH);
           w_step(hrow, wrow, W, C, rW);
-          sum += loss_row(wrow, WC, inv_n);
+          sums[h / LNCC_BLOCK] += loss_row(wrow, WC, inv_n);
         }
+        barrier(bar, T);
         continue;
       }
       double *slot = ring + (size_t)(z % slots) * MAPS * P;
-      if (z < slots) zero64(slot, MAPS * P);
-      for (int h = 0; h < H; h++) {
-        h_step(acc1, hrow, h, H, WC, rH);
+      if (z < slots)
+        for (int m = 0; m < MAPS; m++) zero64(slot + m * P + e0, ne);
+      for (int h = h0; h < h1; h++) {
+        h_block_step(acc1, hrow, h, H, WC, rH);
         w_step(hrow, wrow, W, C, rW);
-        sum += coefficient_row(wrow, WC, inv_n, g, acc2, slot, (size_t)h * WC, P);
+        sums[h / LNCC_BLOCK] += coefficient_row(wrow, WC, inv_n, g, acc2, slot, (size_t)h * WC, P);
       }
+      barrier(bar, T);
       if (z >= rD) {
         const size_t o = (size_t)off + (size_t)(z - rD) * P;
-        for (int h = 0; h < H; h++) {
-          h_step(acc2, hrow, h, H, WC, rH);
+        for (int h = h0; h < h1; h++) {
+          h_block_step(acc2, hrow, h, H, WC, rH);
           w_step(hrow, wrow, W, C, rW);
           gradient_row(wrow, WC, a, b, da, db, o + (size_t)h * WC);
         }
@@ -257,17 +329,28 @@ __attribute__((export_name("lncc"))) double lncc(const float *a, const float *b,
     if (!with_grad) continue;
     for (int e = D - rD > 0 ? D - rD : 0; e < D; e++) {
       const int drop = e - rD - 1;
+      barrier(bar, T); /* every thread has read acc2 for the previous slice */
       if (drop >= 0) {
         const double *s = ring + (size_t)(drop % slots) * MAPS * P;
-        for (size_t j = 0; j < MAPS * P; j++) acc2[j] -= s[j];
+        for (int m = 0; m < MAPS; m++) {
+          double *A = acc2 + m * P + e0;
+          const double *S = s + m * P + e0;
+          for (size_t j = 0; j < ne; j++) A[j] -= S[j];
+        }
       }
+      barrier(bar, T);
       const size_t o = (size_t)off + (size_t)e * P;
-      for (int h = 0; h < H; h++) {
-        h_step(acc2, hrow, h, H, WC, rH);
+      for (int h = h0; h < h1; h++) {
+        h_block_step(acc2, hrow, h, H, WC, rH);
         w_step(hrow, wrow, W, C, rW);
         gradient_row(wrow, WC, a, b, da, db, o + (size_t)h * WC);
       }
     }
+    barrier(bar, T); /* before the next batch item resets acc1 and acc2 */
   }
+  barrier(bar, T);
+  if (t != 0) return 0.0;
+  double sum = 0.0;
+  for (size_t k = 0; k < nblocks; k++) sum += sums[k];
   return -sum / (double)total;
 }

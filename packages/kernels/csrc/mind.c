@@ -98,43 +98,69 @@ static void box_w(const float *src, float *dst, size_t rows, int W, int r) {
   }
 }
 
-/** Float32 values of work memory mind_ssc needs: (P + 1) D H W + B D H W. */
+/*
+ * Threads: the P descriptor planes of a batch item are computed by ranges of channels
+ * (mind_planes, each thread with its own tmp plane), then the per-voxel min / mean by ranges
+ * of voxels (mind_reduce), the mean of V summed per fixed chunk of MIND_CHUNK voxels and the
+ * chunks added in order (a split that does not depend on the number of threads), then
+ * exp(-d / V') by ranges of voxels (mind_finish).
+ */
+#define MIND_CHUNK 65536
+
+static size_t mind_chunks(size_t N) { return (N + MIND_CHUNK - 1) / MIND_CHUNK; }
+
+/**
+ * Float32 values of work memory for T threads: ssd [P, N], tmp [T, N], var [B, N], then the
+ * chunk sums (double, 8-byte aligned) [B, chunks].
+ */
 __attribute__((export_name("mind_work_floats"))) size_t mind_work_floats(int B, int D, int H,
-                                                                          int W, int P) {
+                                                                          int W, int P, int T) {
   const size_t N = (size_t)D * H * W;
-  return ((size_t)P + 1) * N + (size_t)B * N;
+  size_t floats = ((size_t)P + (size_t)T) * N + (size_t)B * N;
+  floats += floats & 1;
+  return floats + 2 * (size_t)B * mind_chunks(N);
 }
 
-/** MIND-SSC of img [B, D, H, W] into out [B, D, H, W, P] (see the top of this file). */
-__attribute__((export_name("mind_ssc"))) void mind_ssc(const float *img, float *out, int B, int D,
-                                                        int H, int W, int r, int P,
-                                                        const int *offsets, float *work) {
+/** The box-filtered ssd planes c0 <= c < c1 of batch item b into ssd [P, N]; tmp: [N] of this thread. */
+__attribute__((export_name("mind_planes"))) void mind_planes(const float *img, int b, int D, int H,
+                                                              int W, int r, const int *offsets,
+                                                              float *ssd, float *tmp, int c0,
+                                                              int c1) {
   const size_t N = (size_t)D * H * W;
-  float *ssd = work;               /* [P, N] */
-  float *tmp = work + (size_t)P * N; /* [N] */
-  float *var = tmp + N;             /* [B, N] */
-  double total = 0.0;
-  for (int b = 0; b < B; b++) {
-    const float *x = img + (size_t)b * N;
-    for (int c = 0; c < P; c++) {
-      float *plane = ssd + (size_t)c * N;
-      if (r == 0) {
-        shifted_sqdiff(x, plane, D, H, W, offsets + 6 * c);
-        continue;
-      }
-      shifted_sqdiff(x, tmp, D, H, W, offsets + 6 * c);
-      box_w(tmp, plane, (size_t)D * H, W, r);
-      box_axis(plane, tmp, (size_t)D, H, (size_t)W, r);
-      if (D > 1) {
-        box_axis(tmp, plane, 1, D, (size_t)H * W, r);
-      } else {
-        for (size_t j = 0; j < N; j++) plane[j] = tmp[j];
-      }
+  const float *x = img + (size_t)b * N;
+  for (int c = c0; c < c1; c++) {
+    float *plane = ssd + (size_t)c * N;
+    if (r == 0) {
+      shifted_sqdiff(x, plane, D, H, W, offsets + 6 * c);
+      continue;
     }
-    float *o = out + (size_t)b * N * P;
-    float *vb = var + (size_t)b * N;
-    const float invP = 1.0f / (float)P;
-    for (size_t v = 0; v < N; v++) {
+    shifted_sqdiff(x, tmp, D, H, W, offsets + 6 * c);
+    box_w(tmp, plane, (size_t)D * H, W, r);
+    box_axis(plane, tmp, (size_t)D, H, (size_t)W, r);
+    if (D > 1) {
+      box_axis(tmp, plane, 1, D, (size_t)H * W, r);
+    } else {
+      for (size_t j = 0; j < N; j++) plane[j] = tmp[j];
+    }
+  }
+}
+
+/**
+ * d_c = ssd_c - min ssd into out and V = mean_c d_c into var for the voxels of chunks
+ * k0 <= k < k1 of batch item b; sums[b * chunks + k] = sum of V over chunk k (double).
+ */
+__attribute__((export_name("mind_reduce"))) void mind_reduce(float *out, int b, int N, int P,
+                                                              const float *ssd, float *var,
+                                                              double *sums, int k0, int k1) {
+  const size_t per = mind_chunks((size_t)N);
+  float *o = out + (size_t)b * N * P;
+  float *vb = var + (size_t)b * N;
+  const float invP = 1.0f / (float)P;
+  for (int k = k0; k < k1; k++) {
+    const size_t v0 = (size_t)k * MIND_CHUNK;
+    const size_t v1 = v0 + MIND_CHUNK < (size_t)N ? v0 + MIND_CHUNK : (size_t)N;
+    double total = 0.0;
+    for (size_t v = v0; v < v1; v++) {
       float mn = ssd[v];
       for (int c = 1; c < P; c++) {
         const float s = ssd[(size_t)c * N + v];
@@ -151,11 +177,20 @@ __attribute__((export_name("mind_ssc"))) void mind_ssc(const float *img, float *
       vb[v] = mean;
       total += mean;
     }
+    sums[(size_t)b * per + k] = total;
   }
+}
+
+/** out = exp(-d / clamp(V, 0.001 m, 1000 m)) for the voxels v0 <= v < v1 of [B N]; m from the chunk sums. */
+__attribute__((export_name("mind_finish"))) void mind_finish(float *out, int B, int N, int P,
+                                                              const float *var, const double *sums,
+                                                              int v0, int v1) {
+  const size_t chunks = (size_t)B * mind_chunks((size_t)N);
+  double total = 0.0;
+  for (size_t k = 0; k < chunks; k++) total += sums[k];
   const double m = total / ((double)B * (double)N);
   const float lo = (float)(m * 0.001), hi = (float)(m * 1000.0);
-  const size_t all = (size_t)B * N;
-  for (size_t v = 0; v < all; v++) {
+  for (size_t v = (size_t)v0; v < (size_t)v1; v++) {
     float vv = var[v];
     vv = vv < lo ? lo : (vv > hi ? hi : vv);
     float *ov = out + v * P;

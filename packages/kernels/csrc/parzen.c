@@ -18,7 +18,7 @@
  *
  * Layout: a, b, da, db [B, N]; the histogram output and the cotangent are packed per batch
  * item as [bins * bins (p(a, b), row i = bin of a), bins (p(a)), bins (p(b))] float32.
- * Work memory (from JS, 8-byte aligned): parzen_work_bytes(bins).
+ * Work memory (from JS, 8-byte aligned): parzen_work_bytes(bins, B, N).
  * Freestanding C, linked into warp.wasm (scripts/build-wasm.sh).
  */
 
@@ -80,24 +80,42 @@ static void window_of(const Params *p, float x, Window *win, int grad) {
   for (k = 0; k < count; k++) win->w[k] *= inv;
 }
 
-/** Bytes of work memory parzen_joint needs: a double histogram of one batch item. */
-__attribute__((export_name("parzen_work_bytes"))) size_t parzen_work_bytes(int bins) {
-  return ((size_t)bins * bins + 2 * (size_t)bins) * sizeof(double);
+/*
+ * Threads: the histogram is summed per fixed chunk of PARZEN_CHUNK samples (a split that does
+ * not depend on the number of threads) into a double histogram of its own (parzen_chunks,
+ * ranges of chunks per thread), then the chunks are added in order (parzen_finish); the
+ * gradient is per sample (parzen_joint_grad, ranges of samples per thread).
+ */
+#define PARZEN_CHUNK 65536
+
+static size_t parzen_chunks_per_item(int N) {
+  return ((size_t)N + PARZEN_CHUNK - 1) / PARZEN_CHUNK;
 }
 
-/** Joint and marginal histograms of a and b [B, N] into out [B, bins^2 + 2 bins]. */
-__attribute__((export_name("parzen_joint"))) void parzen_joint(const float *a, const float *b,
-                                                                float *out, int B, int N, int bins,
-                                                                float lo, float range,
-                                                                float sigmaRatio, double *work) {
+/** Bytes of work memory parzen_chunks / parzen_finish need: a double histogram per chunk. */
+__attribute__((export_name("parzen_work_bytes"))) size_t parzen_work_bytes(int bins, int B, int N) {
+  return ((size_t)bins * bins + 2 * (size_t)bins) * sizeof(double) * (size_t)B *
+         parzen_chunks_per_item(N);
+}
+
+/** Histograms (unnormalised, double) of the chunks c0 <= c < c1 of [B, chunks per item] into work. */
+__attribute__((export_name("parzen_chunks"))) void parzen_chunks(const float *a, const float *b,
+                                                                  int B, int N, int bins, float lo,
+                                                                  float range, float sigmaRatio,
+                                                                  double *work, int c0, int c1) {
+  (void)B;
   const Params p = params(bins, lo, range, sigmaRatio);
   const size_t M = (size_t)bins * bins + 2 * (size_t)bins;
+  const int per = (int)parzen_chunks_per_item(N);
   Window wa, wb;
-  for (int bi = 0; bi < B; bi++) {
-    double *joint = work, *pa = work + (size_t)bins * bins, *pb = pa + bins;
-    for (size_t k = 0; k < M; k++) work[k] = 0.0;
+  for (int c = c0; c < c1; c++) {
+    double *hist = work + (size_t)c * M;
+    double *joint = hist, *pa = hist + (size_t)bins * bins, *pb = pa + bins;
+    for (size_t k = 0; k < M; k++) hist[k] = 0.0;
+    const int bi = c / per, n0 = (c % per) * PARZEN_CHUNK;
+    const int n1 = n0 + PARZEN_CHUNK < N ? n0 + PARZEN_CHUNK : N;
     const float *xa = a + (size_t)bi * N, *xb = b + (size_t)bi * N;
-    for (int n = 0; n < N; n++) {
+    for (int n = n0; n < n1; n++) {
       window_of(&p, xa[n], &wa, 0);
       window_of(&p, xb[n], &wb, 0);
       for (int i = 0; i < wa.count; i++) {
@@ -108,16 +126,30 @@ __attribute__((export_name("parzen_joint"))) void parzen_joint(const float *a, c
       }
       for (int j = 0; j < wb.count; j++) pb[wb.first + j] += wb.w[j];
     }
-    const double invN = 1.0 / (double)N;
+  }
+}
+
+/** Joint and marginal histograms into out [B, bins^2 + 2 bins]: the chunks of work added in order, / N. */
+__attribute__((export_name("parzen_finish"))) void parzen_finish(float *out, int B, int N, int bins,
+                                                                  const double *work) {
+  const size_t M = (size_t)bins * bins + 2 * (size_t)bins;
+  const size_t per = parzen_chunks_per_item(N);
+  const double invN = 1.0 / (double)N;
+  for (int bi = 0; bi < B; bi++) {
     float *o = out + (size_t)bi * M;
-    for (size_t k = 0; k < M; k++) o[k] = (float)(work[k] * invN);
+    const double *first = work + (size_t)bi * per * M;
+    for (size_t k = 0; k < M; k++) {
+      double sum = first[k];
+      for (size_t c = 1; c < per; c++) sum += first[c * M + k];
+      o[k] = (float)(sum * invN);
+    }
   }
 }
 
 /** Gradients da, db [B, N] of a loss of the histograms, given its cotangent g [B, bins^2 + 2 bins]. */
 __attribute__((export_name("parzen_joint_grad"))) void parzen_joint_grad(
     const float *a, const float *b, const float *g, float *da, float *db, int B, int N, int bins,
-    float lo, float range, float sigmaRatio) {
+    float lo, float range, float sigmaRatio, int n0, int n1) {
   const Params p = params(bins, lo, range, sigmaRatio);
   const size_t M = (size_t)bins * bins + 2 * (size_t)bins;
   const float scale = 1.0f / ((float)N * range);
@@ -127,7 +159,8 @@ __attribute__((export_name("parzen_joint_grad"))) void parzen_joint_grad(
     const float *G = g + (size_t)bi * M, *Ga = G + (size_t)bins * bins, *Gb = Ga + bins;
     const float *xa = a + (size_t)bi * N, *xb = b + (size_t)bi * N;
     float *oa = da + (size_t)bi * N, *ob = db + (size_t)bi * N;
-    for (int n = 0; n < N; n++) {
+    /* this thread's samples: n0 <= n < n1 of every batch item */
+    for (int n = n0; n < n1; n++) {
       window_of(&p, xa[n], &wa, 1);
       window_of(&p, xb[n], &wb, 1);
       for (int j = 0; j < wb.count; j++) gb[j] = Gb[wb.first + j];

@@ -56,10 +56,13 @@ INLINE axis_t linear_axis(float p, int size, int border) {
   /* float comparisons: false for NaN; the int conversion saturates (nontrapping-fptoint) */
   const int v0 = f >= 0.0f && f <= hi;
   const int v1 = f >= -1.0f && f <= hi - 1.0f;
-  const int fi = (int)f;
+  /* outside corners (weight 0) get the nearest in-range index, so every sample touches only
+     voxels next to it (the backward pass scatters into per-chunk slabs of dImage) */
+  int c = (int)f;
+  c = c < -1 ? -1 : (c > size - 1 ? size - 1 : c);
   axis_t a;
-  a.i0 = v0 ? fi : 0;
-  a.i1 = v1 ? fi + 1 : 0;
+  a.i0 = c < 0 ? 0 : c;
+  a.i1 = c + 1 > size - 1 ? size - 1 : c + 1;
   a.w0 = v0 ? 1.0f - t : 0.0f;
   a.w1 = v1 ? t : 0.0f;
   a.d0 = v0 ? -in : 0.0f;
@@ -125,10 +128,12 @@ INLINE axis4_t linear_axis4(v128_t p, int size, int border) {
   const v128_t v1 = wasm_v128_and(wasm_f32x4_ge(f, wasm_f32x4_splat(-1.0f)),
                                   wasm_f32x4_le(f, wasm_f32x4_sub(hi, one)));
   const v128_t fi = wasm_i32x4_trunc_sat_f32x4(f);
+  /* clamped as in linear_axis: outside corners take the nearest in-range index */
+  const v128_t c = wasm_i32x4_min(wasm_i32x4_max(fi, wasm_i32x4_splat(-1)), wasm_i32x4_splat(size - 1));
   axis4_t a;
   a.fi = fi;
-  a.i0 = wasm_v128_and(v0, fi);
-  a.i1 = wasm_v128_and(v1, wasm_i32x4_add(fi, wasm_i32x4_splat(1)));
+  a.i0 = wasm_i32x4_max(c, wasm_i32x4_splat(0));
+  a.i1 = wasm_i32x4_min(wasm_i32x4_add(c, wasm_i32x4_splat(1)), wasm_i32x4_splat(size - 1));
   a.w0 = wasm_v128_and(v0, wasm_f32x4_sub(one, t));
   a.w1 = wasm_v128_and(v1, t);
   a.d0 = wasm_v128_and(v0, wasm_f32x4_neg(in));
@@ -245,7 +250,7 @@ INLINE void forward4(const float *img, const float *field, float *out, int z, in
 
 INLINE void backward4(const float *dy, const float *img, const float *field, float *dimg,
                       float *d_field, int z, int y, int x, int D, int H, int W, const int nd,
-                      const int border) {
+                      const int border, const v128_t nshift) {
   v128_t pz, py, px;
   positions4(field, z, y, x, nd, &pz, &py, &px);
   const v128_t g = wasm_v128_load(dy);
@@ -261,8 +266,8 @@ INLINE void backward4(const float *dy, const float *img, const float *field, flo
     load_pairs4(img, y1, &m0, &m1);
     const v128_t r1 = A4(F4(xp.lo, m0), F4(xp.hi, m1)), e1 = A4(F4(xp.dlo, m0), F4(xp.dhi, m1));
     const v128_t gy0 = F4(g, ay.w0), gy1 = F4(g, ay.w1);
-    scatter_pairs4(dimg, y0, F4(gy0, xp.lo), F4(gy0, xp.hi));
-    scatter_pairs4(dimg, y1, F4(gy1, xp.lo), F4(gy1, xp.hi));
+    scatter_pairs4(dimg, I4(y0, nshift), F4(gy0, xp.lo), F4(gy0, xp.hi));
+    scatter_pairs4(dimg, I4(y1, nshift), F4(gy1, xp.lo), F4(gy1, xp.hi));
     const v128_t gy = F4(g, A4(F4(ay.d0, r0), F4(ay.d1, r1)));
     const v128_t gx = F4(g, A4(F4(ay.w0, e0), F4(ay.w1, e1)));
     wasm_v128_store(d_field, wasm_i32x4_shuffle(gy, gx, 0, 4, 1, 5));
@@ -283,8 +288,8 @@ INLINE void backward4(const float *dy, const float *img, const float *field, flo
       const v128_t r1 = A4(F4(xp.lo, m0), F4(xp.hi, m1));
       const v128_t e1 = A4(F4(xp.dlo, m0), F4(xp.dhi, m1));
       const v128_t wzy0 = F4(wz, ay.w0), wzy1 = F4(wz, ay.w1);
-      scatter_pairs4(dimg, b0, F4(wzy0, xp.lo), F4(wzy0, xp.hi));
-      scatter_pairs4(dimg, b1, F4(wzy1, xp.lo), F4(wzy1, xp.hi));
+      scatter_pairs4(dimg, I4(b0, nshift), F4(wzy0, xp.lo), F4(wzy0, xp.hi));
+      scatter_pairs4(dimg, I4(b1, nshift), F4(wzy1, xp.lo), F4(wzy1, xp.hi));
       a[k] = A4(F4(ay.w0, r0), F4(ay.w1, r1));
       ey[k] = A4(F4(ay.d0, r0), F4(ay.d1, r1));
       ex[k] = A4(F4(ay.w0, e0), F4(ay.w1, e1));
@@ -306,46 +311,57 @@ INLINE void backward4(const float *dy, const float *img, const float *field, flo
 /* forward                                                                             */
 /* ---------------------------------------------------------------------------------- */
 
+/*
+ * Threads: every exported function takes a work range (output rows of the flattened
+ * [B, Do, Ho] grid, or units of an outer axis), so that several threads, each with its
+ * own instance of this module on one shared memory and its own stack, compute disjoint
+ * parts of one call (src/threads.ts). Rows are independent in the forward pass; the
+ * backward pass scatters into dImage, so it runs per fixed chunk of rows into a slab of
+ * its own (warp_backward_rows), and the slabs are added in chunk order (warp_reduce):
+ * the result does not depend on the number of threads.
+ */
+
 INLINE void forward_linear(const float *restrict image, const float *restrict field,
-                           float *restrict out, int B, int D, int H, int W, int C, int Do,
-                           int Ho, int Wo, const int nd, const int border, const int C1) {
+                           float *restrict out, int D, int H, int W, int C, int Do, int Ho,
+                           int Wo, const int nd, const int border, const int C1, int r0,
+                           int r1) {
   if (C1) C = 1;
   const size_t plane = (size_t)H * W;
-  for (int b = 0; b < B; b++) {
+  (void)Do;
+  field += (size_t)r0 * Wo * nd;
+  out += (size_t)r0 * Wo * C;
+  for (int r = r0; r < r1; r++) {
+    const int b = r / (Do * Ho), z = (r / Ho) % Do, y = r % Ho;
     const float *img = image + (size_t)b * D * plane * C;
-    for (int z = 0; z < Do; z++) {
-      for (int y = 0; y < Ho; y++) {
-        int x = 0;
+    int x = 0;
 #if WARP_SIMD
-        if (C1 && W >= 2)
-          for (; x + 4 <= Wo; x += 4, field += 4 * nd, out += 4)
-            forward4(img, field, out, z, y, x, D, H, W, nd, border);
+    if (C1 && W >= 2)
+      for (; x + 4 <= Wo; x += 4, field += 4 * nd, out += 4)
+        forward4(img, field, out, z, y, x, D, H, W, nd, border);
 #endif
-        for (; x < Wo; x++, field += nd, out += C) {
-          const axis_t ay = linear_axis((float)y + field[nd - 2], H, border);
-          const axis_t ax = linear_axis((float)x + field[nd - 1], W, border);
-          const size_t y0 = (size_t)ay.i0 * W, y1 = (size_t)ay.i1 * W;
-          const float w00 = ay.w0 * ax.w0, w01 = ay.w0 * ax.w1;
-          const float w10 = ay.w1 * ax.w0, w11 = ay.w1 * ax.w1;
-          if (nd == 2) {
-            const float *p00 = img + (y0 + ax.i0) * C, *p01 = img + (y0 + ax.i1) * C;
-            const float *p10 = img + (y1 + ax.i0) * C, *p11 = img + (y1 + ax.i1) * C;
-            for (int c = 0; c < C; c++)
-              out[c] = w00 * p00[c] + w01 * p01[c] + w10 * p10[c] + w11 * p11[c];
-          } else {
-            const axis_t az = linear_axis((float)z + field[0], D, border);
-            const float *s0 = img + (size_t)az.i0 * plane * C;
-            const float *s1 = img + (size_t)az.i1 * plane * C;
-            const size_t o00 = (y0 + ax.i0) * C, o01 = (y0 + ax.i1) * C;
-            const size_t o10 = (y1 + ax.i0) * C, o11 = (y1 + ax.i1) * C;
-            for (int c = 0; c < C; c++) {
-              const float a = w00 * s0[o00 + c] + w01 * s0[o01 + c] + w10 * s0[o10 + c] +
-                              w11 * s0[o11 + c];
-              const float e = w00 * s1[o00 + c] + w01 * s1[o01 + c] + w10 * s1[o10 + c] +
-                              w11 * s1[o11 + c];
-              out[c] = az.w0 * a + az.w1 * e;
-            }
-          }
+    for (; x < Wo; x++, field += nd, out += C) {
+      const axis_t ay = linear_axis((float)y + field[nd - 2], H, border);
+      const axis_t ax = linear_axis((float)x + field[nd - 1], W, border);
+      const size_t y0 = (size_t)ay.i0 * W, y1 = (size_t)ay.i1 * W;
+      const float w00 = ay.w0 * ax.w0, w01 = ay.w0 * ax.w1;
+      const float w10 = ay.w1 * ax.w0, w11 = ay.w1 * ax.w1;
+      if (nd == 2) {
+        const float *p00 = img + (y0 + ax.i0) * C, *p01 = img + (y0 + ax.i1) * C;
+        const float *p10 = img + (y1 + ax.i0) * C, *p11 = img + (y1 + ax.i1) * C;
+        for (int c = 0; c < C; c++)
+          out[c] = w00 * p00[c] + w01 * p01[c] + w10 * p10[c] + w11 * p11[c];
+      } else {
+        const axis_t az = linear_axis((float)z + field[0], D, border);
+        const float *s0 = img + (size_t)az.i0 * plane * C;
+        const float *s1 = img + (size_t)az.i1 * plane * C;
+        const size_t o00 = (y0 + ax.i0) * C, o01 = (y0 + ax.i1) * C;
+        const size_t o10 = (y1 + ax.i0) * C, o11 = (y1 + ax.i1) * C;
+        for (int c = 0; c < C; c++) {
+          const float a =
+              w00 * s0[o00 + c] + w01 * s0[o01 + c] + w10 * s0[o10 + c] + w11 * s0[o11 + c];
+          const float e =
+              w00 * s1[o00 + c] + w01 * s1[o01 + c] + w10 * s1[o10 + c] + w11 * s1[o11 + c];
+          out[c] = az.w0 * a + az.w1 * e;
         }
       }
     }
@@ -353,46 +369,47 @@ INLINE void forward_linear(const float *restrict image, const float *restrict fi
 }
 
 INLINE void forward_nearest(const float *restrict image, const float *restrict field,
-                            float *restrict out, int B, int D, int H, int W, int C, int Do,
-                            int Ho, int Wo, const int nd, const int border) {
+                            float *restrict out, int D, int H, int W, int C, int Do, int Ho,
+                            int Wo, const int nd, const int border, int r0, int r1) {
   const size_t plane = (size_t)H * W;
-  for (int b = 0; b < B; b++) {
+  field += (size_t)r0 * Wo * nd;
+  out += (size_t)r0 * Wo * C;
+  for (int r = r0; r < r1; r++) {
+    const int b = r / (Do * Ho), z = (r / Ho) % Do, y = r % Ho;
     const float *img = image + (size_t)b * D * plane * C;
-    for (int z = 0; z < Do; z++) {
-      for (int y = 0; y < Ho; y++) {
-        for (int x = 0; x < Wo; x++, field += nd, out += C) {
-          const int iz = nd == 3 ? nearest_axis(z, field[0], D, border) : 0;
-          const int iy = nearest_axis(y, field[nd - 2], H, border);
-          const int ix = nearest_axis(x, field[nd - 1], W, border);
-          if ((iz | iy | ix) < 0) {
-            for (int c = 0; c < C; c++) out[c] = 0.0f;
-          } else {
-            const float *src = img + ((size_t)iz * plane + (size_t)iy * W + ix) * C;
-            for (int c = 0; c < C; c++) out[c] = src[c];
-          }
-        }
+    for (int x = 0; x < Wo; x++, field += nd, out += C) {
+      const int iz = nd == 3 ? nearest_axis(z, field[0], D, border) : 0;
+      const int iy = nearest_axis(y, field[nd - 2], H, border);
+      const int ix = nearest_axis(x, field[nd - 1], W, border);
+      if ((iz | iy | ix) < 0) {
+        for (int c = 0; c < C; c++) out[c] = 0.0f;
+      } else {
+        const float *src = img + ((size_t)iz * plane + (size_t)iy * W + ix) * C;
+        for (int c = 0; c < C; c++) out[c] = src[c];
       }
     }
   }
 }
 
 /**
- * out[b, z, y, x, c] = image sampled at (z, y, x) + field[b, z, y, x].
+ * out[b, z, y, x, c] = image sampled at (z, y, x) + field[b, z, y, x], for the output rows
+ * r0 <= r < r1 of the flattened [B, Do, Ho] grid (all rows: 0, B Do Ho).
  * nd = 2 (then D = Do = 1) or 3; mode = MODE_NEAREST | MODE_BORDER bits.
  */
 __attribute__((export_name("warp_forward"))) void warp_forward(
     const float *image, const float *field, float *out, int B, int D, int H, int W, int C,
-    int Do, int Ho, int Wo, int nd, int mode) {
+    int Do, int Ho, int Wo, int nd, int mode, int r0, int r1) {
+  (void)B;
   const int border = (mode & MODE_BORDER) != 0;
+  if (nd == 2) D = Do = 1;
   if (mode & MODE_NEAREST) {
-    if (nd == 2) forward_nearest(image, field, out, B, 1, H, W, C, 1, Ho, Wo, 2, border);
-    else forward_nearest(image, field, out, B, D, H, W, C, Do, Ho, Wo, 3, border);
+    if (nd == 2) forward_nearest(image, field, out, 1, H, W, C, 1, Ho, Wo, 2, border, r0, r1);
+    else forward_nearest(image, field, out, D, H, W, C, Do, Ho, Wo, 3, border, r0, r1);
     return;
   }
 #define FWD(ND, BORDER, C1) \
-  forward_linear(image, field, out, B, D, H, W, C, Do, Ho, Wo, ND, BORDER, C1)
+  forward_linear(image, field, out, D, H, W, C, Do, Ho, Wo, ND, BORDER, C1, r0, r1)
   if (nd == 2) {
-    D = Do = 1;
     if (C == 1) border ? FWD(2, 1, 1) : FWD(2, 0, 1);
     else border ? FWD(2, 1, 0) : FWD(2, 0, 0);
   } else {
@@ -406,136 +423,188 @@ __attribute__((export_name("warp_forward"))) void warp_forward(
 /* backward                                                                            */
 /* ---------------------------------------------------------------------------------- */
 
-INLINE void backward_linear(const float *restrict dy, const float *restrict image,
-                            const float *restrict field, float *restrict d_image,
-                            float *restrict d_field, int B, int D, int H, int W, int C, int Do,
-                            int Ho, int Wo, const int nd, const int border, const int C1) {
+/*
+ * One batch item, output rows r0 <= r < r1 of [Do, Ho]. dimg is a slab of dImage: the
+ * outer units (depth planes in 3D, rows in 2D) lo.. of the image, shift = lo · (unit size)
+ * elements; the caller has computed lo with warp_touched, so every write lands in the slab.
+ */
+INLINE void backward_linear(const float *restrict dy, const float *restrict img,
+                            const float *restrict field, float *restrict dimg,
+                            float *restrict d_field, int D, int H, int W, int C, int Ho, int Wo,
+                            const int nd, const int border, const int C1, int r0, int r1,
+                            size_t shift) {
   if (C1) C = 1;
   const size_t plane = (size_t)H * W;
-  for (int b = 0; b < B; b++) {
-    const size_t base = (size_t)b * D * plane * C;
-    const float *img = image + base;
-    float *dimg = d_image + base;
-    for (int z = 0; z < Do; z++) {
-      for (int y = 0; y < Ho; y++) {
-        int x = 0;
+  field += (size_t)r0 * Wo * nd;
+  d_field += (size_t)r0 * Wo * nd;
+  dy += (size_t)r0 * Wo * C;
 #if WARP_SIMD
-        if (C1 && W >= 2)
-          for (; x + 4 <= Wo; x += 4, field += 4 * nd, d_field += 4 * nd, dy += 4)
-            backward4(dy, img, field, dimg, d_field, z, y, x, D, H, W, nd, border);
+  const v128_t nshift = wasm_i32x4_splat(-(int)shift);
 #endif
-        for (; x < Wo; x++, field += nd, d_field += nd, dy += C) {
-          const axis_t ay = linear_axis((float)y + field[nd - 2], H, border);
-          const axis_t ax = linear_axis((float)x + field[nd - 1], W, border);
-          const size_t y0 = (size_t)ay.i0 * W, y1 = (size_t)ay.i1 * W;
-          const size_t o00 = (y0 + ax.i0) * C, o01 = (y0 + ax.i1) * C;
-          const size_t o10 = (y1 + ax.i0) * C, o11 = (y1 + ax.i1) * C;
-          if (nd == 2) {
-            /* g_k = Σ_c dy_c · m_c at corner k */
-            float g00 = 0.0f, g01 = 0.0f, g10 = 0.0f, g11 = 0.0f;
-            const float w00 = ay.w0 * ax.w0, w01 = ay.w0 * ax.w1;
-            const float w10 = ay.w1 * ax.w0, w11 = ay.w1 * ax.w1;
-            for (int c = 0; c < C; c++) {
-              const float g = dy[c];
-              g00 += g * img[o00 + c];
-              g01 += g * img[o01 + c];
-              g10 += g * img[o10 + c];
-              g11 += g * img[o11 + c];
-              dimg[o00 + c] += w00 * g;
-              dimg[o01 + c] += w01 * g;
-              dimg[o10 + c] += w10 * g;
-              dimg[o11 + c] += w11 * g;
-            }
-            d_field[0] = ay.d0 * (ax.w0 * g00 + ax.w1 * g01) + ay.d1 * (ax.w0 * g10 + ax.w1 * g11);
-            d_field[1] = ay.w0 * (ax.d0 * g00 + ax.d1 * g01) + ay.w1 * (ax.d0 * g10 + ax.d1 * g11);
-          } else {
-            const axis_t az = linear_axis((float)z + field[0], D, border);
-            const size_t s0 = (size_t)az.i0 * plane * C, s1 = (size_t)az.i1 * plane * C;
-            float g000 = 0.0f, g001 = 0.0f, g010 = 0.0f, g011 = 0.0f;
-            float g100 = 0.0f, g101 = 0.0f, g110 = 0.0f, g111 = 0.0f;
-            const float w00 = ay.w0 * ax.w0, w01 = ay.w0 * ax.w1;
-            const float w10 = ay.w1 * ax.w0, w11 = ay.w1 * ax.w1;
-            for (int c = 0; c < C; c++) {
-              const float g = dy[c];
-              g000 += g * img[s0 + o00 + c];
-              g001 += g * img[s0 + o01 + c];
-              g010 += g * img[s0 + o10 + c];
-              g011 += g * img[s0 + o11 + c];
-              g100 += g * img[s1 + o00 + c];
-              g101 += g * img[s1 + o01 + c];
-              g110 += g * img[s1 + o10 + c];
-              g111 += g * img[s1 + o11 + c];
-              const float g0 = az.w0 * g, g1 = az.w1 * g;
-              dimg[s0 + o00 + c] += w00 * g0;
-              dimg[s0 + o01 + c] += w01 * g0;
-              dimg[s0 + o10 + c] += w10 * g0;
-              dimg[s0 + o11 + c] += w11 * g0;
-              dimg[s1 + o00 + c] += w00 * g1;
-              dimg[s1 + o01 + c] += w01 * g1;
-              dimg[s1 + o10 + c] += w10 * g1;
-              dimg[s1 + o11 + c] += w11 * g1;
-            }
-            /* bilinear sums of the corner products over y, x for each z slice, and the
-               derivatives of those sums along y and x */
-            const float a0 = w00 * g000 + w01 * g001 + w10 * g010 + w11 * g011;
-            const float a1 = w00 * g100 + w01 * g101 + w10 * g110 + w11 * g111;
-            const float ey0 = ay.d0 * (ax.w0 * g000 + ax.w1 * g001) +
-                              ay.d1 * (ax.w0 * g010 + ax.w1 * g011);
-            const float ey1 = ay.d0 * (ax.w0 * g100 + ax.w1 * g101) +
-                              ay.d1 * (ax.w0 * g110 + ax.w1 * g111);
-            const float ex0 = ay.w0 * (ax.d0 * g000 + ax.d1 * g001) +
-                              ay.w1 * (ax.d0 * g010 + ax.d1 * g011);
-            const float ex1 = ay.w0 * (ax.d0 * g100 + ax.d1 * g101) +
-                              ay.w1 * (ax.d0 * g110 + ax.d1 * g111);
-            d_field[0] = az.d0 * a0 + az.d1 * a1;
-            d_field[1] = az.w0 * ey0 + az.w1 * ey1;
-            d_field[2] = az.w0 * ex0 + az.w1 * ex1;
-          }
+  for (int r = r0; r < r1; r++) {
+    const int z = r / Ho, y = r % Ho;
+    int x = 0;
+#if WARP_SIMD
+    if (C1 && W >= 2)
+      for (; x + 4 <= Wo; x += 4, field += 4 * nd, d_field += 4 * nd, dy += 4)
+        backward4(dy, img, field, dimg, d_field, z, y, x, D, H, W, nd, border, nshift);
+#endif
+    for (; x < Wo; x++, field += nd, d_field += nd, dy += C) {
+      const axis_t ay = linear_axis((float)y + field[nd - 2], H, border);
+      const axis_t ax = linear_axis((float)x + field[nd - 1], W, border);
+      const size_t y0 = (size_t)ay.i0 * W, y1 = (size_t)ay.i1 * W;
+      const size_t o00 = (y0 + ax.i0) * C, o01 = (y0 + ax.i1) * C;
+      const size_t o10 = (y1 + ax.i0) * C, o11 = (y1 + ax.i1) * C;
+      if (nd == 2) {
+        /* g_k = Σ_c dy_c · m_c at corner k */
+        float g00 = 0.0f, g01 = 0.0f, g10 = 0.0f, g11 = 0.0f;
+        const float w00 = ay.w0 * ax.w0, w01 = ay.w0 * ax.w1;
+        const float w10 = ay.w1 * ax.w0, w11 = ay.w1 * ax.w1;
+        float *d00 = dimg + (o00 - shift), *d01 = dimg + (o01 - shift);
+        float *d10 = dimg + (o10 - shift), *d11 = dimg + (o11 - shift);
+        for (int c = 0; c < C; c++) {
+          const float g = dy[c];
+          g00 += g * img[o00 + c];
+          g01 += g * img[o01 + c];
+          g10 += g * img[o10 + c];
+          g11 += g * img[o11 + c];
+          d00[c] += w00 * g;
+          d01[c] += w01 * g;
+          d10[c] += w10 * g;
+          d11[c] += w11 * g;
         }
+        d_field[0] = ay.d0 * (ax.w0 * g00 + ax.w1 * g01) + ay.d1 * (ax.w0 * g10 + ax.w1 * g11);
+        d_field[1] = ay.w0 * (ax.d0 * g00 + ax.d1 * g01) + ay.w1 * (ax.d0 * g10 + ax.d1 * g11);
+      } else {
+        const axis_t az = linear_axis((float)z + field[0], D, border);
+        const size_t s0 = (size_t)az.i0 * plane * C, s1 = (size_t)az.i1 * plane * C;
+        float *t0 = dimg + (s0 - shift), *t1 = dimg + (s1 - shift);
+        float g000 = 0.0f, g001 = 0.0f, g010 = 0.0f, g011 = 0.0f;
+        float g100 = 0.0f, g101 = 0.0f, g110 = 0.0f, g111 = 0.0f;
+        const float w00 = ay.w0 * ax.w0, w01 = ay.w0 * ax.w1;
+        const float w10 = ay.w1 * ax.w0, w11 = ay.w1 * ax.w1;
+        for (int c = 0; c < C; c++) {
+          const float g = dy[c];
+          g000 += g * img[s0 + o00 + c];
+          g001 += g * img[s0 + o01 + c];
+          g010 += g * img[s0 + o10 + c];
+          g011 += g * img[s0 + o11 + c];
+          g100 += g * img[s1 + o00 + c];
+          g101 += g * img[s1 + o01 + c];
+          g110 += g * img[s1 + o10 + c];
+          g111 += g * img[s1 + o11 + c];
+          const float g0 = az.w0 * g, g1 = az.w1 * g;
+          t0[o00 + c] += w00 * g0;
+          t0[o01 + c] += w01 * g0;
+          t0[o10 + c] += w10 * g0;
+          t0[o11 + c] += w11 * g0;
+          t1[o00 + c] += w00 * g1;
+          t1[o01 + c] += w01 * g1;
+          t1[o10 + c] += w10 * g1;
+          t1[o11 + c] += w11 * g1;
+        }
+        /* bilinear sums of the corner products over y, x for each z slice, and the
+           derivatives of those sums along y and x */
+        const float a0 = w00 * g000 + w01 * g001 + w10 * g010 + w11 * g011;
+        const float a1 = w00 * g100 + w01 * g101 + w10 * g110 + w11 * g111;
+        const float ey0 =
+            ay.d0 * (ax.w0 * g000 + ax.w1 * g001) + ay.d1 * (ax.w0 * g010 + ax.w1 * g011);
+        const float ey1 =
+            ay.d0 * (ax.w0 * g100 + ax.w1 * g101) + ay.d1 * (ax.w0 * g110 + ax.w1 * g111);
+        const float ex0 =
+            ay.w0 * (ax.d0 * g000 + ax.d1 * g001) + ay.w1 * (ax.d0 * g010 + ax.d1 * g011);
+        const float ex1 =
+            ay.w0 * (ax.d0 * g100 + ax.d1 * g101) + ay.w1 * (ax.d0 * g110 + ax.d1 * g111);
+        d_field[0] = az.d0 * a0 + az.d1 * a1;
+        d_field[1] = az.w0 * ey0 + az.w1 * ey1;
+        d_field[2] = az.w0 * ex0 + az.w1 * ex1;
       }
     }
   }
 }
 
 INLINE void backward_nearest(const float *restrict dy, const float *restrict field,
-                             float *restrict d_image, int B, int D, int H, int W, int C, int Do,
-                             int Ho, int Wo, const int nd, const int border) {
+                             float *restrict dimg, int D, int H, int W, int C, int Ho, int Wo,
+                             const int nd, const int border, int r0, int r1, size_t shift) {
   const size_t plane = (size_t)H * W;
-  for (int b = 0; b < B; b++) {
-    float *dimg = d_image + (size_t)b * D * plane * C;
-    for (int z = 0; z < Do; z++) {
-      for (int y = 0; y < Ho; y++) {
-        for (int x = 0; x < Wo; x++, field += nd, dy += C) {
-          const int iz = nd == 3 ? nearest_axis(z, field[0], D, border) : 0;
-          const int iy = nearest_axis(y, field[nd - 2], H, border);
-          const int ix = nearest_axis(x, field[nd - 1], W, border);
-          if ((iz | iy | ix) < 0) continue;
-          float *dst = dimg + ((size_t)iz * plane + (size_t)iy * W + ix) * C;
-          for (int c = 0; c < C; c++) dst[c] += dy[c];
-        }
-      }
+  field += (size_t)r0 * Wo * nd;
+  dy += (size_t)r0 * Wo * C;
+  for (int r = r0; r < r1; r++) {
+    const int z = r / Ho, y = r % Ho;
+    for (int x = 0; x < Wo; x++, field += nd, dy += C) {
+      const int iz = nd == 3 ? nearest_axis(z, field[0], D, border) : 0;
+      const int iy = nearest_axis(y, field[nd - 2], H, border);
+      const int ix = nearest_axis(x, field[nd - 1], W, border);
+      if ((iz | iy | ix) < 0) continue;
+      float *dst = dimg + (((size_t)iz * plane + (size_t)iy * W + ix) * C - shift);
+      for (int c = 0; c < C; c++) dst[c] += dy[c];
     }
   }
 }
 
 /**
- * Gradients of warp_forward: d_image [B, D, H, W, C] and d_field [B, Do, Ho, Wo, nd]
- * (both fully written; d_field is 0 for nearest).
+ * The outer units of the image (depth planes in 3D, rows in 2D) that the output rows
+ * r0 <= r < r1 of one batch item scatter into in warp_backward_rows, for each chunk
+ * k0 <= k < k1 of `chunk` rows: range[2k] = first, range[2k + 1] = last (first > last
+ * when none).
  */
-__attribute__((export_name("warp_backward"))) void warp_backward(
-    const float *dy, const float *image, const float *field, float *d_image, float *d_field,
-    int B, int D, int H, int W, int C, int Do, int Ho, int Wo, int nd, int mode) {
+__attribute__((export_name("warp_touched"))) void warp_touched(const float *field, int D, int H,
+                                                               int Do, int Ho, int Wo, int nd,
+                                                               int mode, int chunk, int k0, int k1,
+                                                               int *range) {
+  const int border = (mode & MODE_BORDER) != 0, nearest = (mode & MODE_NEAREST) != 0;
+  const int rows = (nd == 2 ? 1 : Do) * Ho;
+  const int size = nd == 3 ? D : H;
+  for (int k = k0; k < k1; k++) {
+    const int r0 = k * chunk, r1 = r0 + chunk < rows ? r0 + chunk : rows;
+    int lo = size, hi = -1;
+    for (int r = r0; r < r1; r++) {
+      const int u = nd == 3 ? r / Ho : r; /* output coordinate along the outer axis */
+      const float *f = field + (size_t)r * Wo * nd;
+      for (int x = 0; x < Wo; x++, f += nd) {
+        if (nearest) {
+          const int i = nearest_axis(u, f[0], size, border);
+          if (i >= 0) {
+            lo = i < lo ? i : lo;
+            hi = i > hi ? i : hi;
+          }
+        } else {
+          const axis_t a = linear_axis((float)u + f[0], size, border);
+          lo = a.i0 < lo ? a.i0 : lo;
+          hi = a.i1 > hi ? a.i1 : hi;
+        }
+      }
+    }
+    range[2 * k] = lo;
+    range[2 * k + 1] = hi;
+  }
+}
+
+/**
+ * Backward pass of output rows r0 <= r < r1 of one batch item ([Do, Ho] rows; image, dy,
+ * field and d_field point at the batch item): d_field rows are written, the image gradient
+ * is scattered into the slab `dimg` of the outer units lo..hi (zeroed here first; shift =
+ * lo · unit elements, unit = H W C in 3D and W C in 2D).
+ */
+__attribute__((export_name("warp_backward_rows"))) void warp_backward_rows(
+    const float *dy, const float *image, const float *field, float *dimg, float *d_field, int D,
+    int H, int W, int C, int Do, int Ho, int Wo, int nd, int mode, int r0, int r1, int lo,
+    int hi) {
+  (void)Do;
   const int border = (mode & MODE_BORDER) != 0;
-  if (nd == 2) D = Do = 1;
-  zero(d_image, (size_t)B * D * H * W * C);
+  if (nd == 2) D = 1;
+  const size_t unit = (nd == 3 ? (size_t)H * W : (size_t)W) * C;
+  if (hi >= lo) zero(dimg, (size_t)(hi - lo + 1) * unit);
+  const size_t shift = (size_t)(hi >= lo ? lo : 0) * unit;
   if (mode & MODE_NEAREST) {
-    zero(d_field, (size_t)B * Do * Ho * Wo * nd);
-    if (nd == 2) backward_nearest(dy, field, d_image, B, 1, H, W, C, 1, Ho, Wo, 2, border);
-    else backward_nearest(dy, field, d_image, B, D, H, W, C, Do, Ho, Wo, 3, border);
+    zero(d_field + (size_t)r0 * Wo * nd, (size_t)(r1 - r0) * Wo * nd);
+    if (nd == 2) backward_nearest(dy, field, dimg, 1, H, W, C, Ho, Wo, 2, border, r0, r1, shift);
+    else backward_nearest(dy, field, dimg, D, H, W, C, Ho, Wo, 3, border, r0, r1, shift);
     return;
   }
-#define BWD(ND, BORDER, C1) \
-  backward_linear(dy, image, field, d_image, d_field, B, D, H, W, C, Do, Ho, Wo, ND, BORDER, C1)
+#define BWD(ND, BORDER, C1)                                                                  \
+  backward_linear(dy, image, field, dimg, d_field, D, H, W, C, Ho, Wo, ND, BORDER, C1, r0, r1, \
+                  shift)
   if (nd == 2) {
     if (C == 1) border ? BWD(2, 1, 1) : BWD(2, 0, 1);
     else border ? BWD(2, 1, 0) : BWD(2, 0, 0);
@@ -545,6 +614,28 @@ __attribute__((export_name("warp_backward"))) void warp_backward(
   }
 #undef BWD
 }
+
+/**
+ * acc[u] += slab_j[u - lo_j] for the outer units u0 <= u < u1 (of `unit` floats each) and
+ * the slabs j = 0 .. count - 1 in this order, where slab j covers lo_j <= u <= hi_j
+ * (slabs: count byte offsets; range: count (lo, hi) pairs, as written by warp_touched).
+ */
+__attribute__((export_name("warp_reduce"))) void warp_reduce(float *acc, int unit, int u0, int u1,
+                                                             int count, const int *slabs,
+                                                             const int *range) {
+  for (int u = u0; u < u1; u++) {
+    float *dst = acc + (size_t)u * unit;
+    for (int j = 0; j < count; j++) {
+      const int lo = range[2 * j], hi = range[2 * j + 1];
+      if (u < lo || u > hi) continue;
+      const float *src = (const float *)(size_t)slabs[j] + (size_t)(u - lo) * unit;
+      for (int q = 0; q < unit; q++) dst[q] += src[q];
+    }
+  }
+}
+
+/** Sets n floats at p to 0. */
+__attribute__((export_name("zero_f32"))) void zero_f32(float *p, int n) { zero(p, (size_t)n); }
 
 /* ---------------------------------------------------------------------------------- */
 /*
@@ -567,22 +658,28 @@ INLINE void resize_taps(int i, double r, int n, int *j0, int *j1, float *t) {
 
 __attribute__((export_name("resize_axis"))) void resize_axis(const float *src, float *dst,
                                                              int outer, int n, int m,
-                                                             int inner, int adjoint) {
+                                                             int inner, int adjoint, int o0,
+                                                             int o1, int q0, int q1) {
+  /* work range: outer indices o0 <= o < o1 and inner indices q0 <= q < q1 (threads split
+     one of the two; every output value is computed by one thread in a fixed order) */
+  (void)outer;
   const double r = n > 1 && m > 1 ? (double)(n - 1) / (double)(m - 1) : 0.0;
-  if (adjoint) zero(dst, (size_t)outer * n * inner);
-  for (int o = 0; o < outer; o++) {
+  const int len = q1 - q0;
+  for (int o = o0; o < o1; o++) {
+    if (adjoint)
+      for (int j = 0; j < n; j++) zero(dst + ((size_t)o * n + j) * inner + q0, (size_t)len);
     for (int i = 0; i < m; i++) {
       int j0, j1;
       float w1;
       resize_taps(i, r, n, &j0, &j1, &w1);
       const float w0 = 1.0f - w1;
-      const size_t a = ((size_t)o * n + j0) * inner;
-      const size_t b = ((size_t)o * n + j1) * inner;
-      const size_t d = ((size_t)o * m + i) * inner;
+      const size_t a = ((size_t)o * n + j0) * inner + q0;
+      const size_t b = ((size_t)o * n + j1) * inner + q0;
+      const size_t d = ((size_t)o * m + i) * inner + q0;
       if (adjoint) {
         const float *g = src + d;
         float *pa = dst + a, *pb = dst + b;
-        for (int q = 0; q < inner; q++) {
+        for (int q = 0; q < len; q++) {
           const float v = g[q];
           pa[q] += w0 * v;
           pb[q] += w1 * v;
@@ -590,7 +687,7 @@ __attribute__((export_name("resize_axis"))) void resize_axis(const float *src, f
       } else {
         const float *pa = src + a, *pb = src + b;
         float *out = dst + d;
-        for (int q = 0; q < inner; q++) out[q] = w0 * pa[q] + w1 * pb[q];
+        for (int q = 0; q < len; q++) out[q] = w0 * pa[q] + w1 * pb[q];
       }
     }
   }

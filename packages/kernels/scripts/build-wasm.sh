@@ -6,6 +6,10 @@
 #   scripts/build-wasm.sh            # writes src/wasm/*.wasm
 #   scripts/build-wasm.sh OUT_DIR    # writes OUT_DIR/*.wasm (used by check-wasm.sh)
 #
+# warp.wasm imports its memory (env.memory, shared, at most 4 GiB, 2 MiB initially: src/loader.ts
+# creates it) and exports __stack_pointer, so that worker threads run their own instances on the
+# same memory, each with its own stack (src/threads.ts).
+#
 # The output is deterministic: no debug info, no producers section, relative paths only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +18,10 @@ mkdir -p "$out_dir"
 CLANG="${CLANG:-clang}"
 "$CLANG" --target=wasm32 -O3 -std=c11 -Wall -Wextra -Werror \
   -msimd128 -mnontrapping-fptoint -mbulk-memory -msign-ext \
-  -ffreestanding -nostdlib -fno-ident \
+  -matomics -mmutable-globals -ffreestanding -nostdlib -fno-ident \
   -Wl,--no-entry -Wl,--strip-all \
+  -Wl,--import-memory -Wl,--shared-memory -Wl,--max-memory=4294967296 \
+  -Wl,--initial-memory=2097152 -Wl,--export=__stack_pointer \
   -o "$out_dir/warp.wasm" csrc/warp.c csrc/lncc.c csrc/mind.c csrc/parzen.c
 chmod 644 "$out_dir/warp.wasm"
 CLANG="$CLANG" bash scripts/build-conv.sh "$out_dir"

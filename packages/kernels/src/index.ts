@@ -51,7 +51,15 @@ import {
 
 export { CONV_KERNEL_NAMES, createConvKernels, createConvModule } from './conv.js';
 export { localNccKernelConfig, localNccKernelFunc } from './lncc.js';
-export { initKernels, kernelMemoryBytes, kernelsReady } from './loader.js';
+export {
+  initKernels,
+  type KernelOptions,
+  kernelMemoryBytes,
+  kernelsReady,
+  kernelThreads,
+  kernelThreadsReason,
+  setKernelThreads,
+} from './loader.js';
 export { mindSscKernelConfig, mindSscKernelFunc } from './mind.js';
 export {
   parzenJointGradKernelFunc,

@@ -4,9 +4,12 @@
  * SIMD, double-precision running box sums).
  */
 import { RegkitLocalNcc, type RegkitLocalNccAttrs, type tf } from '@regkit/core';
-import type { BackendLike } from './backend_io.js';
-import { wasmKernels } from './loader.js';
-import { runInWasm } from './run_in_wasm.js';
+import { type BackendLike, size } from './backend_io.js';
+import { runThreaded, wasmKernels } from './loader.js';
+import { runInWasm, threadsFor } from './run_in_wasm.js';
+
+/** Rows of a block of `csrc/lncc.c` (LNCC_BLOCK): threads take whole blocks. */
+const LNCC_BLOCK = 8;
 
 /** Kernel function of `RegkitLocalNcc`: outputs `[loss]` or `[loss, dLoss/da, dLoss/db]`. */
 export const localNccKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
@@ -20,7 +23,8 @@ export const localNccKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) =>
   const [rD, rH, rW] = nd === 3 ? window.map(radius) : [0, ...window.map(radius)];
   const grad = withGrad ? 1 : 0;
   const wasm = wasmKernels();
-  const workFloats = Math.ceil(wasm.lncc_work_bytes(D!, H!, W!, C!, rD!, grad) / 4);
+  const threads = Math.min(threadsFor(size(shape)), Math.ceil(H! / LNCC_BLOCK));
+  const workFloats = Math.ceil(wasm.lncc_work_bytes(D!, H!, W!, C!, rD!, grad, threads) / 4);
   const outShapes = withGrad ? [[], [...shape], [...shape]] : [[]];
   return runInWasm(
     backend as BackendLike,
@@ -30,7 +34,11 @@ export const localNccKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) =>
       const [pa, pb, pLoss, pda, pdb, pWork] = withGrad
         ? ptrs
         : [ptrs[0], ptrs[1], ptrs[2], 0, 0, ptrs[3]];
-      const loss = wasm.lncc(pa!, pb!, pda!, pdb!, B!, D!, H!, W!, C!, rD!, rH!, rW!, grad, pWork!);
+      new Int32Array(wasm.memory.buffer, pWork!, 4).fill(0); // the barrier
+      const args = [pa!, pb!, pda!, pdb!, B!, D!, H!, W!, C!, rD!, rH!, rW!, grad, pWork!];
+      const loss = runThreaded(
+        Array.from({ length: threads }, (_, t) => ({ fn: 'lncc', args: [...args, t, threads] })),
+      ) as number;
       new Float32Array(wasm.memory.buffer, pLoss!, 1)[0] = loss;
     },
     [workFloats],

@@ -5,8 +5,12 @@
  */
 import { RegkitMindSsc, type RegkitMindSscAttrs, type tf } from '@regkit/core';
 import type { BackendLike } from './backend_io.js';
-import { wasmKernels } from './loader.js';
-import { runInWasm } from './run_in_wasm.js';
+import { runThreaded, wasmKernels } from './loader.js';
+import { runInWasm, threadsFor } from './run_in_wasm.js';
+import { splitRange } from './threads.js';
+
+/** Voxels per chunk of the mean of V (MIND_CHUNK of csrc/mind.c). */
+const MIND_CHUNK = 65536;
 
 /** Kernel function of `RegkitMindSsc`: image `[B, ...S, 1]` → `[B, ...S, P]`. */
 export const mindSscKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
@@ -28,14 +32,41 @@ export const mindSscKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => 
     offsets.set([...pad(p), ...pad(q)], 6 * c);
   });
   const wasm = wasmKernels();
-  const workFloats = wasm.mind_work_floats(B!, D!, H!, W!, P);
+  const N = D! * H! * W!;
+  const threads = threadsFor(B! * N * P);
+  const workFloats = wasm.mind_work_floats(B!, D!, H!, W!, P, threads);
+  // work: ssd [P, N], tmp [threads, N], var [B, N], chunk sums (double) [B, chunks]
+  const sumsFloats = (P + threads) * N + B! * N;
+  const sumsOffset = 4 * (sumsFloats + (sumsFloats & 1));
   return runInWasm(
     backend as BackendLike,
     [image],
     [[...shape.slice(0, -1), P]],
     ([img, out, offs, work]) => {
       new Int32Array(wasm.memory.buffer, offs!, 6 * P).set(offsets);
-      wasm.mind_ssc(img!, out!, B!, D!, H!, W!, radius, P, offs!, work!);
+      const ssd = work!;
+      const variance = work! + 4 * (P + threads) * N;
+      const sums = work! + sumsOffset;
+      for (let b = 0; b < B!; b++) {
+        runThreaded(
+          splitRange(P, threads).map(([c0, c1], t) => ({
+            fn: 'mind_planes',
+            args: [img!, b, D!, H!, W!, radius, offs!, ssd, work! + 4 * (P + t) * N, c0, c1],
+          })),
+        );
+        runThreaded(
+          splitRange(Math.ceil(N / MIND_CHUNK), threads).map(([k0, k1]) => ({
+            fn: 'mind_reduce',
+            args: [out!, b, N, P, ssd, variance, sums, k0, k1],
+          })),
+        );
+      }
+      runThreaded(
+        splitRange(B! * N, threads).map(([v0, v1]) => ({
+          fn: 'mind_finish',
+          args: [out!, B!, N, P, variance, sums, v0, v1],
+        })),
+      );
     },
     [6 * P, workFloats],
   );

@@ -11,8 +11,12 @@ import {
   type tf,
 } from '@regkit/core';
 import type { BackendLike } from './backend_io.js';
-import { wasmKernels } from './loader.js';
-import { runInWasm } from './run_in_wasm.js';
+import { runThreaded, wasmKernels } from './loader.js';
+import { runInWasm, threadsFor } from './run_in_wasm.js';
+import { splitRange } from './threads.js';
+
+/** Samples per chunk of the histogram (PARZEN_CHUNK of csrc/parzen.c). */
+const PARZEN_CHUNK = 65536;
 
 function dims(a: tf.TensorInfo, b: tf.TensorInfo, name: string): [number, number] {
   if (
@@ -34,14 +38,23 @@ export const parzenJointKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs })
   const { bins, sigmaRatio, lo, range } = attrs as unknown as RegkitParzenJointAttrs;
   const [B, N] = dims(a, b, RegkitParzenJoint);
   const wasm = wasmKernels();
-  // a double histogram; the arena aligns every buffer to 16 bytes
-  const workFloats = Math.ceil(wasm.parzen_work_bytes(bins) / 4);
+  // a double histogram per chunk; the arena aligns every buffer to 16 bytes
+  const workFloats = Math.ceil(wasm.parzen_work_bytes(bins, B, N) / 4);
+  const chunks = B * Math.ceil(N / PARZEN_CHUNK);
+  const threads = Math.min(threadsFor(B * N), chunks);
   return runInWasm(
     backend as BackendLike,
     [a, b],
     [[B, bins * bins + 2 * bins]],
-    ([pa, pb, out, work]) =>
-      wasm.parzen_joint(pa!, pb!, out!, B, N, bins, lo, range, sigmaRatio, work!),
+    ([pa, pb, out, work]) => {
+      runThreaded(
+        splitRange(chunks, threads).map(([c0, c1]) => ({
+          fn: 'parzen_chunks',
+          args: [pa!, pb!, B, N, bins, lo, range, sigmaRatio, work!, c0, c1],
+        })),
+      );
+      wasm.parzen_finish(out!, B, N, bins, work!);
+    },
     [workFloats],
   );
 };
@@ -51,7 +64,6 @@ export const parzenJointGradKernelFunc: tf.KernelFunc = ({ inputs, backend, attr
   const { a, b, dy } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo; dy: tf.TensorInfo };
   const { bins, sigmaRatio, lo, range } = attrs as unknown as RegkitParzenJointAttrs;
   const [B, N] = dims(a, b, RegkitParzenJointGrad);
-  const wasm = wasmKernels();
   return runInWasm(
     backend as BackendLike,
     [a, b, dy],
@@ -60,7 +72,12 @@ export const parzenJointGradKernelFunc: tf.KernelFunc = ({ inputs, backend, attr
       [B, N],
     ],
     ([pa, pb, g, da, db]) =>
-      wasm.parzen_joint_grad(pa!, pb!, g!, da!, db!, B, N, bins, lo, range, sigmaRatio),
+      runThreaded(
+        splitRange(N, threadsFor(B * N)).map(([n0, n1]) => ({
+          fn: 'parzen_joint_grad',
+          args: [pa!, pb!, g!, da!, db!, B, N, bins, lo, range, sigmaRatio, n0, n1],
+        })),
+      ),
   );
 };
 

@@ -1,19 +1,20 @@
 /** Running one computation of `warp.wasm` (warp, resize, local NCC) on tensors of a tfjs backend. */
 import type { tf } from '@regkit/core';
 import { type BackendLike, isWasmBackend, makeWasmOutput, size } from './backend_io.js';
-import { Arena, wasmKernels } from './loader.js';
+import { Arena, kernelThreads, wasmKernels } from './loader.js';
 
 /**
  * Runs one computation in the kernels' memory: allocates `inputs`, float32 outputs of
  * `outShapes` and float32 scratch buffers of `scratch` values there, copies the inputs in,
- * calls `compute` with the byte offsets (inputs, outputs, then scratch), and returns the
+ * calls `compute` with the byte offsets (inputs, outputs, then scratch) and the arena (for
+ * buffers allocated during the computation), and returns the
  * outputs as tensors of `backend`.
  */
 export function runInWasm(
   backend: BackendLike,
   inputs: tf.TensorInfo[],
   outShapes: number[][],
-  compute: (ptrs: number[]) => void,
+  compute: (ptrs: number[], arena: Arena) => void,
   scratch: number[] = [],
 ): tf.TensorInfo[] {
   const wasm = wasmKernels();
@@ -30,7 +31,7 @@ export function runInWasm(
   inputs.forEach((t, i) => {
     arena.f32(inPtrs[i]!, size(t.shape)).set(read(t));
   });
-  compute([...inPtrs, ...outPtrs, ...scratchPtrs]);
+  compute([...inPtrs, ...outPtrs, ...scratchPtrs], arena);
   return outShapes.map((s, i) => {
     const values = arena.f32(outPtrs[i]!, size(s));
     if (wasmBackend) {
@@ -42,4 +43,12 @@ export function runInWasm(
     }
     return backend.makeTensorInfo(s, 'float32', values.slice());
   });
+}
+
+/** Fewest output values per thread: smaller calls use fewer threads (the start-up costs ~20 µs). */
+const MIN_VALUES_PER_THREAD = 32768;
+
+/** Threads for a call computing `values` outputs: at most {@link kernelThreads}. */
+export function threadsFor(values: number): number {
+  return Math.max(1, Math.min(kernelThreads(), Math.floor(values / MIN_VALUES_PER_THREAD)));
 }

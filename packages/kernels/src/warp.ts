@@ -16,8 +16,17 @@ import {
   type tf,
 } from '@regkit/core';
 import { type BackendLike, size } from './backend_io.js';
-import { wasmKernels } from './loader.js';
-import { runInWasm } from './run_in_wasm.js';
+import type { Arena } from './loader.js';
+import { runThreaded, wasmKernels } from './loader.js';
+import { runInWasm, threadsFor } from './run_in_wasm.js';
+import { splitRange } from './threads.js';
+
+/**
+ * Output values per chunk of the backward pass (per batch item; a function of the shape
+ * only, so that results do not depend on the thread count): each chunk scatters its image
+ * gradient into a slab of its own, and the slabs are added in chunk order.
+ */
+const WARP_CHUNK_VALUES = 65536;
 
 /** [B, D, H, W, C, Do, Ho, Wo, nd] of a warp, 2D as 3D with a depth of 1. */
 function warpDims(image: tf.TensorInfo, field: tf.TensorInfo): number[] {
@@ -41,10 +50,115 @@ export const warpKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const dims = warpDims(image, field);
   const outShape = [...field.shape.slice(0, -1), dims[4]!];
   const mode = warpMode(attrs ?? {});
+  const [B, , , , , Do, Ho] = dims;
+  const ranges = splitRange(B! * Do! * Ho!, threadsFor(size(outShape)));
   return runInWasm(backend as BackendLike, [image, field], [outShape], ([img, u, out]) =>
-    wasmKernels().warp_forward(img!, u!, out!, ...(dims as Dims9), mode),
+    runThreaded(
+      ranges.map(([r0, r1]) => ({
+        fn: 'warp_forward',
+        args: [img!, u!, out!, ...dims, mode, r0, r1],
+      })),
+    ),
   )[0]!;
 };
+
+/**
+ * The backward pass of a warp in the kernels' memory (byte offsets): per batch item, the
+ * output rows in fixed chunks of {@link WARP_CHUNK_VALUES}; up to one chunk per thread at a
+ * time scatters into a slab of dImage (the image units it touches, from `warp_touched`),
+ * then the slabs are added into dImage in chunk order (`warp_reduce`, split by units).
+ */
+function warpBackward(
+  arena: Arena,
+  [g, img, u, dImg, dU]: number[],
+  dims: number[],
+  mode: number,
+): void {
+  const [B, D, H, W, C, Do, Ho, Wo, nd] = dims as Dims9;
+  const rows = Do * Ho;
+  const chunkRows = Math.max(1, Math.ceil(WARP_CHUNK_VALUES / (Wo * C)));
+  const chunks = Math.ceil(rows / chunkRows);
+  const units = nd === 3 ? D : H;
+  const unit = (nd === 3 ? H * W : W) * C;
+  const imageBytes = 4 * D * H * W * C;
+  const rest = [D, H, W, C, Do, Ho, Wo, nd, mode];
+  const threads = Math.min(threadsFor(B * rows * Wo * C), chunks);
+  for (let b = 0; b < B; b++) {
+    const ptr = {
+      g: g! + 4 * b * rows * Wo * C,
+      img: img! + b * imageBytes,
+      u: u! + 4 * b * rows * Wo * nd,
+      dImg: dImg! + b * imageBytes,
+      dU: dU! + 4 * b * rows * Wo * nd,
+    };
+    const rowsOf = (k: number) => [k * chunkRows, Math.min(rows, (k + 1) * chunkRows)];
+    if (chunks === 1) {
+      const args = [ptr.g, ptr.img, ptr.u, ptr.dImg, ptr.dU, ...rest, 0, rows, 0, units - 1];
+      runThreaded([{ fn: 'warp_backward_rows', args }]);
+      continue;
+    }
+    const mark = arena.mark();
+    const rangePtr = arena.alloc(2 * chunks);
+    runThreaded(
+      splitRange(chunks, threads).map(([k0, k1]) => ({
+        fn: 'warp_touched',
+        args: [ptr.u, D, H, Do, Ho, Wo, nd, mode, chunkRows, k0, k1, rangePtr],
+      })),
+    );
+    const range = Array.from(arena.i32(rangePtr, 2 * chunks));
+    runThreaded(
+      splitRange(units * unit, threads, 4).map(([a, e]) => ({
+        fn: 'zero_f32',
+        args: [ptr.dImg + 4 * a, e - a],
+      })),
+    );
+    for (let w = 0; w < chunks; w += threads) {
+      const wave = Array.from({ length: Math.min(threads, chunks - w) }, (_, t) => w + t);
+      const waveMark = arena.mark();
+      const slabs = wave.map((k) => {
+        const [lo, hi] = [range[2 * k]!, range[2 * k + 1]!];
+        return arena.alloc(Math.max(1, hi - lo + 1) * unit);
+      });
+      const slabsPtr = arena.alloc(wave.length);
+      const wavePtr = arena.alloc(2 * wave.length);
+      arena.i32(slabsPtr, wave.length).set(slabs);
+      arena.i32(wavePtr, 2 * wave.length).set(range.slice(2 * w, 2 * (w + wave.length)));
+      runThreaded(
+        wave.map((k, t) => ({
+          fn: 'warp_backward_rows',
+          args: [
+            ptr.g,
+            ptr.img,
+            ptr.u,
+            slabs[t]!,
+            ptr.dU,
+            ...rest,
+            ...rowsOf(k),
+            range[2 * k]!,
+            range[2 * k + 1]!,
+          ],
+        })),
+      );
+      let first = units;
+      let last = -1;
+      for (const k of wave) {
+        if (range[2 * k + 1]! < range[2 * k]!) continue;
+        first = Math.min(first, range[2 * k]!);
+        last = Math.max(last, range[2 * k + 1]!);
+      }
+      if (last >= first) {
+        runThreaded(
+          splitRange(last - first + 1, threads).map(([a, e]) => ({
+            fn: 'warp_reduce',
+            args: [ptr.dImg, unit, first + a, first + e, wave.length, slabsPtr, wavePtr],
+          })),
+        );
+      }
+      arena.release(waveMark);
+    }
+    arena.release(mark);
+  }
+}
 
 /** Kernel function of `RegkitWarpGrad` (backward): outputs `[dImage, dField]`. */
 export const warpGradKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
@@ -55,8 +169,7 @@ export const warpGradKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) =>
     backend as BackendLike,
     [dy, image, field],
     [[...image.shape], [...field.shape]],
-    ([g, img, u, dImg, dU]) =>
-      wasmKernels().warp_backward(g!, img!, u!, dImg!, dU!, ...(dims as Dims9), mode),
+    (ptrs, arena) => warpBackward(arena, ptrs, dims, mode),
   );
 };
 
@@ -92,8 +205,19 @@ function resizeInWasm(
       passes.forEach((p, k) => {
         const to = k === passes.length - 1 ? output! : tmp[k]!;
         // the adjoint pass maps p.n values back to p.m: resize_axis takes the forward's sizes
-        if (adjoint) wasmKernels().resize_axis(from, to, p.outer, p.m, p.n, p.inner, 1);
-        else wasmKernels().resize_axis(from, to, p.outer, p.n, p.m, p.inner, 0);
+        const [n, m] = adjoint ? [p.m, p.n] : [p.n, p.m];
+        const threads = threadsFor(p.outer * Math.max(n, m) * p.inner);
+        // each thread: a range of the outer index, or of the inner one when outer is small
+        const calls =
+          p.outer >= threads
+            ? splitRange(p.outer, threads).map(([o0, o1]) => [o0, o1, 0, p.inner])
+            : splitRange(p.inner, threads, 4).map(([q0, q1]) => [0, p.outer, q0, q1]);
+        runThreaded(
+          calls.map((r) => ({
+            fn: 'resize_axis',
+            args: [from, to, p.outer, n, m, p.inner, adjoint ? 1 : 0, ...r],
+          })),
+        );
         from = to;
       });
     },
