@@ -116,4 +116,64 @@ describe('register memory', () => {
     expect(r.mb).toBeGreaterThan(0);
     expect(r.mb).toBeLessThanOrEqual(limit);
   }, 300_000);
+
+  // the issue's target on a real brain, everything counted (Node and the modules too):
+  // the bundled Colin27 T1 (181×217×181) onto a deformed copy of itself, with a field output.
+  // ~1 min and ~0.7 GB: run with REGKIT_BRAIN_TESTS=1 (CI does, alone)
+  it.skipIf(!process.env.REGKIT_BRAIN_TESTS)(
+    'peaks at ≤ 100 bytes per voxel on the Colin27 brain (REGKIT_BRAIN_TESTS=1)',
+    async () => {
+      const colin = resolve(here, '..', 'data', 'colin27_ch2_t1.nii.gz');
+      const fixed = join(dir, 'colin_fixed.nii.gz');
+      const preload = join(dir, 'maxrss.mjs');
+      writeFileSync(
+        preload,
+        "process.on('exit', () => process.stderr.write('REGKIT_MAXRSS_KB ' + process.resourceUsage().maxRSS + '\\n'));\n",
+      );
+      const deform = await maxRssOf(
+        [
+          'deform',
+          '--image',
+          colin,
+          '--out',
+          fixed,
+          '--true-field',
+          join(dir, 'true.nii.gz'),
+          '--seed',
+          '3',
+          '--force',
+        ],
+        preload,
+      );
+      expect(deform.code).toBe(0);
+      const voxels = 181 * 217 * 181;
+      const r = await maxRssOf(
+        [
+          'register',
+          '--fixed',
+          fixed,
+          '--moving',
+          colin,
+          '--out',
+          join(dir, 'colin_out.nii.gz'),
+          '--field',
+          join(dir, 'colin_field.nii.gz'),
+          '--iterations',
+          '2,2,2',
+          '--affine-iterations',
+          '2,2,2',
+          '--force',
+        ],
+        preload,
+      );
+      expect(r.code).toBe(0);
+      const perVoxel = (r.mb * 1048576) / voxels;
+      console.info(
+        `register Colin27 181×217×181: peak RSS ${r.mb.toFixed(0)} MB (${perVoxel.toFixed(1)} bytes/voxel)`,
+      );
+      expect(perVoxel).toBeGreaterThan(0);
+      expect(perVoxel).toBeLessThanOrEqual(100);
+    },
+    600_000,
+  );
 });
