@@ -7,7 +7,9 @@
  * + smoothing ψ_σ), every IO arm through the same `registerImages` path.
  *
  *   node src/run3d.mjs            # 36×44×36 volumes, 3 test deformations per task, λ grids
- *   node src/run3d.mjs --quick    # a check: BraTS T1 → T2 only, 32×40×32, 2 deformations, no grid
+ *   node src/run3d.mjs --quick    # a check: BraTS T1 → T2 only, 28×32×28, 2 deformations, no grid
+ *   node src/run3d.mjs --methods mind --out a && node src/run3d.mjs --methods dns --reuse a/results.json
+ *                                 # arms run apart (same settings) and tabled together
  *
  * Tasks (subjects never trained on): BraTS T1 → T2 and T1 → FLAIR (read-only; labels =
  * tumour classes + brain), the VoxelMorph T1 → a CT-like non-monotone remap of it (read-only;
@@ -55,6 +57,7 @@ const { values: args } = parseArgs({
     out: { type: 'string' },
     backend: { type: 'string' },
     'elastix-threads': { type: 'string', default: '1' },
+    reuse: { type: 'string' },
   },
 });
 const started = performance.now();
@@ -333,6 +336,20 @@ async function evaluate(ds, method, m, n, seedBase, structures) {
   return rows;
 }
 
+/** Arms of earlier runs (--reuse a.json,b.json) with the same settings, by task. */
+const reused = new Map();
+for (const file of (args.reuse ?? '').split(',').filter(Boolean)) {
+  const r = JSON.parse(readFileSync(file, 'utf8'));
+  if (JSON.stringify(r.settings) !== JSON.stringify(S)) {
+    throw new Error(`--reuse ${file}: its settings differ from this run's (--quick or not?)`);
+  }
+  for (const t of r.results) {
+    const arms = reused.get(t.task) ?? [];
+    arms.push(...t.arms.filter((a) => a.method !== 'identity'));
+    reused.set(t.task, arms);
+  }
+}
+
 const TEST = 100_000;
 const VALIDATION = 200_000;
 const meanOf = (rows, k) => meanAndSe(rows.map((r) => r[k])).mean;
@@ -385,6 +402,11 @@ for (const key of (args.tasks ?? (quick ? 't2' : 't2,flair,ct')).split(',').filt
       `  ${spec.label}: test Dice ${(100 * meanOf(rows, 'dice')).toFixed(1)}, HD95 ${meanOf(rows, 'hd95').toFixed(2)}, folding ${meanOf(rows, 'folding').toFixed(3)} %, ${meanOf(rows, 'seconds').toFixed(1)} s (load ${load()})`,
     );
   }
+  for (const a of reused.get(key) ?? []) {
+    if (!arms.some((b) => b.method === a.method)) arms.push(a);
+  }
+  const order = ['identity', ...Object.keys(METHODS)];
+  arms.sort((a, b) => order.indexOf(a.method) - order.indexOf(b.method));
   const minutes = (performance.now() - tTask) / 60000;
   results.push({ task: key, name: ds.name, size: ds.size, minutes, arms });
   tables.push(taskTable(ds, task.structures, arms, minutes));
@@ -434,11 +456,11 @@ function taskTable(ds, structures, arms, minutes) {
       d ? pm(d.mean, d.se, { scale: 100, digits: 1 }) : a === base ? '(baseline)' : '',
     ];
   });
-  return `### ${ds.name} (${ds.size.join('×')}, ${arms[0].rows.length} test deformations, ${minutes.toFixed(1)} min)\n\n${markdownTable(header, lines)}`;
+  return `### ${ds.name} (${ds.size.join('×')}, ${arms[0].rows.length} test deformations; ${minutes.toFixed(1)} min for the arms run in this process)\n\n${markdownTable(header, lines)}`;
 }
 
 const totalMinutes = (performance.now() - started) / 60000;
-const table = `${tables.join('\n\n')}\n\nMean ± standard error over the test deformations; Δ: paired difference of the Dice against IO-DNS on the same deformations (± its standard error). Whole run ${totalMinutes.toFixed(1)} min, backend ${backend}, load average at the end ${load()}.`;
+const table = `${tables.join('\n\n')}\n\nMean ± standard error over the test deformations; Δ: paired difference of the Dice against IO-DNS on the same deformations (± its standard error). This process ran ${totalMinutes.toFixed(1)} min, backend ${backend}, load average at the end ${load()}.`;
 console.log(`\n${table}`);
 mkdirSync(out, { recursive: true });
 writeFileSync(join(out, 'table.md'), `${table}\n`);
