@@ -154,8 +154,10 @@ describe('bundled 3D MASR-Net', () => {
       const untrained = await separation(random, t1, t2, 2);
       console.log(JSON.stringify({ size, trained, untrained }));
       expect(trained.n).toBeGreaterThan(10_000);
-      expect(trained.same).toBeGreaterThan(trained.shifted + 0.0);
-      expect(trained.wins).toBeGreaterThan(0.0);
+      expect(trained.same).toBeGreaterThan(trained.shifted + 0.3);
+      expect(trained.wins).toBeGreaterThan(0.85);
+      // measured (150 steps): same 0.556, shifted 0.062, wins 0.92 over 36k voxels; untrained
+      // 0.639 / 0.446 / 0.82: smooth, weakly discriminative features fail both bounds above
       expect(trained.same - trained.shifted).toBeGreaterThan(untrained.same - untrained.shifted);
       tf.dispose([t1, t2]);
       model.dispose();
