@@ -456,11 +456,11 @@ function taskTable(ds, structures, arms, minutes) {
       d ? pm(d.mean, d.se, { scale: 100, digits: 1 }) : a === base ? '(baseline)' : '',
     ];
   });
-  return `### ${ds.name} (${ds.size.join('×')}, ${arms[0].rows.length} test deformations; ${minutes.toFixed(1)} min for the arms run in this process)\n\n${markdownTable(header, lines)}`;
+  return `### ${ds.name} (${ds.size.join('×')}, ${arms[0].rows.length} test deformations${reused.size ? '' : `; ${minutes.toFixed(1)} min`})\n\n${markdownTable(header, lines)}`;
 }
 
 const totalMinutes = (performance.now() - started) / 60000;
-const table = `${tables.join('\n\n')}\n\nMean ± standard error over the test deformations; Δ: paired difference of the Dice against IO-DNS on the same deformations (± its standard error). This process ran ${totalMinutes.toFixed(1)} min, backend ${backend}, load average at the end ${load()}.`;
+const table = `${tables.join('\n\n')}\n\nMean ± standard error over the test deformations; Δ: paired difference of the Dice against IO-DNS on the same deformations (± its standard error). ${reused.size ? `Arms of ${args.reuse.split(',').length} earlier runs (--reuse) tabled with this one` : `Whole run ${totalMinutes.toFixed(1)} min`}, backend ${backend}, load average at the end ${load()}.`;
 console.log(`\n${table}`);
 mkdirSync(out, { recursive: true });
 writeFileSync(join(out, 'table.md'), `${table}\n`);
