@@ -10,6 +10,8 @@
  *   node src/run3d.mjs --quick    # a check: BraTS T1 → T2 only, 28×32×28, 2 deformations, no grid
  *   node src/run3d.mjs --methods mind --out a && node src/run3d.mjs --methods dns --reuse a/results.json
  *                                 # arms run apart (same settings) and tabled together
+ *   node src/run3d.mjs --test-from 3 --test 2 --lambda-from a/results.json --out b
+ *                                 # 2 more test deformations at the λ that run a chose
  *
  * Tasks (subjects never trained on): BraTS T1 → T2 and T1 → FLAIR (read-only; labels =
  * tumour classes + brain), the VoxelMorph T1 → a CT-like non-monotone remap of it (read-only;
@@ -58,6 +60,9 @@ const { values: args } = parseArgs({
     backend: { type: 'string' },
     'elastix-threads': { type: 'string', default: '1' },
     reuse: { type: 'string' },
+    test: { type: 'string' },
+    'test-from': { type: 'string', default: '0' },
+    'lambda-from': { type: 'string' },
   },
 });
 const started = performance.now();
@@ -77,6 +82,8 @@ const S = quick
       grid: [1, 3],
       pair: { maxDisplacement: 3, controlSpacing: 10 },
     };
+if (args.test) S.test = Number(args.test);
+const testFrom = Number(args['test-from']);
 const out = args.out ?? join(here, '../results', quick ? 'quick3d' : '3d');
 const backend = await initExampleBackend(args.backend);
 const { model: net, metadata } = await loadMasrNet(args.weights ?? { ndim: 3 });
@@ -319,10 +326,10 @@ async function runElastix(pair, structures) {
   }
 }
 
-/** Rows of `method` (λ scale m) on `n` deformations with seeds seedBase + r. */
-async function evaluate(ds, method, m, n, seedBase, structures) {
+/** Rows of `method` (λ scale m) on `n` deformations with seeds seedBase + from + r. */
+async function evaluate(ds, method, m, n, seedBase, structures, from = 0) {
   const rows = [];
-  for (let r = 0; r < n; r++) {
+  for (let r = from; r < from + n; r++) {
     const pair = makePair(ds, 0, seedBase + r, S.pair);
     if (method === 'identity') {
       rows.push(await metricsOf(pair, pair.movingLabels, pair.moving, 0, 0, structures));
@@ -331,26 +338,57 @@ async function evaluate(ds, method, m, n, seedBase, structures) {
     } else {
       rows.push(await runIo(method, m, pair, ds.size, structures));
     }
+    rows.at(-1).seed = seedBase + r;
     disposePair(pair);
   }
   return rows;
 }
 
-/** Arms of earlier runs (--reuse a.json,b.json) with the same settings, by task. */
+const TEST = 100_000;
+/** The settings that must agree for runs to be tabled together (not the number of pairs). */
+const comparable = ({ size, validation, grid, pair }) =>
+  JSON.stringify({ size, validation, grid, pair });
+/** Earlier runs' results (--reuse, --lambda-from), checked against this run's settings. */
+const earlier = (list, flag) =>
+  (list ?? '')
+    .split(',')
+    .filter(Boolean)
+    .map((file) => {
+      const r = JSON.parse(readFileSync(file, 'utf8'));
+      if (comparable(r.settings) !== comparable(S)) {
+        throw new Error(`--${flag} ${file}: its settings differ from this run's (--quick or not?)`);
+      }
+      return r;
+    });
+/**
+ * Arms of earlier runs (--reuse) by task; rows of the same arm from several runs (other test
+ * deformations, --test-from) are joined and ordered by their seed (rows of runs that did not
+ * store it were the deformations 0, 1, … in order).
+ */
 const reused = new Map();
-for (const file of (args.reuse ?? '').split(',').filter(Boolean)) {
-  const r = JSON.parse(readFileSync(file, 'utf8'));
-  if (JSON.stringify(r.settings) !== JSON.stringify(S)) {
-    throw new Error(`--reuse ${file}: its settings differ from this run's (--quick or not?)`);
-  }
+for (const r of earlier(args.reuse, 'reuse')) {
   for (const t of r.results) {
     const arms = reused.get(t.task) ?? [];
-    arms.push(...t.arms.filter((a) => a.method !== 'identity'));
+    for (const a of t.arms.filter((x) => x.method !== 'identity')) {
+      const rows = a.rows.map((row, i) => ({ ...row, seed: row.seed ?? TEST + i }));
+      const same = arms.find((b) => b.method === a.method);
+      if (same) same.rows.push(...rows.filter((x) => !same.rows.some((y) => y.seed === x.seed)));
+      else arms.push({ ...a, rows });
+    }
     reused.set(t.task, arms);
   }
 }
+for (const arms of reused.values()) for (const a of arms) a.rows.sort((x, y) => x.seed - y.seed);
+/** λ choices of earlier runs (--lambda-from): task → method → { grid, chosen }. */
+const lambdaFrom = new Map();
+for (const r of earlier(args['lambda-from'], 'lambda-from')) {
+  for (const t of r.results) {
+    for (const a of t.arms) {
+      if (a.chosen !== null) lambdaFrom.set(`${t.task}/${a.method}`, a);
+    }
+  }
+}
 
-const TEST = 100_000;
 const VALIDATION = 200_000;
 const meanOf = (rows, k) => meanAndSe(rows.map((r) => r[k])).mean;
 const results = [];
@@ -373,7 +411,7 @@ for (const key of (args.tasks ?? (quick ? 't2' : 't2,flair,ct')).split(',').filt
       label: 'before (identity)',
       grid: [],
       chosen: null,
-      rows: await evaluate(ds, 'identity', 1, S.test, TEST, task.structures),
+      rows: await evaluate(ds, 'identity', 1, S.test, TEST, task.structures, testFrom),
     },
   ];
   for (const method of methods) {
@@ -382,7 +420,12 @@ for (const key of (args.tasks ?? (quick ? 't2' : 't2,flair,ct')).split(',').filt
     const spec = METHODS[method];
     const grid = [];
     let chosen = null;
-    if (method !== 'elastix' && S.grid.length === 1) {
+    const given = lambdaFrom.get(`${key}/${method}`);
+    if (given) {
+      grid.push(...given.grid);
+      chosen = given.chosen;
+      console.log(`  ${method}: ${spec.lambda}, s = ${chosen} (chosen by the --lambda-from run)`);
+    } else if (method !== 'elastix' && S.grid.length === 1) {
       chosen = S.grid[0];
       console.log(`  ${method}: ${spec.lambda}, s = ${chosen} (no grid in --quick)`);
     } else if (method !== 'elastix') {
@@ -396,14 +439,26 @@ for (const key of (args.tasks ?? (quick ? 't2' : 't2,flair,ct')).split(',').filt
       chosen = grid.reduce((a, b) => (b.validationDice > a.validationDice ? b : a)).value;
       console.log(`  ${method}: grid ${spec.lambda}, s ∈ {${S.grid.join(', ')}} → s = ${chosen}`);
     }
-    const rows = await evaluate(ds, method, chosen, S.test, TEST, task.structures);
+    const rows = await evaluate(ds, method, chosen, S.test, TEST, task.structures, testFrom);
     arms.push({ method, label: spec.label, lambda: spec.lambda, grid, chosen, rows });
     console.log(
       `  ${spec.label}: test Dice ${(100 * meanOf(rows, 'dice')).toFixed(1)}, HD95 ${meanOf(rows, 'hd95').toFixed(2)}, folding ${meanOf(rows, 'folding').toFixed(3)} %, ${meanOf(rows, 'seconds').toFixed(1)} s (load ${load()})`,
     );
   }
   for (const a of reused.get(key) ?? []) {
-    if (!arms.some((b) => b.method === a.method)) arms.push(a);
+    const same = arms.find((b) => b.method === a.method);
+    if (!same) arms.push(a);
+    else {
+      same.rows.push(...a.rows.filter((x) => !same.rows.some((y) => y.seed === x.seed)));
+      same.rows.sort((x, y) => x.seed - y.seed);
+    }
+  }
+  for (const a of arms) {
+    if (a.rows.length !== arms[0].rows.length) {
+      console.log(
+        `  note: ${a.method} has ${a.rows.length} test rows, the identity ${arms[0].rows.length}`,
+      );
+    }
   }
   const order = ['identity', ...Object.keys(METHODS)];
   arms.sort((a, b) => order.indexOf(a.method) - order.indexOf(b.method));
