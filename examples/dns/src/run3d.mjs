@@ -6,7 +6,7 @@
  * paper's ablation in small (random-init CNN → + DNS layer → + contrastive training →
  * + smoothing ψ_σ), every IO arm through the same `registerImages` path.
  *
- *   node src/run3d.mjs            # 36×44×36 volumes, 3 test deformations per task, λ grids
+ *   node src/run3d.mjs            # 36×44×36 volumes, 5 test deformations per task, λ grids
  *   node src/run3d.mjs --quick    # a check: BraTS T1 → T2 only, 28×32×28, 2 deformations, no grid
  *   node src/run3d.mjs --methods mind --out a && node src/run3d.mjs --methods dns --reuse a/results.json
  *                                 # arms run apart (same settings) and tabled together
@@ -77,7 +77,7 @@ const S = quick
     }
   : {
       size: SIZES.full,
-      test: 3,
+      test: 5,
       validation: 1,
       grid: [1, 3],
       pair: { maxDisplacement: 3, controlSpacing: 10 },
