@@ -363,18 +363,23 @@ export async function saveMasrNet(
 }
 
 /**
- * Loads a MASR-Net saved by {@link saveMasrNet} from `dir`, or the trained 2D network bundled
- * with this package (`BUNDLED_WEIGHTS.masrnet`, see examples/dns for its model card) when
- * `dir` is omitted. Node.js only.
+ * Loads a MASR-Net saved by {@link saveMasrNet} from `dir`, or a trained network bundled with
+ * this package when `dir` is omitted or is `{ ndim }`: 2D `BUNDLED_WEIGHTS.masrnet` (the
+ * default), 3D `BUNDLED_WEIGHTS['masrnet-3d']` (see examples/dns for their model cards).
+ * Node.js only.
  *
  * @returns the network (dispose it when done) and the saved metadata.
  */
 export async function loadMasrNet(
-  dir?: string,
+  dir?: string | { ndim: 2 | 3 },
 ): Promise<{ model: MasrNet; metadata: Record<string, unknown> }> {
   const fn = 'loadMasrNet';
-  const where = dir ?? (await bundledWeights('masrnet'));
-  if (!where) fail(fn, 'no directory given and the bundled MASR-Net weights are not on disk');
+  if (dir !== undefined && typeof dir !== 'string' && dir?.ndim !== 2 && dir?.ndim !== 3) {
+    fail(fn, `'dir' must be a directory or { ndim: 2 | 3 }, got ${JSON.stringify(dir)}`);
+  }
+  const bundled = typeof dir === 'string' ? null : dir?.ndim === 3 ? 'masrnet-3d' : 'masrnet';
+  const where = bundled ? await bundledWeights(bundled) : (dir as string);
+  if (!where) fail(fn, `the bundled ${bundled} weights are not on disk`);
   const { weights, metadata } = await readWeights(where);
   try {
     if (metadata.method !== 'masrnet' || typeof metadata.options !== 'object') {

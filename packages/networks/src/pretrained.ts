@@ -58,7 +58,8 @@ export function registerNetworkBuilder(method: string, builder: NetworkBuilder):
  * The trained weights shipped with this package (in its `weights/` folder), by method, as
  * URLs relative to this module (a `file:` URL in Node.js, an http(s) one where a bundler
  * serves the package's files): a 2D SITReg trained by examples/sitreg, a 2D FIRE (ITK T1 → PD)
- * trained by examples/fire and a 2D MASR-Net feature extractor trained by examples/dns (see
+ * trained by examples/fire and a 2D and a 3D MASR-Net feature extractor (`masrnet`, `masrnet-3d`)
+ * trained by examples/dns (see
  * their READMEs for the data and the figures). No Node.js built-in is imported to state them, so the package
  * bundles for a browser.
  */
@@ -66,6 +67,7 @@ export const BUNDLED_WEIGHTS: Readonly<Record<string, string>> = {
   sitreg: new URL('../weights/sitreg-2d', import.meta.url).href,
   fire: new URL('../weights/fire-2d', import.meta.url).href,
   masrnet: new URL('../weights/masrnet-2d', import.meta.url).href,
+  'masrnet-3d': new URL('../weights/masrnet-3d', import.meta.url).href,
 };
 
 /**
