@@ -36,10 +36,12 @@ const here = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
+    'table-only': { type: 'boolean', default: false },
     groups: { type: 'string', default: Object.keys(GROUPS).join(',') },
     arms: { type: 'string' },
     size: { type: 'string' },
     deformations: { type: 'string' },
+    'validation-deformations': { type: 'string' },
     grids: { type: 'string' },
     steps: { type: 'string' },
     'fire-steps': { type: 'string' },
@@ -58,23 +60,25 @@ const settings = {
   ...base,
   size,
   deformations,
-  validationDeformations: quick
-    ? 1
-    : Math.max(1, Math.min(base.validationDeformations, deformations)),
+  validationDeformations: Number(
+    args['validation-deformations'] ??
+      (quick ? 1 : Math.max(1, Math.min(base.validationDeformations, deformations))),
+  ),
 };
 const gridKind = args.grids ?? (quick ? 'check' : 'full');
 if (!['check', 'small', 'full'].includes(gridKind)) {
   console.error(`--grids must be check, small or full, got '${args.grids}'`);
   process.exit(2);
 }
-const STEPS_PER_EPOCH = 25;
-const stepsArg = args.steps ?? (quick ? 25 : 600);
-const fireStepsArg = args['fire-steps'] ?? (quick ? 25 : 300);
+/** Steps per epoch of the trainer (a grouping only: pair i of a run is the same whatever it is). */
+const STEPS_PER_EPOCH = 5;
+const stepsArg = args.steps ?? (quick ? 20 : 600);
+const fireStepsArg = args['fire-steps'] ?? (quick ? 10 : 300);
 const epochs = epochsForStepsOrExit(stepsArg, STEPS_PER_EPOCH);
 const fireEpochs = epochsForStepsOrExit(fireStepsArg, STEPS_PER_EPOCH);
 const warmSteps = Number(args['warm-start-steps'] ?? (quick ? 100 : 1000));
 const ioIterations = (
-  args['io-iterations'] ?? (quick ? '50,40,25' : IO_COMMON.iterations.join(','))
+  args['io-iterations'] ?? (quick ? '20,15,10' : IO_COMMON.iterations.join(','))
 )
   .split(',')
   .map(Number);
@@ -87,7 +91,7 @@ if (
   );
   process.exit(2);
 }
-const groups = args.groups.split(',').filter(Boolean);
+const groups = args['table-only'] ? [] : args.groups.split(',').filter(Boolean);
 for (const g of groups) {
   if (!GROUPS[g]) {
     console.error(`--groups: unknown group '${g}' (${Object.keys(GROUPS).join(', ')})`);
