@@ -178,9 +178,28 @@ for (const group of groups) {
       }),
     );
   }
-  const minutes = (performance.now() - g0) / 60_000;
+  let minutes = (performance.now() - g0) / 60_000;
+  const file = join(args.out, `${group}.json`);
+  if (onlyArms && existsSync(file)) {
+    // `--arms` adds its arms to the group's file (same settings only), so arms can run in
+    // separate processes; an arm run again replaces its earlier result
+    const previous = JSON.parse(readFileSync(file, 'utf8'));
+    const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+    if (
+      !same(previous.settings, groupSettings) ||
+      previous.steps !== groupSteps ||
+      previous.gridKind !== gridKind
+    ) {
+      throw new Error(`${file} holds a run with other settings: use another --out`);
+    }
+    const mine = new Set(arms.map((a) => a.name));
+    arms.unshift(...previous.arms.filter((a) => !mine.has(a.name)));
+    const order = Object.keys(ARMS);
+    arms.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
+    minutes += previous.minutes;
+  }
   write(
-    join(args.out, `${group}.json`),
+    file,
     `${JSON.stringify(
       {
         group,
