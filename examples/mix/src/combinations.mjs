@@ -285,6 +285,7 @@ export const ARMS = {
   },
   'vxm-ncc': {
     group: 'voxelmorph',
+    parent: true,
     label: 'VoxelMorph-NCC₉ (parent)',
     gridName: 'α',
     grid: { check: [3], small: [1, 10], full: [1, 3, 10] },
@@ -322,6 +323,7 @@ export const ARMS = {
   },
   'io-mind': {
     group: 'io',
+    parent: true,
     label: 'registerImages, MIND-SSC (parent)',
     gridName: 'λ ×',
     grid: { check: [1], small: [0.5, 2], full: [0.5, 1, 2] },

@@ -28,6 +28,7 @@ import {
   protocolTrainingPair,
   runArm,
 } from '@regkit/example-common/protocol';
+import { pairedRuns, pm } from '@regkit/example-common/stats';
 import { epochsForStepsOrExit } from '@regkit/example-common/steps';
 import { loadMasrNet } from '@regkit/networks';
 import { ARMS, GROUPS, IO_COMMON } from './combinations.mjs';
@@ -111,18 +112,23 @@ const t0 = performance.now();
 console.log(
   `backend ${backend}; ${quick ? 'QUICK check' : 'protocol'}: ${size.join('×')}, seeds ${settings.seeds.join(', ')} (instance optimisation: seed 1, deterministic), ${deformations} deformations per test slice, grids '${gridKind}', ${Number(stepsArg)} steps (FIRE ${Number(fireStepsArg)}), MINE warm start ${warmSteps} steps, IO iterations ${ioIterations.join('/')}`,
 );
-const dataset = await bratsProtocolDataset(args.target, size);
-if (!dataset) {
+// (`--table-only`: no group runs, so nothing is loaded)
+const dataset = groups.length ? await bratsProtocolDataset(args.target, size) : null;
+if (groups.length && !dataset) {
   console.log(
     'examples/mix: skipped, the read-only BraTS case was not found (set REGKIT_BRATS_DIR)',
   );
   process.exit(0);
 }
-console.log(
-  `${dataset.name}: ${dataset.train.length} training, ${dataset.validation.length} validation, ${dataset.test.length} test slices`,
-);
-const { model: masr, metadata: masrMetadata } = await loadMasrNet();
-const identity = await evaluateIdentity(dataset, settings);
+if (dataset) {
+  console.log(
+    `${dataset.name}: ${dataset.train.length} training, ${dataset.validation.length} validation, ${dataset.test.length} test slices`,
+  );
+}
+const { model: masr, metadata: masrMetadata } = groups.length
+  ? await loadMasrNet()
+  : { model: null, metadata: null };
+const identity = dataset ? await evaluateIdentity(dataset, settings) : null;
 
 mkdirSync(args.out, { recursive: true });
 /** Writes to a temporary file and renames it, so a reader never sees half a file. */
@@ -227,7 +233,7 @@ for (const group of groups) {
   );
   console.log(`  ${group}: ${minutes.toFixed(1)} min`);
 }
-masr.dispose();
+masr?.dispose();
 
 /** The Markdown of one group file: heading with its settings, the protocol table, train times. */
 export function groupMarkdown(r) {
@@ -244,7 +250,21 @@ export function groupMarkdown(r) {
             return `${a.label} ${(s.reduce((p, q) => p + q, 0) / s.length).toFixed(0)} s`;
           })
           .join('; ')}.`;
-  return `### ${r.title}: ${r.dataset} (${r.settings.size.join('×')}, ${r.settings.deformations} deformations per test slice, ${budget}; ${r.quick ? '--quick check' : `grids '${r.gridKind}'`})\n\n${protocolTable(r.arms, { baseline: r.baseline, identity: r.identity })}\n\n${times.trim()}${times ? ' ' : ''}Group wall time ${r.minutes.toFixed(1)} min on ${r.backend}, ${r.date.slice(0, 16)} UTC.\n`;
+  // every mix against every other parent of its group (the table's Δ is against the first)
+  const diceOf = (a) => a.runs.map((x) => x.rows.map((y) => y.dice));
+  const others = [];
+  for (const mix of r.arms.filter((a) => !ARMS[a.name]?.parent)) {
+    for (const parent of r.arms.filter((a) => ARMS[a.name]?.parent && a.name !== r.baseline)) {
+      const d = pairedRuns(diceOf(mix), diceOf(parent));
+      others.push(
+        `${mix.label} − ${parent.label}: ${pm(d.seeds.mean, d.seeds.se, { scale: 100 })} (SE seeds), ${pm(d.pairs.mean, d.pairs.se, { scale: 100 })} (SE pairs)`,
+      );
+    }
+  }
+  const otherLine = others.length
+    ? `Δ Dice against the other parent: ${others.join('; ')}.\n\n`
+    : '';
+  return `### ${r.title}: ${r.dataset} (${r.settings.size.join('×')}, ${r.settings.deformations} deformations per test slice, ${budget}; ${r.quick ? '--quick check' : `grids '${r.gridKind}'`})\n\n${protocolTable(r.arms, { baseline: r.baseline, identity: r.identity })}\n\n${otherLine}${times.trim()}${times ? ' ' : ''}Group wall time ${r.minutes.toFixed(1)} min on ${r.backend}, ${r.date.slice(0, 16)} UTC.\n`;
 }
 
 const files = Object.keys(GROUPS)
