@@ -1,0 +1,132 @@
+/**
+ * The mix plumbing: every combination of src/combinations.mjs builds from the shared parts,
+ * trains one step through `trainRegistration` / `trainFire` (its weights move; a frozen
+ * MASR-Net does not; a MINE estimator trains with the model), and registers a pair through
+ * the common `{ forward }` output. On the bundled ITK/BrainWeb T1 → PD slice at 32×32 (no
+ * read-only data needed). Run: node --test test/ (from examples/mix).
+ */
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import { tf } from '@regkit/core';
+import { initExampleBackend } from '@regkit/example-common/backend';
+import { itkPairDataset, trainingPair } from '@regkit/example-common/slices';
+import { loadMasrNet } from '@regkit/networks';
+import { ARMS, dnsSimilarity, GROUPS } from '../src/combinations.mjs';
+
+const SIZE = [32, 32];
+let dataset;
+let masr;
+const pairOf = (i) => trainingPair(dataset, i, { maxDisplacement: 3, controlSpacing: 12 });
+
+/** Copies of every weight of a module, as plain arrays by path. */
+function snapshot(module) {
+  return new Map(module.namedVariables().map(([path, v]) => [path, Array.from(v.dataSync())]));
+}
+
+/** Largest absolute change of any weight between two snapshots of the same module. */
+function maxChange(a, b) {
+  let max = 0;
+  for (const [path, values] of a) {
+    const other = b.get(path);
+    assert.ok(other, `weight '${path}' disappeared`);
+    for (let i = 0; i < values.length; i++) max = Math.max(max, Math.abs(values[i] - other[i]));
+  }
+  return max;
+}
+
+before(async () => {
+  await initExampleBackend();
+  dataset = await itkPairDataset(SIZE);
+  ({ model: masr } = await loadMasrNet());
+});
+
+describe('every combination', () => {
+  it('has a group with a parent, and every group has its baseline arm', () => {
+    for (const [name, arm] of Object.entries(ARMS)) {
+      assert.ok(GROUPS[arm.group], `${name}: unknown group ${arm.group}`);
+      for (const k of ['check', 'small', 'full'])
+        assert.ok(arm.grid[k].length >= 1, `${name} ${k}`);
+    }
+    for (const [g, spec] of Object.entries(GROUPS)) {
+      assert.equal(ARMS[spec.baseline]?.group, g);
+      assert.ok(ARMS[spec.baseline].parent, `${g}: the baseline must be a parent method`);
+      assert.ok(
+        Object.values(ARMS).some((a) => a.group === g && !a.parent),
+        `${g} has no mix`,
+      );
+    }
+  });
+
+  for (const [name, arm] of Object.entries(ARMS)) {
+    it(`${name}: builds, trains one step and registers a pair`, async () => {
+      const masrBefore = snapshot(masr);
+      let initial = null;
+      let warm = null;
+      const tensorsBefore = tf.memory().numTensors;
+      const result = await arm.build({
+        value: arm.grid.check[0],
+        seed: 1,
+        data: (epoch, step) => pairOf(epoch + step),
+        epochs: 1,
+        stepsPerEpoch: 1,
+        masr,
+        warmSteps: 2,
+        warmData: (i) => pairOf(100 + i),
+        log: (w) => {
+          warm = w;
+        },
+        onInit: (model) => {
+          initial = snapshot(model);
+        },
+        size: SIZE,
+        iterations: [2, 2, 2],
+      });
+      if (arm.group !== 'io') {
+        assert.ok(initial, 'onInit was not called before training');
+        assert.ok(maxChange(initial, snapshot(result.model)) > 0, 'one step moved no weight');
+      }
+      // the MASR-Net is a frozen FeatureExtractor: no arm may train it
+      assert.equal(maxChange(masrBefore, snapshot(masr)), 0, 'the MASR-Net weights changed');
+      if (name === 'sitreg-mine') {
+        assert.ok(warm && Number.isFinite(warm.before) && Number.isFinite(warm.after));
+        assert.equal(typeof result.similarity.loss, 'function', 'MINE is a SimilarityModule');
+        assert.ok(result.similarity.namedVariables().length > 0);
+      }
+      const pair = pairOf(7);
+      const out = await result.register(pair.moving, pair.fixed);
+      assert.deepEqual(out.forward.shape, [1, ...SIZE, 2]);
+      const u = await out.forward.data();
+      assert.ok(u.every(Number.isFinite), 'non-finite displacement');
+      if (arm.group === 'io')
+        assert.ok(
+          u.some((v) => v !== 0),
+          'the optimiser did not move',
+        );
+      tf.dispose(Object.values(out).filter((t) => t instanceof tf.Tensor));
+      tf.dispose([pair.moving, pair.fixed]);
+      result.dispose();
+      // nothing of the arm stays allocated (small slack: the backend's cached constants)
+      assert.ok(
+        tf.memory().numTensors <= tensorsBefore + 4,
+        `${tf.memory().numTensors - tensorsBefore} tensors left allocated`,
+      );
+    });
+  }
+});
+
+describe('dnsSimilarity', () => {
+  it('is lower for an aligned pair than for a shifted one, and differentiable in the moving image', () => {
+    const { fixed, moving } = dataset.slices.get(0);
+    const sim = dnsSimilarity(masr);
+    const shifted = tf.tidy(() =>
+      tf.concat([tf.slice(moving, [0, 4, 0, 0], [1, 28, 32, 1]), tf.zeros([1, 4, 32, 1])], 1),
+    );
+    const aligned = sim(fixed, moving).dataSync()[0];
+    const off = sim(fixed, shifted).dataSync()[0];
+    assert.ok(aligned < off, `aligned ${aligned} ≥ shifted ${off}`);
+    const g = tf.grad((m) => sim(fixed, m))(moving);
+    const norm = tf.norm(g).dataSync()[0];
+    assert.ok(Number.isFinite(norm) && norm > 0, `gradient norm ${norm}`);
+    tf.dispose([shifted, g]);
+  });
+});
