@@ -18,6 +18,7 @@ import { affineField, tf, warp } from '@regkit/core';
 import { initExampleBackend } from '@regkit/example-common/backend';
 import { bratsDataset, disposePair, itkPairDataset } from '@regkit/example-common/slices';
 import { meanAndSe, pairedDifference, pm, summariseRuns } from '@regkit/example-common/stats';
+import { epochsForStepsOrExit } from '@regkit/example-common/steps';
 import { localNccLoss, mutualInformationLoss } from '@regkit/losses';
 import { foldingPercent, inverseConsistencyError, meanDice, ncc } from '@regkit/metrics';
 import { createFire, createVoxelMorph, trainFire, trainRegistration } from '@regkit/networks';
@@ -30,7 +31,7 @@ const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     tasks: { type: 'string', default: 'itk,flair,t2' },
-    methods: { type: 'string', default: 'fire,voxelmorph,register,elastix' },
+    methods: { type: 'string' },
     seeds: { type: 'string', default: '1,2,3' },
     steps: { type: 'string' },
     size: { type: 'string', default: '64' },
@@ -71,13 +72,15 @@ if (!(args.similarity in SIMILARITIES)) {
   console.error(`--similarity must be rms (the paper's), mi or lncc, got '${args.similarity}'`);
   process.exit(2);
 }
-const methods = new Set(args.methods.split(','));
+const methods = new Set(
+  (
+    args.methods ??
+    (quick ? 'fire,voxelmorph,register,elastix' : 'fire,fire-mi,voxelmorph,register,elastix')
+  ).split(','),
+);
 const out = args.out ?? join(here, '../results/protocol', quick ? 'quick' : 'full');
-const STEPS_PER_EPOCH = Math.min(steps, 50);
-if (steps % STEPS_PER_EPOCH !== 0) {
-  console.error(`--steps must be a multiple of ${STEPS_PER_EPOCH}`);
-  process.exit(2);
-}
+const STEPS_PER_EPOCH = quick ? 10 : 50;
+const epochs = epochsForStepsOrExit(String(steps), STEPS_PER_EPOCH);
 const started = Date.now();
 const backend = await initExampleBackend(args.backend);
 const withElastix = methods.has('elastix') && elastixAvailable();
@@ -179,23 +182,23 @@ const ckpt = (task, name, seed) =>
   join(
     out,
     'checkpoints',
-    `${task.key}-${name}-seed${seed}-s${steps}-${size}-a${aMin}-${aMax}-${JSON.stringify(rates)}-${JSON.stringify(fireOptions)}-${args.similarity}-${backend}`.replace(
+    `${task.key}-${name}-seed${seed}-s${steps}-${size}-a${aMin}-${aMax}-${JSON.stringify(rates)}-${JSON.stringify(fireOptions)}-${backend}`.replace(
       /[^\w.,-]/g,
       '',
     ),
   );
 
-async function trainedFire(task, seed) {
+async function trainedFire(task, seed, similarity) {
   const fire = createFire({ ...fireOptions, seed });
   const t0 = performance.now();
   await trainFire({
     model: fire,
     data: trainingData(task, seed),
-    epochs: steps / STEPS_PER_EPOCH,
+    epochs,
     stepsPerEpoch: STEPS_PER_EPOCH,
     learningRates: rates,
-    similarity: SIMILARITIES[args.similarity],
-    checkpointDir: ckpt(task, `fire`, seed),
+    similarity: SIMILARITIES[similarity],
+    checkpointDir: ckpt(task, `fire-${similarity}`, seed),
     onProgress: (p) => {
       if (p.step === p.stepsPerEpoch - 1)
         process.stdout.write(
@@ -212,7 +215,7 @@ async function trainedVoxelMorph(task, seed) {
   await trainRegistration({
     model: vxm,
     data: trainingData(task, seed),
-    epochs: steps / STEPS_PER_EPOCH,
+    epochs,
     stepsPerEpoch: STEPS_PER_EPOCH,
     similarity: (f, w) => mutualInformationLoss(f, w),
     learningRate: 1e-3,
@@ -239,8 +242,10 @@ const INSTANCE = {
 };
 const LABELS = {
   before: 'before (identity)',
-  'fire-affine': 'FIRE-affine',
-  fire: 'FIRE',
+  'fire-affine': `FIRE-affine (${args.similarity === 'rms' ? "the paper's loss" : `${args.similarity} registration term`})`,
+  fire: `FIRE (${args.similarity === 'rms' ? "the paper's loss" : `${args.similarity} registration term`})`,
+  'fire-mi-affine': 'FIRE-affine, MI registration term (mixing)',
+  'fire-mi': 'FIRE, MI registration term (mixing)',
   'voxelmorph-mi': 'VoxelMorph-MI (same steps, no affine stage)',
   'register-affine': '`registerAffine` (MI, defaults: 150/100/50 it.)',
   'register-affine-long': '`registerAffine` (MI, 600/400/200 it.)',
@@ -269,11 +274,15 @@ for (const key of args.tasks.split(',').filter(Boolean)) {
     );
   };
   add('before', [{ seed: 0, rows: await evaluate(task, null) }]);
-  if (methods.has('fire')) {
+  for (const [tag, similarity] of [
+    ['fire', args.similarity],
+    ['fire-mi', 'mi'],
+  ]) {
+    if (!methods.has(tag)) continue;
     const affineRuns = [];
     const fullRuns = [];
     for (const seed of seeds) {
-      const { fire, seconds } = await trainedFire(task, seed);
+      const { fire, seconds } = await trainedFire(task, seed, similarity);
       affineRuns.push({
         seed,
         trainSeconds: seconds,
@@ -294,13 +303,13 @@ for (const key of args.tasks.split(',').filter(Boolean)) {
       if (seed === seeds[0]) {
         mkdirSync(out, { recursive: true });
         const p = largeAffinePair(task.ds, task.testZ[0], 100_000 + 10 * task.testZ[0], aMin, aMax);
-        await synthesisPng(join(out, `synthesis-${key}.png`), fire, p);
+        await synthesisPng(join(out, `synthesis-${key}-${tag}.png`), fire, p);
         disposePair(p);
       }
       fire.dispose();
     }
-    add('fire-affine', affineRuns);
-    add('fire', fullRuns);
+    add(`${tag}-affine`, affineRuns);
+    add(tag, fullRuns);
   }
   if (methods.has('voxelmorph')) {
     const runs = [];
