@@ -21,7 +21,13 @@ import { meanAndSe, pairedDifference, pm, summariseRuns } from '@regkit/example-
 import { epochsForStepsOrExit } from '@regkit/example-common/steps';
 import { localNccLoss, mutualInformationLoss } from '@regkit/losses';
 import { foldingPercent, inverseConsistencyError, meanDice, ncc } from '@regkit/metrics';
-import { createFire, createVoxelMorph, trainFire, trainRegistration } from '@regkit/networks';
+import {
+  createFire,
+  createVoxelMorph,
+  loadRegistrationNetwork,
+  trainFire,
+  trainRegistration,
+} from '@regkit/networks';
 import { registerAffine, registerImages } from '@regkit/register';
 import { elastixAvailable, elastixRegister } from './elastix.mjs';
 import { largeAffinePair, synthesisPng } from './pairs.mjs';
@@ -45,6 +51,7 @@ const { values: args } = parseArgs({
     width: { type: 'string', default: '0.125' },
     'residual-blocks': { type: 'string', default: '2' },
     out: { type: 'string' },
+    'fire-weights': { type: 'string' },
     backend: { type: 'string' },
   },
 });
@@ -246,6 +253,7 @@ const LABELS = {
   fire: `FIRE (${args.similarity === 'rms' ? "the paper's loss" : `${args.similarity} registration term`})`,
   'fire-mi-affine': 'FIRE-affine, MI registration term (mixing)',
   'fire-mi': 'FIRE, MI registration term (mixing)',
+  'fire-loaded': `FIRE from ${args['fire-weights']} (no training here)`,
   'voxelmorph-mi': 'VoxelMorph-MI (same steps, no affine stage)',
   'register-affine': '`registerAffine` (MI, defaults: 150/100/50 it.)',
   'register-affine-long': '`registerAffine` (MI, 600/400/200 it.)',
@@ -310,6 +318,24 @@ for (const key of args.tasks.split(',').filter(Boolean)) {
     }
     add(`${tag}-affine`, affineRuns);
     add(tag, fullRuns);
+  }
+  if (args['fire-weights']) {
+    // a trained FIRE (e.g. the bundled weights) evaluated as it is: one run, no training
+    const net = await loadRegistrationNetwork(args['fire-weights']);
+    if (net.metadata.method !== 'fire')
+      throw new Error(`${args['fire-weights']} is not a FIRE network`);
+    add('fire-loaded', [
+      {
+        seed: 0,
+        rows: await evaluate(task, (m, f) =>
+          tf.tidy(() => {
+            const o = net.predict(m, f);
+            return { forward: o.forward, inverse: o.inverse };
+          }),
+        ),
+      },
+    ]);
+    net.dispose();
   }
   if (methods.has('voxelmorph')) {
     const runs = [];
