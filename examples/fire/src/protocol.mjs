@@ -414,9 +414,10 @@ function table(task) {
 }
 
 const minutes = (Date.now() - started) / 60_000;
+const cpuMinutes = (process.cpuUsage().user + process.cpuUsage().system) / 60e6;
 const [load1] = (await import('node:os')).loadavg();
 const text = [
-  `${quick ? 'Quick run' : 'Run'}: \`node examples/fire/src/protocol.mjs ${process.argv.slice(2).join(' ')}\`, ${minutes.toFixed(1)} min wall (load ${load1.toFixed(1)} at the end), backend ${backend}. Trained arms: mean ± SE over ${seeds.length} seeds (${steps} steps each); instance-optimisation arms: mean ± SE over pairs. Δ: paired difference against FIRE per test pair (FIRE averaged over seeds) ± SE over pairs.`,
+  `${quick ? 'Quick run' : 'Run'}: \`node examples/fire/src/protocol.mjs ${process.argv.slice(2).join(' ')}\`, ${minutes.toFixed(1)} min wall, ${cpuMinutes.toFixed(1)} min CPU (load ${load1.toFixed(1)} at the end), backend ${backend}. Trained arms: mean ± SE over ${seeds.length} seeds (${steps} steps each); instance-optimisation arms: mean ± SE over pairs. Δ: paired difference against FIRE per test pair (FIRE averaged over seeds) ± SE over pairs.`,
   '',
   ...results.map(table),
 ].join('\n');
@@ -425,6 +426,6 @@ mkdirSync(out, { recursive: true });
 writeFileSync(join(out, 'table.md'), text);
 writeFileSync(
   join(out, 'results.json'),
-  `${JSON.stringify({ args, backend, steps, size, seeds, aMin, aMax, rates, fireOptions, minutes, date: new Date().toISOString(), results }, null, 1)}\n`,
+  `${JSON.stringify({ args, backend, steps, size, seeds, aMin, aMax, rates, fireOptions, minutes, cpuMinutes, date: new Date().toISOString(), results }, null, 1)}\n`,
 );
 console.log(`results: ${join(out, 'table.md')}, results.json`);
