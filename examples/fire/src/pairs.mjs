@@ -107,3 +107,54 @@ export async function synthesisPng(path, model, pair, zoom = 3) {
   }
   await writeFileAtomic(path, encodePng({ width: w * zoom, height: h * zoom, data }));
 }
+
+/**
+ * A large random affine in centred voxel coordinates (core `affineField`, sampling convention
+ * warped(x) = moving(A (x − c) + c + t)), after the paper's "moderate-to-strong (20–50 %
+ * change across at least one dimension)": strength a uniform in [aMin, aMax]; one axis (drawn)
+ * scaled by (1 + a)^{±1} (sign drawn: shrink or stretch by 20–50 %), the other by
+ * 1 ± 0.1; rotation within ±15°; shear within ±0.05; translation within ±10 % of the extent.
+ */
+export function largeAffine(seed, spatial, aMin = 0.2, aMax = 0.5) {
+  const r = mulberry32(seed);
+  const u = () => 2 * r() - 1;
+  const a = aMin + (aMax - aMin) * r();
+  const big = (1 + a) ** (r() < 0.5 ? -1 : 1);
+  const small = 1 + 0.1 * u();
+  const [s0, s1] = r() < 0.5 ? [big, small] : [small, big];
+  const th = (u() * 15 * Math.PI) / 180;
+  const sh = 0.05 * u();
+  const c = Math.cos(th);
+  const s = Math.sin(th);
+  const m = [
+    [c * s0, c * sh - s * s1],
+    [s * s0, s * sh + c * s1],
+  ];
+  return [
+    [
+      [m[0][0], m[0][1], 0.1 * u() * spatial[0]],
+      [m[1][0], m[1][1], 0.1 * u() * spatial[1]],
+    ],
+  ];
+}
+
+/**
+ * The protocol's pair (slice z, seed): makePair's independent B-spline deformations of both
+ * slices (|u| ≤ 4 voxels, 16-voxel control spacing) and a {@link largeAffine} of strength
+ * in [aMin, aMax] on the moving image and labels (tensors the caller disposes).
+ */
+export function largeAffinePair(dataset, z, seed, aMin = 0.2, aMax = 0.5) {
+  const p = makePair(dataset, z, seed);
+  return tf.tidy(() => {
+    const field = affineField(largeAffine(seed + 7777, dataset.size, aMin, aMax), dataset.size);
+    const out = {
+      ...p,
+      moving: warp(p.moving, field),
+      movingLabels: p.movingLabels
+        ? warp(p.movingLabels, field, { interpolation: 'nearest' })
+        : null,
+    };
+    tf.dispose([p.moving, p.movingLabels].filter(Boolean));
+    return out;
+  });
+}

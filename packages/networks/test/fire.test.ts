@@ -2,10 +2,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { affineField, composeFields, identityGrid, tf, warp } from '@regkit/core';
-import { localNccLoss } from '@regkit/losses';
+import { localNccLoss, MineEstimator, mseLoss } from '@regkit/losses';
 import { inverseConsistencyError } from '@regkit/metrics';
 import {
   createFire,
+  createMasrNet,
   createVoxelMorph,
   type Fire,
   FireConvBlock,
@@ -430,6 +431,69 @@ describe('FIRE properties (cpu)', () => {
     });
     expect(new Set(counts).size, `${counts}`).toBe(1);
     model.dispose();
+  });
+
+  it('mixing: trainFire with MINE-local (trained with FIRE) and with DNS features (a frozen MASR-Net) in place of RMS', async () => {
+    const shape = [16, 16];
+    const data = (_e: number, s: number) => ({
+      moving: blob(shape, [7 + (s % 2), 8], 3, s),
+      fixed: blob(shape, [8, 9], 3, 100 + s),
+    });
+    const changed = (a: tf.NamedTensorMap, b: tf.NamedTensorMap, prefix: string) =>
+      Object.keys(a)
+        .filter((k) => k.startsWith(prefix))
+        .some((k) => tf.tidy(() => tf.max(tf.abs(tf.sub(a[k]!, b[k]!))).dataSync()[0]!) > 0);
+    // MINE-local: a SimilarityModule, whose statistics network the trainer optimises too
+    const fire = createFire({ ndim: 2, ...TINY, seed: 11 });
+    const mine = new MineEstimator({ shuffle: 'local', channelsA: 1, channelsB: 1, seed: 3 });
+    const [fire0, mine0] = [fire.getWeights(), mine.getWeights()];
+    const mineResult = await trainFire({
+      model: fire,
+      similarity: mine,
+      data,
+      epochs: 1,
+      stepsPerEpoch: 2,
+      learningRates: { affine: 1e-3, nonRigid: 1e-3, synthesis: 1e-3 },
+    });
+    expect(mineResult.history.every(Number.isFinite)).toBe(true);
+    const [fire1, mine1] = [fire.getWeights(), mine.getWeights()];
+    for (const sub of ['encoder/', 'transformAB/affine/', 'transformBA/nonRigid/']) {
+      expect(changed(fire0, fire1, sub), sub).toBe(true);
+    }
+    expect(changed(mine0, mine1, ''), 'MINE statistics network').toBe(true);
+    tf.dispose([...Object.values(fire0), ...Object.values(fire1)]);
+    tf.dispose([...Object.values(mine0), ...Object.values(mine1)]);
+    mine.dispose();
+
+    // DNS features: a MASR-Net feature extractor inside a plain Similarity (not trained)
+    const masr = createMasrNet({
+      ndim: 2,
+      widths: [4, 4, 4, 4],
+      hiddenChannels: 4,
+      featureChannels: 4,
+      seed: 2,
+    });
+    const dns = (a: tf.Tensor, b: tf.Tensor) =>
+      tf.tidy(() => mseLoss(masr.apply(a), masr.apply(b)) as tf.Scalar);
+    const m = blob(shape, [7, 8], 3, 1);
+    const f = blob(shape, [8, 9], 3, 2);
+    const t = fireLoss(fire, m, f, { similarity: dns });
+    const o = fire.apply(m, f);
+    const expected = tf.tidy(
+      () => tf.add(dns(f, warp(m, o.forward)), dns(m, warp(f, o.inverse))).dataSync()[0]!,
+    );
+    expect(t.terms.registrationAccuracy.dataSync()[0]).toBeCloseTo(expected, 5);
+    tf.dispose([m, f, ...Object.values(o), t.loss, t.similarity, t.regularisation]);
+    tf.dispose(Object.values(t.terms));
+    const [fire2, masr0] = [fire.getWeights(), masr.getWeights()];
+    await trainFire({ model: fire, similarity: dns, data, epochs: 1, stepsPerEpoch: 2 });
+    const [fire3, masr1] = [fire.getWeights(), masr.getWeights()];
+    expect(changed(fire2, fire3, 'transformAB/nonRigid/')).toBe(true);
+    expect(changed(masr0, masr1, ''), 'a frozen feature extractor stays as it is').toBe(false);
+    tf.dispose([...Object.values(fire2), ...Object.values(fire3)]);
+    tf.dispose([...Object.values(masr0), ...Object.values(masr1)]);
+    masr.dispose();
+    fire.dispose();
   });
 
   it('3D: one training step of the whole loss is finite and changes every subnet', async () => {
