@@ -180,6 +180,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
       }
 
       it('the affine stage on the shared pyramid equals registerAffine with the same options', async () => {
+        const before = tf.memory().numTensors;
         for (const similarity of ['mi', 'mind'] as const) {
           const options = { similarity, iterations: [20, 10, 0], seed: 3 } as const;
           const alone = await registerAffine(fixed, moving, options);
@@ -192,6 +193,8 @@ for (const backend of ['cpu', 'wasm'] as const) {
           expect(await maxDiff(r.affine!, alone.affine)).toBeLessThan(1e-6);
           tf.dispose([alone.affine, alone.forward, r.affine!, r.forward, r.velocity!]);
         }
+        // the shared pyramid and MIND features are all freed
+        expect(tf.memory().numTensors).toBe(before);
       });
     });
 
