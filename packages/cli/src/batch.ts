@@ -26,6 +26,7 @@ export type BatchInstanceOptions = Pick<
   | 'regularisation'
   | 'skipFinest'
   | 'maxVoxels'
+  | 'samples'
   | 'seed'
 >;
 
@@ -39,6 +40,7 @@ const INSTANCE_KEYS = [
   'regularisation',
   'skipFinest',
   'maxVoxels',
+  'samples',
   'seed',
 ] as const;
 

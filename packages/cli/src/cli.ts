@@ -151,7 +151,12 @@ function instanceOptions(c: Command): Command {
       'largest grid a level is optimised on, the field upsampled after (default 4194304; 0: the full grid, finer but ~2x the memory)',
       integer('--max-voxels'),
     )
-    .option('--seed <n>', 'seed of the MI voxel sampler', integer('--seed'));
+    .option(
+      '--samples <n>',
+      'mi and mind: voxels sampled at random per iteration of the deformable stage, only those interpolated (default 32768; 0: every voxel)',
+      integer('--samples'),
+    )
+    .option('--seed <n>', 'seed of the voxel samplers (mi, mind)', integer('--seed'));
 }
 
 /** Builds the `regkit` program (commander), writing through `io`. */
@@ -242,7 +247,13 @@ Pipeline (as antsRegistrationSyN / elastix: linear first, then deformable):
   --affine rigid                rigid instead of affine before the deformable stage
   --affine none, --no-affine    no linear stage
 The linear stage maps fixed voxel x to A x + t (3 pyramid levels, global NCC for lncc/mse,
-MI for mi, MIND for mind). --field is always the total displacement, affine included, so
+MI for mi, MIND for mind; 4096 random voxels per iteration). Both stages
+share one image pyramid when the linear stage's levels with iterations are levels of the
+deformable one (e.g. --affine-iterations 60,30,0 --skip-finest 1). Similarities: lncc (local
+NCC, window 9), mi (Parzen mutual information, 16 bins; 32 in the linear stage) and mind (MIND-SSC descriptors of
+both images computed once per level, the moving ones warped, mean squared difference); mi
+and mind compare --samples random voxels per iteration (default 32768, drawn from --seed;
+only those points are interpolated), as elastix's random sampler does. --field is always the total displacement, affine included, so
 'regkit apply --field' reproduces --out. --affine-out writes the affine in physical space as
 ITK/ANTs do (LPS mm, fixed point to moving point): 'regkit apply --affine A.txt' or
 'antsApplyTransforms -t A.txt' apply it; --deformable-field is the deformable part alone,
@@ -274,6 +285,7 @@ another run created meanwhile fails this run (exit 1) unless --force.`,
         skipFinest: '--skip-finest',
         maxVoxels: '--max-voxels',
         seed: '--seed',
+        samples: '--samples',
       };
       for (const [key, flag] of Object.entries(instanceOnly)) {
         if (command.getOptionValueSource(key) === 'cli') {

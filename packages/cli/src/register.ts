@@ -87,6 +87,8 @@ export interface RegisterCommandOptions {
   skipFinest?: number;
   /** The most voxels a level is optimised on (`registerImages`' `maxVoxels`); 0: no cap. */
   maxVoxels?: number;
+  /** `mi`/`mind`: voxels sampled per iteration of the deformable stage (`registerImages`' `samples`); 0: every voxel. */
+  samples?: number;
   seed?: number;
   movingLabels?: string;
   outLabels?: string;
@@ -310,6 +312,9 @@ export async function registerCommand(
   if (o.maxVoxels !== undefined && !(o.maxVoxels === 0 || o.maxVoxels >= 64)) {
     throw new UsageError(`--max-voxels must be 0 (no cap) or ≥ 64, got ${o.maxVoxels}`);
   }
+  if (o.samples !== undefined && !(o.samples === 0 || o.samples >= 64)) {
+    throw new UsageError(`--samples must be 0 (every voxel) or ≥ 64, got ${o.samples}`);
+  }
   if (o.method && !o.weights) {
     const bundled = await bundledWeights(o.method);
     if (!bundled) {
@@ -501,6 +506,7 @@ export async function registerCommand(
     if (o.regularisation !== undefined) options.regularisationWeight = o.regularisation;
     if (o.skipFinest !== undefined) options.skipFinest = o.skipFinest;
     if (o.maxVoxels !== undefined) options.maxVoxels = o.maxVoxels === 0 ? Infinity : o.maxVoxels;
+    if (o.samples !== undefined) options.samples = o.samples === 0 ? Infinity : o.samples;
     if (o.seed !== undefined) options.seed = o.seed;
     if (o.affineIterations !== undefined) {
       options.affineOptions = { iterations: o.affineIterations };

@@ -59,6 +59,11 @@ describe('regkit command line', () => {
       expect(r.code, c).toBe(0);
       expect(r.stdout, c).toContain(`Usage: regkit ${c}`);
     }
+    // the pipeline and the voxel sampling of mi and mind are documented
+    const help = (await regkit(['register', '--help'], dir)).stdout;
+    for (const text of ['--samples <n>', 'Pipeline', 'MIND-SSC', 'random voxels per iteration']) {
+      expect(help).toContain(text);
+    }
   });
 
   it('exits 2 on usage errors, with one line naming the problem', async () => {
@@ -71,6 +76,12 @@ describe('regkit command line', () => {
     );
     expect(choice.code).toBe(2);
     expect(choice.stderr).toContain('--similarity');
+    const samples = await regkit(
+      ['register', '--fixed', t1, '--moving', pd, '--out', 'o.nii.gz', '--samples', '10'],
+      dir,
+    );
+    expect(samples.code).toBe(2);
+    expect(samples.stderr).toContain('--samples must be 0 (every voxel) or ≥ 64, got 10');
     const unknown = await regkit(['frobnicate'], dir);
     expect(unknown.code).toBe(2);
     const none = await regkit([], dir);

@@ -36,6 +36,55 @@ async function eachDeterminant(
     const voxels = spatial.reduce((a, b) => a * b, 1);
     const strides = spatial.map((_, k) => spatial.slice(k + 1).reduce((a, b) => a * b, 1));
     const total = field.shape[0]! * voxels;
+    if (nd === 3) {
+      // 3D: nested loops with the neighbours' offsets per axis (the same differences as the
+      // general loop below, ~2× faster at 240×240×155)
+      const [d0, d1, d2] = spatial as [number, number, number];
+      const [s0, s1] = [strides[0]!, strides[1]!];
+      for (let b = 0; b < field.shape[0]!; b++) {
+        const base = b * voxels;
+        for (let z = 0; z < d0; z++) {
+          const zl = z > 0 ? -s0 : 0;
+          const zh = z < d0 - 1 ? s0 : 0;
+          const zs = zl === 0 || zh === 0 ? 1 : 0.5;
+          for (let y = 0; y < d1; y++) {
+            const yl = y > 0 ? -s1 : 0;
+            const yh = y < d1 - 1 ? s1 : 0;
+            const ys = yl === 0 || yh === 0 ? 1 : 0.5;
+            const row = base + z * s0 + y * s1;
+            for (let x = 0; x < d2; x++) {
+              const xl = x > 0 ? -1 : 0;
+              const xh = x < d2 - 1 ? 1 : 0;
+              const xs = xl === 0 || xh === 0 ? 1 : 0.5;
+              const v = row + x;
+              const az = (v + zh) * 3;
+              const bz = (v + zl) * 3;
+              const ay = (v + yh) * 3;
+              const by = (v + yl) * 3;
+              const ax = (v + xh) * 3;
+              const bx = (v + xl) * 3;
+              const j00 = (u[az]! - u[bz]!) * zs + 1;
+              const j10 = (u[az + 1]! - u[bz + 1]!) * zs;
+              const j20 = (u[az + 2]! - u[bz + 2]!) * zs;
+              const j01 = (u[ay]! - u[by]!) * ys;
+              const j11 = (u[ay + 1]! - u[by + 1]!) * ys + 1;
+              const j21 = (u[ay + 2]! - u[by + 2]!) * ys;
+              const j02 = (u[ax]! - u[bx]!) * xs;
+              const j12 = (u[ax + 1]! - u[bx + 1]!) * xs;
+              const j22 = (u[ax + 2]! - u[bx + 2]!) * xs + 1;
+              visit(
+                v,
+                j00 * (j11 * j22 - j12 * j21) -
+                  j01 * (j10 * j22 - j12 * j20) +
+                  j02 * (j10 * j21 - j11 * j20),
+                total,
+              );
+            }
+          }
+        }
+      }
+      return;
+    }
     const coord = new Int32Array(nd);
     const jac = new Float64Array(nd * nd); // jac[i * nd + j] = δij + ∂u_i/∂x_j
     for (let b = 0; b < field.shape[0]!; b++) {

@@ -15,6 +15,7 @@ import {
 import {
   imagePyramid,
   levelLoss,
+  PointImage,
   levelSchedule,
   levelShape,
   type SimilarityName,
@@ -54,9 +55,10 @@ export interface RegisterAffineOptions {
    * `'mi'` (Parzen mutual information, {@link bins} bins, each level's images min–max
    * rescaled to [0, 1], so no normalisation is needed), `'ncc'` (global NCC), `'mse'`,
    * `'lncc'` (local NCC, window {@link window}), `'mind'` (MIND-SSC features) — or any
-   * {@link Similarity}. `'mi'`, `'ncc'` and `'mse'` are evaluated on {@link samples} voxels
-   * drawn afresh each iteration (only the sampled points are interpolated); the others warp
-   * the whole level image.
+   * {@link Similarity}. `'mi'`, `'ncc'`, `'mse'` and `'mind'` (the mean squared difference of
+   * the level's MIND features, computed once per level) are evaluated on {@link samples}
+   * voxels drawn afresh each iteration (only the sampled points are interpolated); the others
+   * warp the whole level image.
    */
   similarity?: SimilarityName | Similarity;
   /** A feature extractor whose maps are computed once per level and warped (dense path). */
@@ -78,7 +80,7 @@ export interface RegisterAffineOptions {
   learningRate?: number;
   /** MI histogram bins (default 32, as ANTs). */
   bins?: number;
-  /** Voxels sampled per iteration for `mi`, `ncc`, `mse` (default 4096, elastix uses 2048; all voxels when fewer). */
+  /** Voxels sampled per iteration for `mi`, `ncc`, `mse`, `mind` (default 4096, elastix uses 2048; all voxels when fewer). */
   samples?: number;
   /** Seed of the voxel sampler (default 0): equal seeds give equal results on a backend. */
   seed?: number;
@@ -342,6 +344,8 @@ export async function fitAffine(
   moving: tf.Tensor,
   options: RegisterAffineOptions,
   withFields: boolean,
+  shared?: ReadonlyArray<readonly [tf.Tensor, tf.Tensor]>,
+  featureCache?: Map<tf.Tensor, tf.Tensor>,
 ): Promise<Omit<RegisterAffineResult, 'forward'> & { forward?: tf.Tensor }> {
   const fn = 'registerAffine';
   const nd = assertImagePair(fn, fixed, moving);
@@ -390,7 +394,11 @@ export async function fitAffine(
   const reportEvery = options.reportEvery ?? 10;
   const rand = mulberry32(options.seed ?? 0);
   // pointwise similarities: evaluated at sampled points, only those points interpolated
-  const sampled = extractor === null && (named === 'mi' || named === 'ncc' || named === 'mse');
+  // (`'mind'` too: the mean squared difference of feature maps is a mean over voxels, so its
+  // features are computed once per level and only the sampled points of them are warped)
+  const sampled =
+    (extractor === null && (named === 'mi' || named === 'ncc' || named === 'mse')) ||
+    (named === 'mind' && !options.features);
 
   const spatial = fixed.shape.slice(1, -1);
   let state: CentredAffine;
@@ -408,7 +416,24 @@ export async function fitAffine(
   const shapes = Array.from({ length: nLevels }, (_, level) =>
     levelShape(spatial, 2 ** (nLevels - 1 - level)),
   );
-  const pyramid = imagePyramid(fixed, moving, shapes);
+  // the pyramid of the deformable stage (`shared`, same `resizeImage` levels) when it holds
+  // every level that has iterations: it is used as it is (never disposed here), and this
+  // stage builds no pyramid of its own
+  const sharedAt = (shape: readonly number[]) =>
+    shared?.find((pair) => tf.util.arraysEqual(pair[0].shape.slice(1, -1), [...shape]));
+  const useShared =
+    shared !== undefined && shapes.every((shape, l) => iterations[l] === 0 || sharedAt(shape));
+  const keep = new Set<tf.Tensor>(useShared ? shared!.flat() : []);
+  /** Disposes what this stage owns (not the shared pyramid's images). */
+  const drop = (ts: readonly tf.Tensor[]) => {
+    for (const t of ts) if (!keep.has(t)) t.dispose();
+  };
+  const pyramid: Array<[tf.Tensor, tf.Tensor] | undefined> = useShared
+    ? shapes.map((shape, l) => {
+        const pair = iterations[l] === 0 ? undefined : sharedAt(shape);
+        return pair ? [pair[0], pair[1]] : undefined;
+      })
+    : imagePyramid(fixed, moving, shapes);
   const total = iterations.reduce((a, b) => a + b, 0);
   let done = 0;
   const report: RegisterAffineResult['levels'] = [];
@@ -420,7 +445,8 @@ export async function fitAffine(
       if (iterations[level] === 0) {
         // nothing to optimise here: no features or similarity are computed (a 0-iteration
         // finest level of a large image would otherwise extract them at full resolution)
-        tf.dispose(pyramid[level]!);
+        if (pyramid[level]) drop(pyramid[level]!);
+        pyramid[level] = undefined;
         report.push({ shape, similarity: Number.NaN, iterations: 0 });
         continue;
       }
@@ -469,7 +495,14 @@ export async function fitAffine(
       let [fImage, mImage] = pyramid[level]!;
       if (extractor) {
         const [ff, mm] = tf.tidy(() => [extractor.apply(fImage), extractor.apply(mImage)]);
-        tf.dispose([fImage, mImage]);
+        if (featureCache && keep.has(fImage) && keep.has(mImage)) {
+          // the shared pyramid's features: left to the deformable stage, which owns them
+          featureCache.set(fImage, ff!);
+          featureCache.set(mImage, mm!);
+          keep.add(ff!);
+          keep.add(mm!);
+        }
+        drop([fImage, mImage]);
         [fImage, mImage] = [ff!, mm!];
       } else if (named === 'mi') {
         // MI bins intensities in [0, 1]: min–max rescale each image (MI is invariant to it)
@@ -479,7 +512,7 @@ export async function fitAffine(
             return tf.div(tf.sub(x, lo), tf.maximum(tf.sub(tf.max(x), lo), 1e-12));
           }),
         );
-        tf.dispose([fImage, mImage]);
+        drop([fImage, mImage]);
         [fImage, mImage] = [ff!, mm!];
       }
       pyramid[level] = [fImage, mImage];
@@ -490,8 +523,10 @@ export async function fitAffine(
         bins,
       });
       const fData = sampled ? fImage.dataSync() : null;
+      // the moving level image (or features) read once: each iteration interpolates its points
+      const mPoints = sampled ? new PointImage(mImage) : null;
 
-      /** Points of an iteration: [centred coords X [N, nd], P = X + c − G [N, nd], fixed values]. */
+      /** Points of an iteration: [centred coords X [N, nd], voxel coords P = X + c [N, nd], fixed values]. */
       const drawPoints = (): [tf.Tensor, tf.Tensor, tf.Tensor] => {
         const n = Math.min(samples, voxels);
         const x = new Float32Array(n * nd);
@@ -504,8 +539,7 @@ export async function fitAffine(
             const coord = flat % shape[k]!;
             flat = (flat - coord) / shape[k]!;
             x[i * nd + k] = coord - cl[k]!;
-            // the warp field's own grid is [N, 1(, 1)]: its position is (i, 0(, 0))
-            p[i * nd + k] = coord - (k === 0 ? i : 0);
+            p[i * nd + k] = coord;
           }
         }
         return [
@@ -527,10 +561,9 @@ export async function fitAffine(
         const n = x.shape[0]!;
         const b = tf.slice(mat, [0, 0], [nd, nd]);
         const s = tf.reshape(tf.slice(mat, [0, nd], [nd, 1]), [1, nd]);
-        // y − G = X Bᵀ + s + c − G = P + X (B − I)ᵀ + s
-        const d = tf.add(tf.add(p, tf.matMul(x, tf.sub(b, tf.eye(nd)), false, true)), s);
-        const field = tf.reshape(d, [1, n, ...new Array<number>(nd - 1).fill(1), nd]);
-        const w = tf.reshape(warp(mImage, field), [1, n, 1, channels]);
+        // y = X Bᵀ + s + c = P + X (B − I)ᵀ + s; only the points' corners are read (O(N))
+        const y = tf.add(tf.add(p, tf.matMul(x, tf.sub(b, tf.eye(nd)), false, true)), s);
+        const w = tf.reshape(mPoints!.at(y), [1, n, 1, channels]);
         return loss(fv, w, null);
       };
       let pts: [tf.Tensor, tf.Tensor, tf.Tensor] | null = null;
@@ -590,11 +623,12 @@ export async function fitAffine(
         state.t[r] = mat[r * (nd + 1) + nd]! * f[r]!;
         for (let k = 0; k < nd; k++) state.a[r * nd + k] = (mat[r * (nd + 1) + k]! * f[r]!) / f[k]!;
       }
-      tf.dispose(pyramid[level]!);
+      drop(pyramid[level]!);
+      pyramid[level] = undefined;
       report.push({ shape, similarity: simValue, iterations: nIt });
     }
   } finally {
-    for (const pair of pyramid) if (pair) tf.dispose(pair);
+    for (const pair of pyramid) if (pair) drop(pair);
   }
   const affine = originOf(state, spatial);
   if (!withFields) return { affine, levels: report };

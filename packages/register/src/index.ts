@@ -32,4 +32,11 @@ export {
   type SimilarityName,
   type TransformModel,
 } from './register_images.js';
-export { SIMILARITY_NAMES } from './similarity.js';
+export {
+  PointImage,
+  pickVoxels,
+  SIMILARITY_NAMES,
+  sampleVoxels,
+  voxelCoordinates,
+  warpAtVoxels,
+} from './similarity.js';

@@ -32,9 +32,11 @@ import {
   levelSchedule,
   levelShape,
   type SimilarityName,
+  PointImage,
   sampleVoxels,
   similarityName,
   stageExtractor,
+  warpAtVoxels,
 } from './similarity.js';
 
 export type { SimilarityName } from './similarity.js';
@@ -95,12 +97,12 @@ export interface RegisterImagesOptions {
   /** MI bins (default 16). */
   bins?: number;
   /**
-   * MI only: voxels sampled at random each iteration (default 32768; all voxels when the image
-   * has fewer), as elastix's random sampler does. Keeps an iteration's cost independent of
-   * the image size.
+   * `mi` and `mind`: voxels sampled at random each iteration (default 32768; `Infinity`:
+   * every voxel; all voxels when the level has fewer), as elastix's random sampler does. Only the sampled points of the moving image (or of its 12 MIND
+   * channels) are interpolated, so an iteration's similarity costs O(samples), not O(voxels).
    */
   samples?: number;
-  /** Seed of the MI voxel sampler (default 0). */
+  /** Seed of the voxel sampler of `mi` and `mind` (default 0): equal seeds give equal results. */
   seed?: number;
   /** The parameter field lives on the level grid divided by this factor (default 2 in 3D, 1 in 2D). */
   fieldDownsample?: number;
@@ -244,8 +246,8 @@ export async function registerImages(
   const window = options.window ?? 9;
   const bins = options.bins ?? 16;
   const samples = options.samples ?? 32768;
-  if (!Number.isInteger(samples) || samples < 64) {
-    fail(fn, `'samples' must be an integer ≥ 64, got ${samples}`);
+  if (!(samples === Infinity || (Number.isInteger(samples) && samples >= 64))) {
+    fail(fn, `'samples' must be an integer ≥ 64 or Infinity, got ${samples}`);
   }
   let seed = options.seed ?? 0;
   const down = options.fieldDownsample ?? (nd === 3 ? 2 : 1);
@@ -282,37 +284,8 @@ export async function registerImages(
   }
 
   const spatial = fixed.shape.slice(1, -1);
-  let affine: tf.Tensor | null = null;
-  let affineLevels: RegisterAffineResult['levels'] | undefined;
-  if (affineOption instanceof tf.Tensor) affine = tf.clone(affineOption);
-  else if (affineOption) {
-    const stageSimilarity =
-      named === 'mi' || named === 'mind'
-        ? named
-        : named === null || options.features
-          ? similarity
-          : 'ncc';
-    const stage = await fitAffine(
-      fixed,
-      moving,
-      {
-        similarity: stageSimilarity,
-        ...(options.features && named !== 'mind' ? { features: options.features } : {}),
-        ...(options.seed !== undefined ? { seed: options.seed } : {}),
-        ...options.affineOptions,
-        transform: affineOption,
-      },
-      false,
-    );
-    affine = stage.affine;
-    affineLevels = stage.levels;
-  }
-  const total = iterations.slice(0, nLevels - skip).reduce((a, b) => a + b, 0);
-  let done = 0;
-  let param: tf.Variable | null = null;
-  const report: RegisterImagesResult['levels'] = [];
-
-  // image pyramid, built finest to coarsest so each level smooths and shrinks a grid twice
+  // image pyramid (before the affine stage, which uses its levels when they are its own),
+  // built finest to coarsest so each level smooths and shrinks a grid twice
   // its size (cheap) instead of the full image
   const maxVoxels = options.maxVoxels ?? 2 ** 22;
   if (!(maxVoxels >= 64)) fail(fn, `'maxVoxels' must be ≥ 64, got ${maxVoxels}`);
@@ -334,9 +307,60 @@ export async function registerImages(
         return levels;
       })()
     : imagePyramid(fixed, moving, shapes);
+  // the affine stage's pyramid levels are the same `resizeImage` chain from the full image
+  // when the deformable levels are a prefix of them (no maxVoxels cap at the finest built
+  // level): then it uses these instead of building its own
+  const affineLevelCount = options.affineOptions?.levels ?? 3;
+  const shareable =
+    !once &&
+    shapes.every((shape, l) =>
+      tf.util.arraysEqual(shape, levelShape(spatial, 2 ** (affineLevelCount - 1 - l))),
+    );
+  // the affine stage's features of the shared levels, reused here when both stages use the
+  // same extractor (keyed by the pyramid image they were computed from)
+  const featureCache = new Map<tf.Tensor, tf.Tensor>();
+  const shareFeatures =
+    shareable &&
+    extractor !== null &&
+    options.affineOptions?.similarity === undefined &&
+    options.affineOptions?.features === undefined;
+  let affine: tf.Tensor | null = null;
+  let affineLevels: RegisterAffineResult['levels'] | undefined;
+  if (affineOption instanceof tf.Tensor) affine = tf.clone(affineOption);
+  else if (affineOption) {
+    const stageSimilarity =
+      named === 'mi' || named === 'mind'
+        ? named
+        : named === null || options.features
+          ? similarity
+          : 'ncc';
+    const stage = await fitAffine(
+      fixed,
+      moving,
+      {
+        similarity: stageSimilarity,
+        ...(options.features && named !== 'mind' ? { features: options.features } : {}),
+        ...(options.seed !== undefined ? { seed: options.seed } : {}),
+        ...options.affineOptions,
+        transform: affineOption,
+      },
+      false,
+      shareable ? pyramid : undefined,
+      shareFeatures ? featureCache : undefined,
+    );
+    affine = stage.affine;
+    affineLevels = stage.levels;
+  }
+  const total = iterations.slice(0, nLevels - skip).reduce((a, b) => a + b, 0);
+  let done = 0;
+  let param: tf.Variable | null = null;
+  const report: RegisterImagesResult['levels'] = [];
+
   if (options.disposeInputs) tf.dispose([fixed, moving]);
   const release = () => {
     for (const pair of pyramid) if (pair) tf.dispose(pair);
+    for (const t of featureCache.values()) t.dispose();
+    featureCache.clear();
   };
 
   for (let level = 0; level < nLevels - skip; level++) {
@@ -346,9 +370,15 @@ export async function registerImages(
     // features once per level (none at a level with no iterations); the moving ones are
     // warped each iteration
     const perLevelFeatures = extractor && !once && iterations[level]! > 0;
-    const [f, m] = perLevelFeatures
-      ? tf.tidy(() => [extractor.apply(fImage), extractor.apply(mImage)])
-      : [fImage, mImage];
+    const cached = [featureCache.get(fImage), featureCache.get(mImage)];
+    featureCache.delete(fImage);
+    featureCache.delete(mImage);
+    const [f, m] = !perLevelFeatures
+      ? [fImage, mImage]
+      : cached[0] && cached[1]
+        ? [cached[0], cached[1]]
+        : tf.tidy(() => [extractor.apply(fImage), extractor.apply(mImage)]);
+    for (const c of cached) if (c && c !== f && c !== m) c.dispose();
     if (perLevelFeatures) tf.dispose([fImage, mImage]);
     pyramid[level] = [f!, m!];
     const next: tf.Tensor = param ? resizeField(param, pShape) : tf.zeros([1, ...pShape, nd]);
@@ -377,8 +407,13 @@ export async function registerImages(
     let simValue = Number.NaN;
     let regValue = Number.NaN;
     const voxels = shape.reduce((a, b) => a * b, 1);
+    // a pointwise similarity on sampled voxels: the level's images (or features) are read
+    // once, and each iteration interpolates the sampled points only
+    const sampling = (mi || named === 'mind') && voxels > samples && iterations[level]! > 0;
+    const fPoints = sampling ? new PointImage(f!) : null;
+    const mPoints = sampling ? new PointImage(m!) : null;
     for (let it = 0; it < iterations[level]!; it++) {
-      const sample = mi && voxels > samples ? sampleVoxels(voxels, samples, seed++) : null;
+      const sample = sampling ? sampleVoxels(voxels, samples, seed++) : null;
       const wantReport = (it + 1) % reportEvery === 0 || it === iterations[level]! - 1;
       let parts: tf.Tensor | null = null;
       // The gradient in two stages, so that the backward passes of the level grid and of the
@@ -391,9 +426,15 @@ export async function registerImages(
         const dParam = tf.tidy(() => onParamGrid(p));
         const d = sameGrid ? dParam : resizeField(dParam, shape);
         const [sim, gLevel] = tf.tidy(() => {
-          const { value, grad } = tf.valueAndGrad((x: tf.Tensor) => loss(f!, warp(m!, x), sample))(
-            d,
-          );
+          // a sampled (pointwise) similarity: only the sampled voxels are interpolated
+          const fAt = sample
+            ? tf.reshape(fPoints!.values(sample.dataSync()), [1, samples, 1, -1])
+            : null;
+          const { value, grad } = tf.valueAndGrad((x: tf.Tensor) =>
+            sample
+              ? loss(fAt!, warpAtVoxels(mPoints!, x, sample), null)
+              : loss(f!, warp(m!, x), null),
+          )(d);
           return [value, grad];
         });
         if (!sameGrid) d.dispose();
@@ -453,6 +494,8 @@ export async function registerImages(
     });
   }
 
+  for (const t of featureCache.values()) t.dispose();
+  featureCache.clear();
   const p = param!;
   const a = affine;
   // the full-resolution fields are built one at a time, each temporary disposed as soon as
