@@ -24,13 +24,18 @@ import { parseArgs } from 'node:util';
 import { tf } from '@regkit/core';
 import { initExampleBackend } from '@regkit/example-common/backend';
 import {
+  ASEG_GROUPS,
+  BRATS_GROUPS,
   bratsProtocolDataset,
   evaluateIdentity,
+  parseGrid,
   protocolSettings,
   protocolTable,
+  protocolSplit,
   protocolTrainingPair,
   runArm,
 } from '@regkit/example-common/protocol';
+import { voxelmorphRemapDataset } from '@regkit/example-common/slices';
 import { epochsForStepsOrExit } from '@regkit/example-common/steps';
 import { localNccLoss, MineEstimator, mutualInformationLoss } from '@regkit/losses';
 import { createVoxelMorph, optimalLogVariance, trainRegistration } from '@regkit/networks';
@@ -43,11 +48,19 @@ const { values: args } = parseArgs({
     similarities: { type: 'string' },
     optimisers: { type: 'string', default: 'paper,common' },
     'warm-start-steps': { type: 'string' },
+    task: { type: 'string', default: 'brats-flair' },
+    size: { type: 'string' },
+    deformations: { type: 'string' },
+    grid: { type: 'string' },
     out: { type: 'string', default: join(here, '../results') },
     backend: { type: 'string' },
   },
 });
-const settings = protocolSettings({ quick: args.quick });
+const settings = protocolSettings({
+  quick: args.quick,
+  size: args.size,
+  deformations: args.deformations,
+});
 const STEPS_PER_EPOCH = 50;
 const PRIOR_LAMBDA = 10;
 // `--steps` as typed goes to the check, so that its message names what the user wrote
@@ -62,9 +75,12 @@ const OPTIMISERS = {
   common: { label: 'Adam lr 1e-3, β1 0.9', learningRate: 1e-3, beta1: 0.9 },
 };
 /** α grids per similarity (the losses have different scales). */
-const ALPHA_GRID = args.quick
-  ? { ncc: [1, 10], mi: [1, 10], 'mine-local': [1, 10], 'mine-global': [1, 10] }
-  : { ncc: [1, 3, 10], mi: [1, 3, 10], 'mine-local': [1, 3, 10], 'mine-global': [1, 3, 10] };
+const ALPHA_GRID = Object.fromEntries(
+  ['ncc', 'mi', 'mine-local', 'mine-global'].map((k) => [
+    k,
+    parseGrid(args.grid, args.quick ? [1, 10] : [1, 3, 10]),
+  ]),
+);
 const LABEL = {
   ncc: 'VM-NCC (window 9)',
   mi: 'VM-MI (Parzen)',
@@ -77,11 +93,32 @@ const t0 = performance.now();
 console.log(
   `backend ${backend}; ${args.quick ? 'QUICK' : 'full'} protocol: ${settings.size.join('×')}, ${steps} steps, seeds ${settings.seeds.join(', ')}, ${settings.deformations} deformations per test slice; MINE warm start ${warmSteps} steps`,
 );
-const dataset = await bratsProtocolDataset('t2f_flair', settings.size);
+/**
+ * The task: `brats-flair` (the paper's multi-modal task, T1 → FLAIR) or `vxm-remap` (the
+ * VoxelMorph T1 → the same T1 under a non-monotone contrast remap, scored on its FreeSurfer
+ * aseg labels; `size` n × 16·round(1.2·n/16), the volume's aspect).
+ */
+const TASKS = {
+  'brats-flair': {
+    load: () => bratsProtocolDataset('t2f_flair', settings.size),
+    groups: BRATS_GROUPS,
+    missing: 'the read-only BraTS case was not found (set REGKIT_BRATS_DIR)',
+  },
+  'vxm-remap': {
+    load: () =>
+      voxelmorphRemapDataset({
+        size: [settings.size[0], 16 * Math.round((1.2 * settings.size[0]) / 16)],
+        split: protocolSplit,
+      }),
+    groups: ASEG_GROUPS,
+    missing: 'the read-only VoxelMorph test T1 was not found (../shared/data/read-only)',
+  },
+};
+const task = TASKS[args.task];
+if (!task) throw new Error(`--task: unknown '${args.task}' (${Object.keys(TASKS).join(', ')})`);
+const dataset = await task.load();
 if (!dataset) {
-  console.log(
-    'examples/mine: skipped, the read-only BraTS case was not found (set REGKIT_BRATS_DIR)',
-  );
+  console.log(`examples/mine: skipped, ${task.missing}`);
   process.exit(0);
 }
 console.log(
@@ -214,7 +251,7 @@ for (const o of opts) {
   }
   results[o] = arms;
   tables.push(
-    `### ${dataset.name}, ${opt.label} (${settings.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n\n${protocolTable(arms, { baseline: 'ncc', identity })}\n`,
+    `### ${dataset.name}, ${opt.label} (${dataset.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n\n${protocolTable(arms, { baseline: 'ncc', identity, groups: task.groups })}\n`,
   );
 }
 const minutes = (performance.now() - t0) / 60_000;
@@ -235,6 +272,7 @@ const stamp = {
   warmLearningRate: WARM_LR,
   optimisers: Object.fromEntries(opts.map((o) => [o, OPTIMISERS[o]])),
   alphaGrid: ALPHA_GRID,
+  task: args.task,
   minutes,
   date: new Date().toISOString(),
 };

@@ -1,0 +1,59 @@
+/**
+ * Merging the `results.json` of protocol runs that were split over several processes (each
+ * with `--arms` or `--similarities` and its own `--out`), so that one table holds them all.
+ * Every arm of a run is deterministic given its seeds, so an arm that appears in two runs must
+ * have identical test rows: that is checked, and it is what makes paired differences across
+ * runs valid (the baseline of one run is the baseline of the other).
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** The stamp fields that must agree between merged runs. */
+const MUST_AGREE = ['settings', 'steps', 'learningRate', 'beta1', 'lambdaGrid', 'task', 'quick'];
+
+/**
+ * Reads `dir/results.json` of every dir and returns `{ stamps, identity, arms }`: `arms` maps
+ * an arm key to its arm (INNReg layout: `arms.{name}`; MINE layout: `results.{optimiser}[]`,
+ * keyed `optimiser/name`). Throws when the runs' settings or identity rows differ, or when an
+ * arm present in two runs has different test rows.
+ * @param {string[]} dirs
+ */
+export function mergeRuns(dirs) {
+  if (!dirs.length) throw new Error('mergeRuns: no result folders given');
+  const stamps = [];
+  const arms = {};
+  let identity = null;
+  for (const dir of dirs) {
+    const r = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8'));
+    const { identity: id, arms: a, results, warmStart, ...stamp } = r;
+    if (stamps.length) {
+      for (const k of MUST_AGREE) {
+        if (JSON.stringify(stamp[k]) !== JSON.stringify(stamps[0][k])) {
+          throw new Error(`mergeRuns: ${dir} differs from ${dirs[0]} in '${k}'`);
+        }
+      }
+      if (JSON.stringify(id) !== JSON.stringify(identity)) {
+        throw new Error(`mergeRuns: ${dir} has other identity rows than ${dirs[0]}`);
+      }
+    } else {
+      identity = id;
+    }
+    stamps.push({ dir, ...stamp, warmStart });
+    const found = a
+      ? Object.entries(a)
+      : Object.entries(results ?? {}).flatMap(([o, list]) =>
+          list.map((x) => [`${o}/${x.name}`, x]),
+        );
+    for (const [key, arm] of found) {
+      if (arms[key]) {
+        const rows = (x) => JSON.stringify(x.runs.map((run) => run.rows));
+        if (rows(arms[key]) !== rows(arm)) {
+          throw new Error(`mergeRuns: arm '${key}' differs between runs (not deterministic?)`);
+        }
+      } else {
+        arms[key] = arm;
+      }
+    }
+  }
+  return { stamps, identity, arms };
+}
