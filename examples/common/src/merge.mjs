@@ -9,7 +9,17 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** The stamp fields that must agree between merged runs. */
-const MUST_AGREE = ['settings', 'steps', 'learningRate', 'beta1', 'lambdaGrid', 'task', 'quick'];
+const MUST_AGREE = [
+  'settings',
+  'steps',
+  'learningRate',
+  'beta1',
+  'lambdaGrid',
+  'task',
+  'quick',
+  'warmSteps',
+  'alphaGrid',
+];
 
 /**
  * Reads `dir/results.json` of every dir and returns `{ stamps, identity, arms }`: `arms` maps

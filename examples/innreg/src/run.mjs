@@ -339,6 +339,54 @@ for (const k of wanted) {
 
 const identity = await evaluateIdentity(dataset, settings);
 const arms = {};
+const tableOf = (names, baseline) =>
+  protocolTable(
+    names.filter((n) => arms[n]).map((n) => arms[n]),
+    { baseline, identity },
+  );
+/** Writes to a temporary file and renames it, so a reader never sees half a file. */
+const write = (file, text) => {
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+};
+/**
+ * Writes results.json and table.md; called after every arm (`complete: false` until the
+ * last), so that a run stopped early keeps the arms it finished.
+ */
+function save(complete) {
+  const minutes = (performance.now() - t0) / 60_000;
+  const table = [
+    `### A. Barrier ablation, R alone (${dataset.name}, ${settings.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n`,
+    tableOf(TABLE_A, 'r-one-minus-mi'),
+    `\n### B. INNReg against VoxelMorph-MI, same smoothness term, optimiser and budget\n`,
+    tableOf(TABLE_B, 'vm-mi'),
+    `\nMean ± standard error over seeds; Δ: paired difference against the baseline (same seeds and test pairs). Run: ${args.quick ? '--quick' : 'full protocol'}${complete ? '' : ' (INCOMPLETE: stopped before every arm ran)'}, ${minutes.toFixed(1)} min on ${backend}.\n`,
+  ].join('\n');
+  mkdirSync(args.out, { recursive: true });
+  const stamp = {
+    backend,
+    quick: args.quick,
+    complete,
+    settings,
+    steps,
+    learningRate: lr,
+    beta1: BETA1,
+    lambdaGrid: LAMBDA_GRID,
+    translatorBlocks,
+    unregistered: i0,
+    bBinding,
+    bReachable,
+    effectiveWeight,
+    minutes,
+    date: new Date().toISOString(),
+  };
+  write(
+    join(args.out, 'results.json'),
+    `${JSON.stringify({ ...stamp, identity, arms }, null, 1)}\n`,
+  );
+  write(join(args.out, 'table.md'), table);
+  return table;
+}
 for (const name of wanted) {
   console.log(`${name}: ${ARMS[name].label}`);
   arms[name] = await runArm({
@@ -350,43 +398,7 @@ for (const name of wanted) {
     dataset,
     settings,
   });
+  if (name !== wanted.at(-1)) save(false);
 }
-const tableOf = (names, baseline) =>
-  protocolTable(
-    names.filter((n) => arms[n]).map((n) => arms[n]),
-    { baseline, identity },
-  );
-const minutes = (performance.now() - t0) / 60_000;
-const table = [
-  `### A. Barrier ablation, R alone (${dataset.name}, ${settings.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n`,
-  tableOf(TABLE_A, 'r-one-minus-mi'),
-  `\n### B. INNReg against VoxelMorph-MI, same smoothness term, optimiser and budget\n`,
-  tableOf(TABLE_B, 'vm-mi'),
-  `\nMean ± standard error over seeds; Δ: paired difference against the baseline (same seeds and test pairs). Run: ${args.quick ? '--quick' : 'full protocol'}, ${minutes.toFixed(1)} min on ${backend}.\n`,
-].join('\n');
-console.log(`\n${table}`);
-mkdirSync(args.out, { recursive: true });
-const stamp = {
-  backend,
-  quick: args.quick,
-  settings,
-  steps,
-  learningRate: lr,
-  beta1: BETA1,
-  lambdaGrid: LAMBDA_GRID,
-  translatorBlocks,
-  unregistered: i0,
-  bBinding,
-  bReachable,
-  effectiveWeight,
-  minutes,
-  date: new Date().toISOString(),
-};
-/** Writes to a temporary file and renames it, so a reader never sees half a file. */
-const write = (file, text) => {
-  writeFileSync(`${file}.tmp`, text);
-  renameSync(`${file}.tmp`, file);
-};
-write(join(args.out, 'results.json'), `${JSON.stringify({ ...stamp, identity, arms }, null, 1)}\n`);
-write(join(args.out, 'table.md'), table);
+console.log(`\n${save(true)}`);
 console.log(`results: ${join(args.out, 'results.json')}, ${join(args.out, 'table.md')}`);

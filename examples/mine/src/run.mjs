@@ -229,15 +229,52 @@ for (const o of opts) {
 }
 const identity = await evaluateIdentity(dataset, settings);
 const results = {};
-const tables = [];
+/** Writes to a temporary file and renames it, so a reader never sees half a file. */
+const write = (file, text) => {
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+};
+/**
+ * Writes results.json and table.md; called after every arm (`complete: false` until the
+ * last), so that a run stopped early keeps the arms it finished.
+ */
+function save(complete) {
+  const tables = Object.entries(results).map(
+    ([o, arms]) =>
+      `### ${dataset.name}, ${OPTIMISERS[o].label} (${dataset.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n\n${protocolTable(arms, { baseline: 'ncc', identity, groups: task.groups })}\n`,
+  );
+  const minutes = (performance.now() - t0) / 60_000;
+  const table = `${tables.join('\n')}\nMean ± standard error over seeds; Δ: paired difference against VM-NCC (same seeds and test pairs). Run: ${args.quick ? '--quick' : 'full protocol'}${complete ? '' : ' (INCOMPLETE: stopped before every arm ran)'}, ${minutes.toFixed(1)} min on ${backend}.\n`;
+  mkdirSync(args.out, { recursive: true });
+  const stamp = {
+    backend,
+    quick: args.quick,
+    complete,
+    settings,
+    steps,
+    warmSteps,
+    warmLearningRate: WARM_LR,
+    optimisers: Object.fromEntries(opts.map((o) => [o, OPTIMISERS[o]])),
+    alphaGrid: ALPHA_GRID,
+    task: args.task,
+    minutes,
+    date: new Date().toISOString(),
+  };
+  write(
+    join(args.out, 'results.json'),
+    `${JSON.stringify({ ...stamp, warmStart: warmLog, identity, results }, null, 1)}\n`,
+  );
+  write(join(args.out, 'table.md'), table);
+  return table;
+}
 for (const o of opts) {
   const opt = OPTIMISERS[o];
   console.log(`optimiser: ${opt.label}`);
-  const arms = [];
+  results[o] = [];
   for (const name of sims) {
     if (!LABEL[name]) throw new Error(`--similarities: unknown '${name}'`);
     console.log(`${name}: ${LABEL[name]}`);
-    arms.push(
+    results[o].push(
       await runArm({
         name,
         label: LABEL[name],
@@ -248,37 +285,8 @@ for (const o of opts) {
         settings,
       }),
     );
+    save(false);
   }
-  results[o] = arms;
-  tables.push(
-    `### ${dataset.name}, ${opt.label} (${dataset.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n\n${protocolTable(arms, { baseline: 'ncc', identity, groups: task.groups })}\n`,
-  );
 }
-const minutes = (performance.now() - t0) / 60_000;
-const table = `${tables.join('\n')}\nMean ± standard error over seeds; Δ: paired difference against VM-NCC (same seeds and test pairs). Run: ${args.quick ? '--quick' : 'full protocol'}, ${minutes.toFixed(1)} min on ${backend}.\n`;
-console.log(`\n${table}`);
-mkdirSync(args.out, { recursive: true });
-/** Writes to a temporary file and renames it, so a reader never sees half a file. */
-const write = (file, text) => {
-  writeFileSync(`${file}.tmp`, text);
-  renameSync(`${file}.tmp`, file);
-};
-const stamp = {
-  backend,
-  quick: args.quick,
-  settings,
-  steps,
-  warmSteps,
-  warmLearningRate: WARM_LR,
-  optimisers: Object.fromEntries(opts.map((o) => [o, OPTIMISERS[o]])),
-  alphaGrid: ALPHA_GRID,
-  task: args.task,
-  minutes,
-  date: new Date().toISOString(),
-};
-write(
-  join(args.out, 'results.json'),
-  `${JSON.stringify({ ...stamp, warmStart: warmLog, identity, results }, null, 1)}\n`,
-);
-write(join(args.out, 'table.md'), table);
+console.log(`\n${save(true)}`);
 console.log(`results: ${join(args.out, 'results.json')}, ${join(args.out, 'table.md')}`);
