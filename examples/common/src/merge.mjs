@@ -24,8 +24,10 @@ const MUST_AGREE = [
 /**
  * Reads `dir/results.json` of every dir and returns `{ stamps, identity, arms }`: `arms` maps
  * an arm key to its arm (INNReg layout: `arms.{name}`; MINE layout: `results.{optimiser}[]`,
- * keyed `optimiser/name`). Throws when the runs' settings or identity rows differ, or when an
- * arm present in two runs has different test rows.
+ * keyed `optimiser/name`). An arm split by seed over runs (`--seeds`) gets the runs of every
+ * seed (sorted), its grid from the first run that has it. Throws when the runs' settings
+ * (other than the seeds) or identity rows differ, when an arm has two chosen weights, or
+ * when one seed of an arm has different test rows in two runs.
  * @param {string[]} dirs
  */
 export function mergeRuns(dirs) {
@@ -38,7 +40,9 @@ export function mergeRuns(dirs) {
     const { identity: id, arms: a, results, warmStart, ...stamp } = r;
     if (stamps.length) {
       for (const k of MUST_AGREE) {
-        if (JSON.stringify(stamp[k]) !== JSON.stringify(stamps[0][k])) {
+        // runs split by seed differ in their seeds only
+        const norm = (v) => JSON.stringify(k === 'settings' ? { ...v, seeds: undefined } : v);
+        if (norm(stamp[k]) !== norm(stamps[0][k])) {
           throw new Error(`mergeRuns: ${dir} differs from ${dirs[0]} in '${k}'`);
         }
       }
@@ -55,14 +59,27 @@ export function mergeRuns(dirs) {
           list.map((x) => [`${o}/${x.name}`, x]),
         );
     for (const [key, arm] of found) {
-      if (arms[key]) {
-        const rows = (x) => JSON.stringify(x.runs.map((run) => run.rows));
-        if (rows(arms[key]) !== rows(arm)) {
-          throw new Error(`mergeRuns: arm '${key}' differs between runs (not deterministic?)`);
-        }
-      } else {
-        arms[key] = arm;
+      const have = arms[key];
+      if (!have) {
+        arms[key] = { ...arm, runs: [...arm.runs] };
+        continue;
       }
+      if (have.chosen !== arm.chosen) {
+        throw new Error(
+          `mergeRuns: arm '${key}' has weight ${have.chosen} in one run, ${arm.chosen} in another`,
+        );
+      }
+      for (const run of arm.runs) {
+        const same = have.runs.find((r) => r.seed === run.seed);
+        if (!same) {
+          have.runs.push(run); // a run split by seed: its other seeds
+        } else if (JSON.stringify(same.rows) !== JSON.stringify(run.rows)) {
+          throw new Error(
+            `mergeRuns: arm '${key}' seed ${run.seed} differs between runs (not deterministic?)`,
+          );
+        }
+      }
+      have.runs.sort((a, b) => a.seed - b.seed);
     }
   }
   return { stamps, identity, arms };

@@ -36,10 +36,11 @@ export function protocolSplit(zs) {
 
 /**
  * The protocol's settings: `quick` (a check that runs in minutes) or full; `size` (pixels per
- * side) and `deformations` (per test slice) override the mode's values (a labelled subset).
- * @param {{ quick?: boolean, size?: string | number, deformations?: string | number }} o
+ * side), `deformations` (per test slice) and `seeds` ('1,2,3') override the mode's values (a
+ * labelled subset, or one part of a run split over processes by seed).
+ * @param {{ quick?: boolean, size?: string | number, deformations?: string | number, seeds?: string }} o
  */
-export function protocolSettings({ quick = false, size, deformations } = {}) {
+export function protocolSettings({ quick = false, size, deformations, seeds } = {}) {
   const base = quick
     ? { quick, seeds: [1, 2, 3], size: [64, 64], deformations: 5, validationDeformations: 2 }
     : { quick, seeds: [1, 2, 3], size: [96, 96], deformations: 10, validationDeformations: 4 };
@@ -56,6 +57,13 @@ export function protocolSettings({ quick = false, size, deformations } = {}) {
       throw new Error(`--deformations must be a positive integer, got '${deformations}'`);
     }
     base.deformations = n;
+  }
+  if (seeds !== undefined) {
+    const list = String(seeds).split(',').map(Number);
+    if (!list.length || list.some((n) => !(Number.isInteger(n) && n >= 1))) {
+      throw new Error(`--seeds must be a comma list of positive integers, got '${seeds}'`);
+    }
+    base.seeds = list;
   }
   return base;
 }

@@ -20,6 +20,8 @@ it('overrides size and deformations, and rejects bad values', () => {
   assert.deepEqual(protocolSettings({ quick: true }).size, [64, 64]);
   assert.throws(() => protocolSettings({ size: '50' }), /multiple of 16/);
   assert.throws(() => protocolSettings({ deformations: '0' }), /positive integer/);
+  assert.deepEqual(protocolSettings({ seeds: '2' }).seeds, [2]);
+  assert.throws(() => protocolSettings({ seeds: '1,x' }), /positive integers/);
 });
 
 it('parses a weight grid and rejects non-positive values', () => {
@@ -58,19 +60,19 @@ it('remaps c ↦ 4c(1 − c) after clipping to [0, 1]: grey matter brighter than
   x.dispose();
 });
 
-const runOf = (dir, arms, { steps = 100, diceOffset = 0 } = {}) => {
+const runOf = (dir, arms, { steps = 100, diceOffset = 0, seed = 1 } = {}) => {
   const arm = (name) => ({
     name,
     label: name,
     gridName: 'λ',
     grid: [{ value: 1, validationDice: 0.5 }],
     chosen: 1,
-    runs: [{ seed: 1, rows: [{ dice: 0.5 + diceOffset }] }],
+    runs: [{ seed, rows: [{ dice: 0.5 + diceOffset }] }],
   });
   writeFileSync(
     join(dir, 'results.json'),
     JSON.stringify({
-      settings: { size: [64, 64] },
+      settings: { size: [64, 64], seeds: [seed] },
       steps,
       identity: [{ dice: 0.4 }],
       arms: Object.fromEntries(arms.map((n) => [n, arm(n)])),
@@ -90,5 +92,17 @@ it('merges split runs, and refuses different settings or a non-deterministic arm
   assert.throws(
     () => mergeRuns([a, runOf(tmp(), ['base'], { diceOffset: 0.1 })]),
     /differs between runs/,
+  );
+  // an arm split by seed over runs gets every seed's run, sorted
+  const s3 = runOf(tmp(), ['base'], { seed: 3, diceOffset: 0.2 });
+  const s2 = runOf(tmp(), ['base'], { seed: 2, diceOffset: 0.1 });
+  const bySeed = mergeRuns([a, s3, s2]).arms.base.runs;
+  assert.deepEqual(
+    bySeed.map((r) => [r.seed, r.rows[0].dice]),
+    [
+      [1, 0.5],
+      [2, 0.6],
+      [3, 0.7],
+    ],
   );
 });

@@ -59,6 +59,7 @@ const { values: args } = parseArgs({
     'learning-rate': { type: 'string' },
     size: { type: 'string' },
     deformations: { type: 'string' },
+    seeds: { type: 'string' },
     grid: { type: 'string' },
     out: { type: 'string', default: join(here, '../results') },
     backend: { type: 'string' },
@@ -68,6 +69,7 @@ const settings = protocolSettings({
   quick: args.quick,
   size: args.size,
   deformations: args.deformations,
+  seeds: args.seeds,
 });
 const STEPS_PER_EPOCH = 25;
 // `--steps` as typed goes to the check, so that its message names what the user wrote

@@ -51,6 +51,7 @@ const { values: args } = parseArgs({
     task: { type: 'string', default: 'brats-flair' },
     size: { type: 'string' },
     deformations: { type: 'string' },
+    seeds: { type: 'string' },
     grid: { type: 'string' },
     out: { type: 'string', default: join(here, '../results') },
     backend: { type: 'string' },
@@ -60,6 +61,7 @@ const settings = protocolSettings({
   quick: args.quick,
   size: args.size,
   deformations: args.deformations,
+  seeds: args.seeds,
 });
 const STEPS_PER_EPOCH = 50;
 const PRIOR_LAMBDA = 10;
