@@ -8,17 +8,15 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-/** The stamp fields that must agree between merged runs. */
+/** The stamp fields that must agree between merged runs (each arm records its own grid). */
 const MUST_AGREE = [
   'settings',
   'steps',
   'learningRate',
   'beta1',
-  'lambdaGrid',
   'task',
   'quick',
   'warmSteps',
-  'alphaGrid',
 ];
 
 /**

@@ -301,7 +301,9 @@ export function protocolTable(arms, { baseline, identity, groups = BRATS_GROUPS 
       base && arm !== base ? pairedRuns(valuesOf(arm, 'dice'), valuesOf(base, 'dice')) : null;
     lines.push([
       arm.label,
-      `${arm.gridName} ∈ {${arm.grid.map((g) => g.value).join(', ')}} → ${arm.chosen}`,
+      arm.grid.length > 1
+        ? `${arm.gridName} ∈ {${arm.grid.map((g) => g.value).join(', ')}} → ${arm.chosen}`
+        : `${arm.gridName} = ${arm.chosen} (fixed, not tuned)`,
       cellOf(valuesOf(arm, 'dice'), 100, 1),
       cellOf(valuesOf(arm, 'tumour'), 100, 1),
       cellOf(valuesOf(arm, 'brain'), 100, 1),
