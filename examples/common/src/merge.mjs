@@ -9,15 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** The stamp fields that must agree between merged runs (each arm records its own grid). */
-const MUST_AGREE = [
-  'settings',
-  'steps',
-  'learningRate',
-  'beta1',
-  'task',
-  'quick',
-  'warmSteps',
-];
+const MUST_AGREE = ['settings', 'steps', 'learningRate', 'beta1', 'task', 'quick', 'warmSteps'];
 
 /**
  * Reads `dir/results.json` of every dir and returns `{ stamps, identity, arms }`: `arms` maps

@@ -262,7 +262,8 @@ export function valuesOf(arm, key) {
  * The Markdown table of a protocol's arms: per arm its chosen weight (and grid), Dice (all
  * labels, and the two label groups: `groups`, default tumour and brain), NCC, folding as
  * mean ± SE over seeds, and the paired Dice difference against `baseline` (an arm name) ± SE
- * over seeds and over pairs. `identity` (rows of {@link evaluateIdentity}) is the first line.
+ * over seeds and over pairs (on the seeds both have). `identity` (rows of
+ * {@link evaluateIdentity}) is the first line.
  */
 export function protocolTable(arms, { baseline, identity, groups = BRATS_GROUPS }) {
   const base = arms.find((a) => a.name === baseline);
@@ -297,8 +298,12 @@ export function protocolTable(arms, { baseline, identity, groups = BRATS_GROUPS 
     ]);
   }
   for (const arm of arms) {
+    // pair on the seeds both arms have (a run stopped early may lack some)
+    const common = base ? arm.runs.filter((r) => base.runs.some((b) => b.seed === r.seed)) : [];
+    const onCommon = (a) =>
+      common.map((r) => a.runs.find((x) => x.seed === r.seed).rows.map((x) => x.dice));
     const d =
-      base && arm !== base ? pairedRuns(valuesOf(arm, 'dice'), valuesOf(base, 'dice')) : null;
+      base && arm !== base && common.length ? pairedRuns(onCommon(arm), onCommon(base)) : null;
     lines.push([
       arm.label,
       arm.grid.length > 1

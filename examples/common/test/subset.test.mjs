@@ -9,7 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
 import { mergeRuns } from '../src/merge.mjs';
-import { ASEG_GROUPS, BRATS_GROUPS, parseGrid, protocolSettings } from '../src/protocol.mjs';
+import {
+  ASEG_GROUPS,
+  BRATS_GROUPS,
+  parseGrid,
+  protocolSettings,
+  protocolTable,
+} from '../src/protocol.mjs';
 import { parabolicRemap } from '../src/slices.mjs';
 
 it('overrides size and deformations, and rejects bad values', () => {
@@ -105,4 +111,26 @@ it('merges split runs, and refuses different settings or a non-deterministic arm
       [3, 0.7],
     ],
   );
+});
+
+it('pairs an arm with the baseline on the seeds both have', () => {
+  const row = (dice) => ({ dice, tumour: dice, brain: dice, ncc: 0.5, folding: 0 });
+  const arm = (name, seeds, offset) => ({
+    name,
+    label: name,
+    gridName: 'λ',
+    grid: [{ value: 1 }],
+    chosen: 1,
+    runs: seeds.map((seed) => ({
+      seed,
+      rows: [row(0.5 + offset + seed / 100), row(0.6 + offset)],
+    })),
+  });
+  const table = protocolTable([arm('base', [1, 2, 3], 0), arm('x', [2, 3], 0.1)], {
+    baseline: 'base',
+  });
+  // x − base = +0.1 on both common seeds and both pairs: 10.0 ± 0.0 Dice points
+  const line = table.split('\n').find((l) => l.startsWith('| x |'));
+  assert.match(line, /\| 10\.0 ± 0\.0 \| 10\.0 ± 0\.0 \|$/);
+  assert.match(line, /λ = 1 \(fixed, not tuned\)/);
 });

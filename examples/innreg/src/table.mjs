@@ -38,6 +38,12 @@ const TABLE_B = [
   'innreg-velocity',
   'innreg-alternating',
 ];
+const allSeeds = s.settings.seeds.length;
+const seedsOf = (a) => a.runs.map((r) => r.seed);
+// an arm with fewer seeds than the run says so in its label
+for (const a of Object.values(arms)) {
+  if (a.runs.length < Math.max(3, allSeeds)) a.label += ` [seeds ${seedsOf(a).join(', ')} only]`;
+}
 const tableOf = (names, baseline) =>
   protocolTable(
     names.filter((n) => arms[n]).map((n) => arms[n]),
@@ -50,7 +56,7 @@ const perSeed = Object.values(arms)
   })
   .join('; ');
 const slices = s.settings.deformations;
-const what = `${s.settings.size.join('×')}, ${identity.length / slices} test slices × ${slices} deformations, ${s.settings.seeds.length} seeds, ${s.steps} steps at Adam lr ${s.learningRate}, β1 ${s.beta1}`;
+const what = `${s.settings.size.join('×')}, ${identity.length / slices} test slices × ${slices} deformations, ${Math.max(...Object.values(arms).map((a) => a.runs.length))} seeds, ${s.steps} steps at Adam lr ${s.learningRate}, β1 ${s.beta1}`;
 const minutes = stamps.map((x) => `${x.minutes.toFixed(1)} min (${x.dir.split('/').pop()})`);
 const table = [
   `### A. Barrier ablation, R alone (BraTS T1 → T2, ${what})\n`,
