@@ -24,10 +24,36 @@ import {
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
-  options: { out: { type: 'string', default: join(here, '../results') } },
+  options: {
+    out: { type: 'string', default: join(here, '../results') },
+    prior: { type: 'string', multiple: true, default: [] },
+  },
 });
 const { stamps, identity, arms } = mergeRuns(positionals);
 const s = stamps[0];
+/**
+ * `--prior dir`: an earlier run whose grid search an arm of this one (run at one weight) may
+ * take over, when it is the same arm with the same chosen weight and this run reproduces its
+ * validation Dice at that weight (seed 1, to 0.05 points): then the arm shows the earlier grid,
+ * marked ‡.
+ */
+const priorArms = args.prior.length ? mergeRuns(args.prior).arms : {};
+let priorUsed = false;
+for (const [key, a] of Object.entries(arms)) {
+  const p = priorArms[key] ?? priorArms[key.split('/').pop()];
+  if (a.grid.length !== 1 || !p || p.chosen !== a.chosen || !a.runs.some((r) => r.seed === 1)) {
+    continue;
+  }
+  const then = p.grid.find((g) => g.value === a.chosen)?.validationDice;
+  if (then !== undefined && Math.abs(then - a.grid[0].validationDice) < 5e-4) {
+    a.grid = p.grid;
+    a.label += ' ‡';
+    priorUsed = true;
+  }
+}
+const priorNote = priorUsed
+  ? ` ‡ Weight grid from the earlier run (${args.prior.join(', ')}) on the same validation pairs: this run reproduces its validation Dice at the chosen weight (seed 1), so its choice stands.`
+  : '';
 const task = s.task ?? 'brats-flair';
 const groups = task === 'vxm-remap' ? ASEG_GROUPS : BRATS_GROUPS;
 const TASK_NAME = {
@@ -63,7 +89,7 @@ const warm = stamps
   .map((w) => `${w.name} seed ${w.seed}: ${w.before.toFixed(3)} → ${w.after.toFixed(3)} nats`);
 const minutes = stamps.map((x) => `${x.minutes.toFixed(1)} min (${x.dir.split('/').pop()})`);
 const table = `${tables.join('\n')}
-Mean ± standard error over seeds; Δ: paired difference against VM-NCC of the same optimiser (same seeds and test pairs).
+Mean ± standard error over seeds; Δ: paired difference against VM-NCC of the same optimiser (same seeds and test pairs).${priorNote}
 
 Per seed (test Dice %) and validation grids: ${perSeed.join('; ')}.
 
