@@ -9,7 +9,7 @@
  * per optimiser, paired differences against VM-NCC of the same optimiser. Writes
  * `results.json` and `table.md` to --out.
  */
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -27,6 +27,7 @@ const { values: args, positionals } = parseArgs({
   options: {
     out: { type: 'string', default: join(here, '../results') },
     prior: { type: 'string', multiple: true, default: [] },
+    'grid-runs': { type: 'string', multiple: true, default: [] },
   },
 });
 const { stamps, identity, arms } = mergeRuns(positionals);
@@ -37,6 +38,35 @@ const s = stamps[0];
  * validation Dice at that weight (seed 1, to 0.05 points): then the arm shows the earlier grid,
  * marked ‡.
  */
+/**
+ * `--grid-runs dir`: runs of an arm at its other grid values (seed 1, same validation pairs),
+ * split over processes: their validation entries join the arm's grid, and the arm's weight
+ * must be the grid's best (checked).
+ */
+for (const dir of args['grid-runs']) {
+  const r = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8'));
+  if (JSON.stringify(r.identity) !== JSON.stringify(identity)) {
+    throw new Error(`--grid-runs ${dir}: other identity rows than the merged runs`);
+  }
+  for (const [o, list] of Object.entries(r.results)) {
+    for (const g of list) {
+      const a = arms[`${o}/${g.name}`];
+      if (!a) continue;
+      for (const entry of g.grid) {
+        if (!a.grid.some((x) => x.value === entry.value)) a.grid = [...a.grid, entry];
+      }
+      a.grid.sort((x, y) => x.value - y.value);
+    }
+  }
+}
+for (const a of Object.values(arms)) {
+  const best = a.grid.reduce((p, q) => (q.validationDice > p.validationDice ? q : p));
+  if (best.value !== a.chosen) {
+    throw new Error(
+      `${a.name}: run at ${a.chosen}, but ${best.value} is the grid's best on validation`,
+    );
+  }
+}
 const priorArms = args.prior.length ? mergeRuns(args.prior).arms : {};
 let priorUsed = false;
 for (const [key, a] of Object.entries(arms)) {
