@@ -60,7 +60,9 @@ it('remaps c ↦ 4c(1 − c) after clipping to [0, 1]: grey matter brighter than
   const x = tf.tensor([-0.2, 0, 0.3, 0.55, 0.87, 1, 1.3]);
   const y = Array.from(await parabolicRemap(x).data());
   const want = [0, 0, 0.84, 0.99, 0.4524, 0, 0];
-  y.forEach((v, i) => assert.ok(Math.abs(v - want[i]) < 1e-6, `${i}: ${v} vs ${want[i]}`));
+  for (const [i, v] of y.entries()) {
+    assert.ok(Math.abs(v - want[i]) < 1e-6, `${i}: ${v} vs ${want[i]}`);
+  }
   // not monotone: CSF (0.3) < grey (0.55) in T1 and after; white (0.87) > grey in T1, < after
   assert.ok(y[2] < y[3] && y[4] < y[3]);
   x.dispose();
