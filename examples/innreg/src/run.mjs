@@ -327,7 +327,9 @@ const TABLE_B = [
 ];
 // quick: the three R arms of the question (code barrier, 1 − MI at weight 1, a reachable
 // paper barrier); the full protocol adds 1 − MI at the barrier's weight and a binding code barrier
-const QUICK_SKIPS = ['r-one-minus-mi-effective', 'r-code-barrier-binding'];
+// (and the official-code arm, whose full-resolution translator costs about 5 R arms; run it
+// with --quick --arms innreg-official)
+const QUICK_SKIPS = ['r-one-minus-mi-effective', 'r-code-barrier-binding', 'innreg-official'];
 // the official code's choices one at a time: only with --arms (each costs an INNReg training)
 const OPT_IN = ['innreg-duplicate', 'innreg-velocity', 'innreg-alternating'];
 const wanted = args.arms
