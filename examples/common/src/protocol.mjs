@@ -35,13 +35,51 @@ export function protocolSplit(zs) {
 }
 
 /**
- * The protocol's settings: `quick` (a check that runs in minutes) or full.
- * @param {{ quick?: boolean }} o
+ * The protocol's settings: `quick` (a check that runs in minutes) or full; `size` (pixels per
+ * side), `deformations` (per test slice) and `seeds` ('1,2,3') override the mode's values (a
+ * labelled subset, or one part of a run split over processes by seed).
+ * @param {{ quick?: boolean, size?: string | number, deformations?: string | number, seeds?: string }} o
  */
-export function protocolSettings({ quick = false } = {}) {
-  return quick
+export function protocolSettings({ quick = false, size, deformations, seeds } = {}) {
+  const base = quick
     ? { quick, seeds: [1, 2, 3], size: [64, 64], deformations: 5, validationDeformations: 2 }
     : { quick, seeds: [1, 2, 3], size: [96, 96], deformations: 10, validationDeformations: 4 };
+  if (size !== undefined) {
+    const n = Number(size);
+    if (!(Number.isInteger(n) && n >= 32 && n % 16 === 0)) {
+      throw new Error(`--size must be a multiple of 16 ≥ 32 (pixels per side), got '${size}'`);
+    }
+    base.size = [n, n];
+  }
+  if (deformations !== undefined) {
+    const n = Number(deformations);
+    if (!(Number.isInteger(n) && n >= 1)) {
+      throw new Error(`--deformations must be a positive integer, got '${deformations}'`);
+    }
+    base.deformations = n;
+  }
+  if (seeds !== undefined) {
+    const list = String(seeds).split(',').map(Number);
+    if (!list.length || list.some((n) => !(Number.isInteger(n) && n >= 1))) {
+      throw new Error(`--seeds must be a comma list of positive integers, got '${seeds}'`);
+    }
+    base.seeds = list;
+  }
+  return base;
+}
+
+/**
+ * A weight grid from a `--grid` flag ('0.1,1,10': finite positive numbers), or `fallback`.
+ * @param {string | undefined} text
+ * @param {number[]} fallback
+ */
+export function parseGrid(text, fallback) {
+  if (text === undefined) return fallback;
+  const values = text.split(',').map(Number);
+  if (!values.length || values.some((v) => !(Number.isFinite(v) && v > 0))) {
+    throw new Error(`--grid must be a comma list of positive numbers, got '${text}'`);
+  }
+  return values;
 }
 
 /** BraTS T1 → `target` with the protocol's split at `size`, or null when the data are absent. */
@@ -73,11 +111,38 @@ function groupDice(a, b, inGroup) {
 }
 
 /**
+ * The two label groups of a BraTS pair (the protocol's default): the tumour (labels 1–3
+ * merged) and the brain mask (every label). A dataset may bring its own two as `groups`.
+ */
+export const BRATS_GROUPS = Object.freeze([
+  { key: 'tumour', label: 'tumour', test: (v) => v >= 1 && v <= 3 },
+  { key: 'brain', label: 'brain', test: (v) => v > 0 },
+]);
+
+/**
+ * Two FreeSurfer aseg groups (the VoxelMorph T1): the cerebral cortex (labels 3, 42) and the
+ * deep grey matter (thalamus, caudate, putamen, pallidum, hippocampus, amygdala: 10–13,
+ * 17, 18, 49–54), each merged into one mask. Stored under the keys `tumour` and `brain` of
+ * the rows, so that one table layout serves both (the column headers name the groups).
+ */
+export const ASEG_GROUPS = Object.freeze([
+  { key: 'tumour', label: 'cortex', test: (v) => v === 3 || v === 42 },
+  {
+    key: 'brain',
+    label: 'deep grey matter',
+    test: (v) => [10, 11, 12, 13, 17, 18, 49, 50, 51, 52, 53, 54].includes(v),
+  },
+]);
+
+/**
  * Per-pair metrics of `register(moving, fixed) → { forward, … }` (null: the identity) on the
  * `slices` of `dataset`, `deformations` pairs each (pair seeds seedBase + 10·z + r): rows of
- * { z, r, dice, tumour, brain, ncc, folding } (Dice as fractions, folding in %).
+ * { z, r, dice, tumour, brain, ncc, folding } (Dice as fractions, folding in %); `tumour` and
+ * `brain` are the Dice of the dataset's two label groups (`dataset.groups`, default
+ * {@link BRATS_GROUPS}).
  */
 export async function evaluatePairs(dataset, register, { slices, deformations, seedBase }) {
+  const groups = dataset.groups ?? BRATS_GROUPS;
   const rows = [];
   for (const z of slices) {
     for (let r = 0; r < deformations; r++) {
@@ -91,8 +156,8 @@ export async function evaluatePairs(dataset, register, { slices, deformations, s
         z,
         r,
         dice: await meanDice(wl, pair.fixedLabels),
-        tumour: groupDice(a, b, (v) => v >= 1 && v <= 3),
-        brain: groupDice(a, b, (v) => v > 0),
+        tumour: groupDice(a, b, groups[0].test),
+        brain: groupDice(a, b, groups[1].test),
         ncc: await ncc(warped, pair.movingTruth),
         folding: await foldingPercent(field),
       });
@@ -195,18 +260,19 @@ export function valuesOf(arm, key) {
 
 /**
  * The Markdown table of a protocol's arms: per arm its chosen weight (and grid), Dice (all
- * labels, tumour, brain), NCC, folding as mean ± SE over seeds, and the paired Dice
- * difference against `baseline` (an arm name) ± SE over seeds and over pairs. `identity`
- * (rows of {@link evaluateIdentity}) is the first line.
+ * labels, and the two label groups: `groups`, default tumour and brain), NCC, folding as
+ * mean ± SE over seeds, and the paired Dice difference against `baseline` (an arm name) ± SE
+ * over seeds and over pairs (on the seeds both have). `identity` (rows of
+ * {@link evaluateIdentity}) is the first line.
  */
-export function protocolTable(arms, { baseline, identity }) {
+export function protocolTable(arms, { baseline, identity, groups = BRATS_GROUPS }) {
   const base = arms.find((a) => a.name === baseline);
   const header = [
     'arm',
     'weight: grid → chosen',
     'Dice % (all labels)',
-    'Dice % tumour',
-    'Dice % brain',
+    `Dice % ${groups[0].label}`,
+    `Dice % ${groups[1].label}`,
     'NCC',
     '% \\|J\\| ≤ 0',
     `Δ Dice vs ${base?.label ?? baseline} (SE seeds)`,
@@ -232,11 +298,17 @@ export function protocolTable(arms, { baseline, identity }) {
     ]);
   }
   for (const arm of arms) {
+    // pair on the seeds both arms have (a run stopped early may lack some)
+    const common = base ? arm.runs.filter((r) => base.runs.some((b) => b.seed === r.seed)) : [];
+    const onCommon = (a) =>
+      common.map((r) => a.runs.find((x) => x.seed === r.seed).rows.map((x) => x.dice));
     const d =
-      base && arm !== base ? pairedRuns(valuesOf(arm, 'dice'), valuesOf(base, 'dice')) : null;
+      base && arm !== base && common.length ? pairedRuns(onCommon(arm), onCommon(base)) : null;
     lines.push([
       arm.label,
-      `${arm.gridName} ∈ {${arm.grid.map((g) => g.value).join(', ')}} → ${arm.chosen}`,
+      arm.grid.length > 1
+        ? `${arm.gridName} ∈ {${arm.grid.map((g) => g.value).join(', ')}} → ${arm.chosen}`
+        : `${arm.gridName} = ${arm.chosen} (fixed, not tuned)`,
       cellOf(valuesOf(arm, 'dice'), 100, 1),
       cellOf(valuesOf(arm, 'tumour'), 100, 1),
       cellOf(valuesOf(arm, 'brain'), 100, 1),

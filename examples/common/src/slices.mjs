@@ -170,9 +170,10 @@ export async function bratsDataset(target, { size = [96, 96], split = splitSlice
 
 /**
  * Mono-modal VoxelMorph test T1 → T1 with its FreeSurfer aseg labels (45 structures), slices
- * 60–169 of the third axis resized to 96×112, or null when the read-only data are absent.
+ * 60–169 of the third axis resized to `size` (default 96×112), or null when the read-only
+ * data are absent. `split` as {@link bratsDataset}'s.
  */
-export async function voxelmorphDataset() {
+export async function voxelmorphDataset({ size = [96, 112], split = splitSlices } = {}) {
   const dir = readOnlyDir('voxelmorph_test');
   if (!dir) return null;
   const labels = await loadVolume(join(dir, 'voxelmorph_test_seg_aseg.nii.gz'));
@@ -183,8 +184,39 @@ export async function voxelmorphDataset() {
     t1,
     (z) => volumeSlice(labels, z),
     range(60, 170),
-    [96, 112],
+    size,
+    split,
   );
+}
+
+/**
+ * The non-monotone contrast remap of a fixed image: c ↦ 4·c·(1 − c) with c = clip(I, 0, 1).
+ * On the VoxelMorph T1 (CSF ≈ 0.3, grey ≈ 0.6, white matter ≈ 0.9 of the scale) it makes grey
+ * matter brightest, CSF next and white matter darker than both, so no monotone (or negated)
+ * intensity map relates the two images: NCC's assumption breaks, MI's does not.
+ * `image` any shape; returns a new tensor.
+ */
+export function parabolicRemap(image) {
+  return tf.tidy(() => {
+    const c = tf.clipByValue(image, 0, 1);
+    return tf.mul(tf.mul(c, tf.sub(1, c)), 4);
+  });
+}
+
+/**
+ * Multi-modal-like VoxelMorph T1 → remapped T1 ({@link parabolicRemap} of the fixed slices)
+ * with the aseg labels, or null when the read-only data are absent.
+ */
+export async function voxelmorphRemapDataset(options = {}) {
+  const d = await voxelmorphDataset(options);
+  if (!d) return null;
+  for (const s of d.slices.values()) {
+    const remapped = parabolicRemap(s.fixed);
+    // moving and fixed share their tensors when both come from one volume
+    if (s.fixed !== s.moving) s.fixed.dispose();
+    s.fixed = remapped;
+  }
+  return { ...d, name: 'VoxelMorph T1 → remapped T1 (aseg)' };
 }
 
 /** The bundled ITK/BrainWeb T1 → proton-density slice pair (aligned, no labels), `size` (default 96×112). */

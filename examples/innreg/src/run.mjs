@@ -21,11 +21,13 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { tf } from '@regkit/core';
+import { tf, warp } from '@regkit/core';
+import { createInvertibleTranslator } from '@regkit/inn';
 import { initExampleBackend } from '@regkit/example-common/backend';
 import {
   bratsProtocolDataset,
   evaluateIdentity,
+  parseGrid,
   protocolSettings,
   protocolTable,
   protocolTrainingPair,
@@ -36,6 +38,7 @@ import {
   barrierNmiLoss,
   diffusionLoss,
   innregDissimilarity,
+  l1Loss,
   mutualInformationLoss,
 } from '@regkit/losses';
 import {
@@ -54,11 +57,20 @@ const { values: args } = parseArgs({
     arms: { type: 'string' },
     'translator-blocks': { type: 'string' },
     'learning-rate': { type: 'string' },
+    size: { type: 'string' },
+    deformations: { type: 'string' },
+    seeds: { type: 'string' },
+    grid: { type: 'string' },
     out: { type: 'string', default: join(here, '../results') },
     backend: { type: 'string' },
   },
 });
-const settings = protocolSettings({ quick: args.quick });
+const settings = protocolSettings({
+  quick: args.quick,
+  size: args.size,
+  deformations: args.deformations,
+  seeds: args.seeds,
+});
 const STEPS_PER_EPOCH = 25;
 // `--steps` as typed goes to the check, so that its message names what the user wrote
 const stepsArg = args.steps ?? (args.quick ? 100 : 400);
@@ -69,7 +81,7 @@ const lr = Number(args['learning-rate'] ?? (args.quick ? 3e-3 : 1e-3));
 const BETA1 = 0.9;
 const translatorBlocks = Number(args['translator-blocks'] ?? (args.quick ? 2 : 4));
 /** λ of the smoothness term diffusionLoss(u) of the displacement, the same for every arm. */
-const LAMBDA_GRID = args.quick ? [0.1, 1] : [0.03, 0.3, 3];
+const LAMBDA_GRID = parseGrid(args.grid, args.quick ? [0.1, 1] : [0.03, 0.3, 3]);
 /** What every arm regularises: the mean squared forward differences of the displacement. */
 const smoothness = (output) => diffusionLoss(output.forward);
 
@@ -149,6 +161,78 @@ const rAlone =
     return wrap(model);
   };
 
+/**
+ * INNReg with the official code's choices (MeggieGuo/INNReg, `models/registration_model.py`,
+ * `train.py`; read, not copied), each switchable:
+ * - `duplicate`: T sees the image twice, cat(x, x) (2 channels at full resolution, no
+ *   space-to-depth squeeze), and fake_y is the second output channel; T⁻¹ round-trips the
+ *   duplicated pair. With zero-initialised couplings T starts as its 1×1 convolutions, so
+ *   fake_y starts as a multiple of x (the squeeze lift's 1×1 convolutions mix sub-pixel
+ *   positions instead);
+ * - `velocity`: R predicts a stationary velocity integrated by 7 scaling-and-squaring steps
+ *   (the code's `VxmDense(int_steps=7)`);
+ * - `alternating`: separate Adams for T and R (same rate and moments); the first epoch updates
+ *   both, then odd epochs update R only and even epochs T only (the code alternates per epoch
+ *   after `epoch_1`, whose value is not in the published options).
+ * Loss as the `innreg` arm: ‖T(x) ∘ φ − y‖₁ + code barrier −log(5 − (1 − MI(x ∘ φ, y)))
+ * + 0.1 ‖T⁻¹(T(x)) − x‖₁ + λ · diffusion(u) (the same smoothness term as every arm, on the
+ * displacement u, not on the code's velocity with weight 0.2).
+ */
+const innregOfficial =
+  ({ duplicate, velocity, alternating }) =>
+  async ({ value, seed }) => {
+    const T = createInvertibleTranslator({
+      ndim: 2,
+      channels: duplicate ? 2 : 1,
+      lift: duplicate ? 'none' : 'squeeze',
+      blocks: translatorBlocks,
+      subnet: 'dense',
+      seed: seed * 7919 + 1,
+    });
+    const R = createInnregRegistrationNet({
+      ndim: 2,
+      seed,
+      ...(velocity ? { diffeomorphic: true, integrationSteps: 7 } : {}),
+    });
+    const lift = (x) => (duplicate ? tf.concat([x, x], -1) : x);
+    const lower = (t) => (duplicate ? tf.slice(t, [0, 0, 0, 1], [-1, -1, -1, 1]) : t);
+    const loss = (x, y) => {
+      const reg = R.apply(x, y);
+      const u = reg.forward;
+      const xx = lift(x);
+      const tx = T.forward(xx).output;
+      const recon = l1Loss(warp(lower(tx), u), y);
+      const barrier = barrierNmiLoss(reg.warped, y, { form: 'code', bound: 5 });
+      const inn = l1Loss(T.inverse(tx).output, xx);
+      return tf.addN([recon, barrier, tf.mul(inn, 0.1), tf.mul(diffusionLoss(u), value)]);
+    };
+    const optT = tf.train.adam(lr, BETA1, 0.999);
+    const optR = tf.train.adam(lr, BETA1, 0.999);
+    const varsT = T.trainableVariables;
+    const varsR = R.trainableVariables;
+    for (let epoch = 0; epoch < epochs; epoch++) {
+      const updateT = !alternating || epoch === 0 || epoch % 2 === 0;
+      const updateR = !alternating || epoch === 0 || epoch % 2 === 1;
+      const vars = [...(updateT ? varsT : []), ...(updateR ? varsR : [])];
+      for (let step = 0; step < STEPS_PER_EPOCH; step++) {
+        const p = protocolTrainingPair(dataset, seed, epoch * STEPS_PER_EPOCH + step);
+        const { value: l, grads } = tf.variableGrads(() => loss(p.moving, p.fixed), vars);
+        const v = l.dataSync()[0];
+        if (!Number.isFinite(v)) {
+          throw new Error(`innreg-official: the loss became ${v} at epoch ${epoch}, step ${step}`);
+        }
+        const pick = (vs) => Object.fromEntries(vs.map((x) => [x.name, grads[x.name]]));
+        if (updateT) optT.applyGradients(pick(varsT));
+        if (updateR) optR.applyGradients(pick(varsR));
+        tf.dispose([l, ...Object.values(grads), p.moving, p.fixed]);
+      }
+    }
+    optT.dispose();
+    optR.dispose();
+    T.dispose();
+    return { register: (m, f) => R.apply(m, f), dispose: () => R.dispose() };
+  };
+
 const ARMS = {
   'r-code-barrier': {
     label: 'R + code barrier −log(5 − (1 − MI))',
@@ -208,6 +292,22 @@ const ARMS = {
       return wrap(model);
     },
   },
+  'innreg-official': {
+    label: `INNReg, official code's choices (cat(x, x) translator, velocity R, alternating T/R; ${translatorBlocks} blocks)`,
+    train: innregOfficial({ duplicate: true, velocity: true, alternating: true }),
+  },
+  'innreg-duplicate': {
+    label: 'INNReg, cat(x, x) translator only',
+    train: innregOfficial({ duplicate: true, velocity: false, alternating: false }),
+  },
+  'innreg-velocity': {
+    label: 'INNReg, velocity R only',
+    train: innregOfficial({ duplicate: false, velocity: true, alternating: false }),
+  },
+  'innreg-alternating': {
+    label: 'INNReg, alternating T/R updates only',
+    train: innregOfficial({ duplicate: false, velocity: false, alternating: true }),
+  },
 };
 const TABLE_A = [
   'r-one-minus-mi',
@@ -216,19 +316,81 @@ const TABLE_A = [
   'r-code-barrier-binding',
   'r-paper-barrier-reachable',
 ];
-const TABLE_B = ['vm-mi', 'r-code-barrier', 'innreg'];
+const TABLE_B = [
+  'vm-mi',
+  'r-code-barrier',
+  'innreg',
+  'innreg-official',
+  'innreg-duplicate',
+  'innreg-velocity',
+  'innreg-alternating',
+];
 // quick: the three R arms of the question (code barrier, 1 − MI at weight 1, a reachable
 // paper barrier); the full protocol adds 1 − MI at the barrier's weight and a binding code barrier
-const QUICK_SKIPS = ['r-one-minus-mi-effective', 'r-code-barrier-binding'];
+// (and the official-code arm, whose full-resolution translator costs about 5 R arms; run it
+// with --quick --arms innreg-official)
+const QUICK_SKIPS = ['r-one-minus-mi-effective', 'r-code-barrier-binding', 'innreg-official'];
+// the official code's choices one at a time: only with --arms (each costs an INNReg training)
+const OPT_IN = ['innreg-duplicate', 'innreg-velocity', 'innreg-alternating'];
 const wanted = args.arms
   ? args.arms.split(',')
-  : [...new Set([...TABLE_A, ...TABLE_B])].filter((k) => !(args.quick && QUICK_SKIPS.includes(k)));
+  : [...new Set([...TABLE_A, ...TABLE_B])].filter(
+      (k) => !OPT_IN.includes(k) && !(args.quick && QUICK_SKIPS.includes(k)),
+    );
 for (const k of wanted) {
   if (!ARMS[k]) throw new Error(`--arms: unknown arm '${k}' (${Object.keys(ARMS).join(', ')})`);
 }
 
 const identity = await evaluateIdentity(dataset, settings);
 const arms = {};
+const tableOf = (names, baseline) =>
+  protocolTable(
+    names.filter((n) => arms[n]).map((n) => arms[n]),
+    { baseline, identity },
+  );
+/** Writes to a temporary file and renames it, so a reader never sees half a file. */
+const write = (file, text) => {
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+};
+/**
+ * Writes results.json and table.md; called after every arm (`complete: false` until the
+ * last), so that a run stopped early keeps the arms it finished.
+ */
+function save(complete) {
+  const minutes = (performance.now() - t0) / 60_000;
+  const table = [
+    `### A. Barrier ablation, R alone (${dataset.name}, ${settings.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n`,
+    tableOf(TABLE_A, 'r-one-minus-mi'),
+    `\n### B. INNReg against VoxelMorph-MI, same smoothness term, optimiser and budget\n`,
+    tableOf(TABLE_B, 'vm-mi'),
+    `\nMean ± standard error over seeds; Δ: paired difference against the baseline (same seeds and test pairs). Run: ${args.quick ? '--quick' : 'full protocol'}${complete ? '' : ' (INCOMPLETE: stopped before every arm ran)'}, ${minutes.toFixed(1)} min on ${backend}.\n`,
+  ].join('\n');
+  mkdirSync(args.out, { recursive: true });
+  const stamp = {
+    backend,
+    quick: args.quick,
+    complete,
+    settings,
+    steps,
+    learningRate: lr,
+    beta1: BETA1,
+    lambdaGrid: LAMBDA_GRID,
+    translatorBlocks,
+    unregistered: i0,
+    bBinding,
+    bReachable,
+    effectiveWeight,
+    minutes,
+    date: new Date().toISOString(),
+  };
+  write(
+    join(args.out, 'results.json'),
+    `${JSON.stringify({ ...stamp, identity, arms }, null, 1)}\n`,
+  );
+  write(join(args.out, 'table.md'), table);
+  return table;
+}
 for (const name of wanted) {
   console.log(`${name}: ${ARMS[name].label}`);
   arms[name] = await runArm({
@@ -240,43 +402,7 @@ for (const name of wanted) {
     dataset,
     settings,
   });
+  if (name !== wanted.at(-1)) save(false);
 }
-const tableOf = (names, baseline) =>
-  protocolTable(
-    names.filter((n) => arms[n]).map((n) => arms[n]),
-    { baseline, identity },
-  );
-const minutes = (performance.now() - t0) / 60_000;
-const table = [
-  `### A. Barrier ablation, R alone (${dataset.name}, ${settings.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n`,
-  tableOf(TABLE_A, 'r-one-minus-mi'),
-  `\n### B. INNReg against VoxelMorph-MI, same smoothness term, optimiser and budget\n`,
-  tableOf(TABLE_B, 'vm-mi'),
-  `\nMean ± standard error over seeds; Δ: paired difference against the baseline (same seeds and test pairs). Run: ${args.quick ? '--quick' : 'full protocol'}, ${minutes.toFixed(1)} min on ${backend}.\n`,
-].join('\n');
-console.log(`\n${table}`);
-mkdirSync(args.out, { recursive: true });
-const stamp = {
-  backend,
-  quick: args.quick,
-  settings,
-  steps,
-  learningRate: lr,
-  beta1: BETA1,
-  lambdaGrid: LAMBDA_GRID,
-  translatorBlocks,
-  unregistered: i0,
-  bBinding,
-  bReachable,
-  effectiveWeight,
-  minutes,
-  date: new Date().toISOString(),
-};
-/** Writes to a temporary file and renames it, so a reader never sees half a file. */
-const write = (file, text) => {
-  writeFileSync(`${file}.tmp`, text);
-  renameSync(`${file}.tmp`, file);
-};
-write(join(args.out, 'results.json'), `${JSON.stringify({ ...stamp, identity, arms }, null, 1)}\n`);
-write(join(args.out, 'table.md'), table);
+console.log(`\n${save(true)}`);
 console.log(`results: ${join(args.out, 'results.json')}, ${join(args.out, 'table.md')}`);

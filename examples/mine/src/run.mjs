@@ -24,13 +24,18 @@ import { parseArgs } from 'node:util';
 import { tf } from '@regkit/core';
 import { initExampleBackend } from '@regkit/example-common/backend';
 import {
+  ASEG_GROUPS,
+  BRATS_GROUPS,
   bratsProtocolDataset,
   evaluateIdentity,
+  parseGrid,
   protocolSettings,
   protocolTable,
+  protocolSplit,
   protocolTrainingPair,
   runArm,
 } from '@regkit/example-common/protocol';
+import { voxelmorphRemapDataset } from '@regkit/example-common/slices';
 import { epochsForStepsOrExit } from '@regkit/example-common/steps';
 import { localNccLoss, MineEstimator, mutualInformationLoss } from '@regkit/losses';
 import { createVoxelMorph, optimalLogVariance, trainRegistration } from '@regkit/networks';
@@ -43,11 +48,21 @@ const { values: args } = parseArgs({
     similarities: { type: 'string' },
     optimisers: { type: 'string', default: 'paper,common' },
     'warm-start-steps': { type: 'string' },
+    task: { type: 'string', default: 'brats-flair' },
+    size: { type: 'string' },
+    deformations: { type: 'string' },
+    seeds: { type: 'string' },
+    grid: { type: 'string' },
     out: { type: 'string', default: join(here, '../results') },
     backend: { type: 'string' },
   },
 });
-const settings = protocolSettings({ quick: args.quick });
+const settings = protocolSettings({
+  quick: args.quick,
+  size: args.size,
+  deformations: args.deformations,
+  seeds: args.seeds,
+});
 const STEPS_PER_EPOCH = 50;
 const PRIOR_LAMBDA = 10;
 // `--steps` as typed goes to the check, so that its message names what the user wrote
@@ -62,9 +77,12 @@ const OPTIMISERS = {
   common: { label: 'Adam lr 1e-3, β1 0.9', learningRate: 1e-3, beta1: 0.9 },
 };
 /** α grids per similarity (the losses have different scales). */
-const ALPHA_GRID = args.quick
-  ? { ncc: [1, 10], mi: [1, 10], 'mine-local': [1, 10], 'mine-global': [1, 10] }
-  : { ncc: [1, 3, 10], mi: [1, 3, 10], 'mine-local': [1, 3, 10], 'mine-global': [1, 3, 10] };
+const ALPHA_GRID = Object.fromEntries(
+  ['ncc', 'mi', 'mine-local', 'mine-global'].map((k) => [
+    k,
+    parseGrid(args.grid, args.quick ? [1, 10] : [1, 3, 10]),
+  ]),
+);
 const LABEL = {
   ncc: 'VM-NCC (window 9)',
   mi: 'VM-MI (Parzen)',
@@ -77,11 +95,32 @@ const t0 = performance.now();
 console.log(
   `backend ${backend}; ${args.quick ? 'QUICK' : 'full'} protocol: ${settings.size.join('×')}, ${steps} steps, seeds ${settings.seeds.join(', ')}, ${settings.deformations} deformations per test slice; MINE warm start ${warmSteps} steps`,
 );
-const dataset = await bratsProtocolDataset('t2f_flair', settings.size);
+/**
+ * The task: `brats-flair` (the paper's multi-modal task, T1 → FLAIR) or `vxm-remap` (the
+ * VoxelMorph T1 → the same T1 under a non-monotone contrast remap, scored on its FreeSurfer
+ * aseg labels; `size` n × 16·round(1.2·n/16), the volume's aspect).
+ */
+const TASKS = {
+  'brats-flair': {
+    load: () => bratsProtocolDataset('t2f_flair', settings.size),
+    groups: BRATS_GROUPS,
+    missing: 'the read-only BraTS case was not found (set REGKIT_BRATS_DIR)',
+  },
+  'vxm-remap': {
+    load: () =>
+      voxelmorphRemapDataset({
+        size: [settings.size[0], 16 * Math.round((1.2 * settings.size[0]) / 16)],
+        split: protocolSplit,
+      }),
+    groups: ASEG_GROUPS,
+    missing: 'the read-only VoxelMorph test T1 was not found (../shared/data/read-only)',
+  },
+};
+const task = TASKS[args.task];
+if (!task) throw new Error(`--task: unknown '${args.task}' (${Object.keys(TASKS).join(', ')})`);
+const dataset = await task.load();
 if (!dataset) {
-  console.log(
-    'examples/mine: skipped, the read-only BraTS case was not found (set REGKIT_BRATS_DIR)',
-  );
+  console.log(`examples/mine: skipped, ${task.missing}`);
   process.exit(0);
 }
 console.log(
@@ -192,15 +231,52 @@ for (const o of opts) {
 }
 const identity = await evaluateIdentity(dataset, settings);
 const results = {};
-const tables = [];
+/** Writes to a temporary file and renames it, so a reader never sees half a file. */
+const write = (file, text) => {
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+};
+/**
+ * Writes results.json and table.md; called after every arm (`complete: false` until the
+ * last), so that a run stopped early keeps the arms it finished.
+ */
+function save(complete) {
+  const tables = Object.entries(results).map(
+    ([o, arms]) =>
+      `### ${dataset.name}, ${OPTIMISERS[o].label} (${dataset.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n\n${protocolTable(arms, { baseline: 'ncc', identity, groups: task.groups })}\n`,
+  );
+  const minutes = (performance.now() - t0) / 60_000;
+  const table = `${tables.join('\n')}\nMean ± standard error over seeds; Δ: paired difference against VM-NCC (same seeds and test pairs). Run: ${args.quick ? '--quick' : 'full protocol'}${complete ? '' : ' (INCOMPLETE: stopped before every arm ran)'}, ${minutes.toFixed(1)} min on ${backend}.\n`;
+  mkdirSync(args.out, { recursive: true });
+  const stamp = {
+    backend,
+    quick: args.quick,
+    complete,
+    settings,
+    steps,
+    warmSteps,
+    warmLearningRate: WARM_LR,
+    optimisers: Object.fromEntries(opts.map((o) => [o, OPTIMISERS[o]])),
+    alphaGrid: ALPHA_GRID,
+    task: args.task,
+    minutes,
+    date: new Date().toISOString(),
+  };
+  write(
+    join(args.out, 'results.json'),
+    `${JSON.stringify({ ...stamp, warmStart: warmLog, identity, results }, null, 1)}\n`,
+  );
+  write(join(args.out, 'table.md'), table);
+  return table;
+}
 for (const o of opts) {
   const opt = OPTIMISERS[o];
   console.log(`optimiser: ${opt.label}`);
-  const arms = [];
+  results[o] = [];
   for (const name of sims) {
     if (!LABEL[name]) throw new Error(`--similarities: unknown '${name}'`);
     console.log(`${name}: ${LABEL[name]}`);
-    arms.push(
+    results[o].push(
       await runArm({
         name,
         label: LABEL[name],
@@ -211,36 +287,8 @@ for (const o of opts) {
         settings,
       }),
     );
+    save(false);
   }
-  results[o] = arms;
-  tables.push(
-    `### ${dataset.name}, ${opt.label} (${settings.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n\n${protocolTable(arms, { baseline: 'ncc', identity })}\n`,
-  );
 }
-const minutes = (performance.now() - t0) / 60_000;
-const table = `${tables.join('\n')}\nMean ± standard error over seeds; Δ: paired difference against VM-NCC (same seeds and test pairs). Run: ${args.quick ? '--quick' : 'full protocol'}, ${minutes.toFixed(1)} min on ${backend}.\n`;
-console.log(`\n${table}`);
-mkdirSync(args.out, { recursive: true });
-/** Writes to a temporary file and renames it, so a reader never sees half a file. */
-const write = (file, text) => {
-  writeFileSync(`${file}.tmp`, text);
-  renameSync(`${file}.tmp`, file);
-};
-const stamp = {
-  backend,
-  quick: args.quick,
-  settings,
-  steps,
-  warmSteps,
-  warmLearningRate: WARM_LR,
-  optimisers: Object.fromEntries(opts.map((o) => [o, OPTIMISERS[o]])),
-  alphaGrid: ALPHA_GRID,
-  minutes,
-  date: new Date().toISOString(),
-};
-write(
-  join(args.out, 'results.json'),
-  `${JSON.stringify({ ...stamp, warmStart: warmLog, identity, results }, null, 1)}\n`,
-);
-write(join(args.out, 'table.md'), table);
+console.log(`\n${save(true)}`);
 console.log(`results: ${join(args.out, 'results.json')}, ${join(args.out, 'table.md')}`);

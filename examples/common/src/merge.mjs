@@ -1,0 +1,76 @@
+/**
+ * Merging the `results.json` of protocol runs that were split over several processes (each
+ * with `--arms` or `--similarities` and its own `--out`), so that one table holds them all.
+ * Every arm of a run is deterministic given its seeds, so an arm that appears in two runs must
+ * have identical test rows: that is checked, and it is what makes paired differences across
+ * runs valid (the baseline of one run is the baseline of the other).
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** The stamp fields that must agree between merged runs (each arm records its own grid). */
+const MUST_AGREE = ['settings', 'steps', 'learningRate', 'beta1', 'task', 'quick', 'warmSteps'];
+
+/**
+ * Reads `dir/results.json` of every dir and returns `{ stamps, identity, arms }`: `arms` maps
+ * an arm key to its arm (INNReg layout: `arms.{name}`; MINE layout: `results.{optimiser}[]`,
+ * keyed `optimiser/name`). An arm split by seed over runs (`--seeds`) gets the runs of every
+ * seed (sorted), its grid from the first run that has it. Throws when the runs' settings
+ * (other than the seeds) or identity rows differ, when an arm has two chosen weights, or
+ * when one seed of an arm has different test rows in two runs.
+ * @param {string[]} dirs
+ */
+export function mergeRuns(dirs) {
+  if (!dirs.length) throw new Error('mergeRuns: no result folders given');
+  const stamps = [];
+  const arms = {};
+  let identity = null;
+  for (const dir of dirs) {
+    const r = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8'));
+    const { identity: id, arms: a, results, warmStart, ...stamp } = r;
+    if (stamps.length) {
+      for (const k of MUST_AGREE) {
+        // runs split by seed differ in their seeds only
+        const norm = (v) => JSON.stringify(k === 'settings' ? { ...v, seeds: undefined } : v);
+        if (norm(stamp[k]) !== norm(stamps[0][k])) {
+          throw new Error(`mergeRuns: ${dir} differs from ${dirs[0]} in '${k}'`);
+        }
+      }
+      if (JSON.stringify(id) !== JSON.stringify(identity)) {
+        throw new Error(`mergeRuns: ${dir} has other identity rows than ${dirs[0]}`);
+      }
+    } else {
+      identity = id;
+    }
+    stamps.push({ dir, ...stamp, warmStart });
+    const found = a
+      ? Object.entries(a)
+      : Object.entries(results ?? {}).flatMap(([o, list]) =>
+          list.map((x) => [`${o}/${x.name}`, x]),
+        );
+    for (const [key, arm] of found) {
+      const have = arms[key];
+      if (!have) {
+        arms[key] = { ...arm, runs: [...arm.runs] };
+        continue;
+      }
+      if (have.chosen !== arm.chosen) {
+        throw new Error(
+          `mergeRuns: arm '${key}' has weight ${have.chosen} in one run, ${arm.chosen} in another`,
+        );
+      }
+      for (const run of arm.runs) {
+        const same = have.runs.find((r) => r.seed === run.seed);
+        if (!same) {
+          have.runs.push(run); // a run split by seed: its other seeds
+        } else if (JSON.stringify(same.rows) !== JSON.stringify(run.rows)) {
+          throw new Error(
+            `mergeRuns: arm '${key}' seed ${run.seed} differs between runs (not deterministic?)`,
+          );
+        }
+      }
+      have.runs.sort((a, b) => a.seed - b.seed);
+    }
+  }
+  return { stamps, identity, arms };
+}
