@@ -74,3 +74,29 @@ export function mergeRuns(dirs) {
   }
   return { stamps, identity, arms };
 }
+
+/**
+ * `--prior dir…`: an earlier run whose grid search an arm of this one (run at one weight) may
+ * take over, when it is the same arm with the same chosen weight and this run reproduces its
+ * validation Dice at that weight (seed 1, to 0.05 points): the arm then shows the earlier
+ * grid, its label marked ‡. Mutates `arms`; returns the table note ('' when none was taken).
+ */
+export function adoptPriorGrids(arms, priorDirs) {
+  const priorArms = priorDirs.length ? mergeRuns(priorDirs).arms : {};
+  let priorUsed = false;
+  for (const [key, a] of Object.entries(arms)) {
+    const p = priorArms[key] ?? priorArms[key.split('/').pop()];
+    if (a.grid.length !== 1 || !p || p.chosen !== a.chosen || !a.runs.some((r) => r.seed === 1)) {
+      continue;
+    }
+    const then = p.grid.find((g) => g.value === a.chosen)?.validationDice;
+    if (then !== undefined && Math.abs(then - a.grid[0].validationDice) < 5e-4) {
+      a.grid = p.grid;
+      a.label += ' ‡';
+      priorUsed = true;
+    }
+  }
+  return priorUsed
+    ? ` ‡ Weight grid from the earlier run (${priorDirs.join(', ')}) on the same validation pairs: this run reproduces its validation Dice at the chosen weight (seed 1), so its choice stands.`
+    : '';
+}

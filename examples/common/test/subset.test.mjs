@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
-import { mergeRuns } from '../src/merge.mjs';
+import { adoptPriorGrids, mergeRuns } from '../src/merge.mjs';
 import {
   ASEG_GROUPS,
   BRATS_GROUPS,
@@ -113,6 +113,46 @@ it('merges split runs, and refuses different settings or a non-deterministic arm
       [3, 0.7],
     ],
   );
+});
+
+it('adopts an earlier grid only when this run reproduces its validation Dice', () => {
+  const prior = mkdtempSync(join(tmpdir(), 'regkit-prior-'));
+  writeFileSync(
+    join(prior, 'results.json'),
+    JSON.stringify({
+      settings: { size: [64, 64], seeds: [1] },
+      steps: 100,
+      identity: [{ dice: 0.4 }],
+      arms: {
+        x: {
+          name: 'x',
+          label: 'x',
+          gridName: 'λ',
+          grid: [
+            { value: 0.1, validationDice: 0.4 },
+            { value: 1, validationDice: 0.5 },
+          ],
+          chosen: 1,
+          runs: [{ seed: 1, rows: [{ dice: 0.5 }] }],
+        },
+      },
+    }),
+  );
+  const arm = (validationDice) => ({
+    name: 'x',
+    label: 'x',
+    grid: [{ value: 1, validationDice }],
+    chosen: 1,
+    runs: [{ seed: 1, rows: [] }],
+  });
+  const same = { x: arm(0.5) };
+  assert.match(adoptPriorGrids(same, [prior]), /earlier run/);
+  assert.equal(same.x.grid.length, 2);
+  assert.equal(same.x.label, 'x ‡');
+  const other = { x: arm(0.45) };
+  assert.equal(adoptPriorGrids(other, [prior]), '');
+  assert.equal(other.x.grid.length, 1);
+  assert.equal(adoptPriorGrids({ x: arm(0.5) }, []), '');
 });
 
 it('pairs an arm with the baseline on the seeds both have', () => {

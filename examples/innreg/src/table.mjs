@@ -12,7 +12,7 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { mergeRuns } from '@regkit/example-common/merge';
+import { adoptPriorGrids, mergeRuns } from '@regkit/example-common/merge';
 import { protocolTable, valuesOf } from '@regkit/example-common/protocol';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -25,29 +25,7 @@ const { values: args, positionals } = parseArgs({
 });
 const { stamps, identity, arms } = mergeRuns(positionals);
 const s = stamps[0];
-/**
- * `--prior dir`: an earlier run whose grid search an arm of this one (run at one weight) may
- * take over, when it is the same arm with the same chosen weight and this run reproduces its
- * validation Dice at that weight (seed 1, to 0.05 points): then the arm shows the earlier grid,
- * marked ‡.
- */
-const priorArms = args.prior.length ? mergeRuns(args.prior).arms : {};
-let priorUsed = false;
-for (const [key, a] of Object.entries(arms)) {
-  const p = priorArms[key] ?? priorArms[key.split('/').pop()];
-  if (a.grid.length !== 1 || !p || p.chosen !== a.chosen || !a.runs.some((r) => r.seed === 1)) {
-    continue;
-  }
-  const then = p.grid.find((g) => g.value === a.chosen)?.validationDice;
-  if (then !== undefined && Math.abs(then - a.grid[0].validationDice) < 5e-4) {
-    a.grid = p.grid;
-    a.label += ' ‡';
-    priorUsed = true;
-  }
-}
-const priorNote = priorUsed
-  ? ` ‡ Weight grid from the earlier run (${args.prior.join(', ')}) on the same validation pairs: this run reproduces its validation Dice at the chosen weight (seed 1), so its choice stands.`
-  : '';
+const priorNote = adoptPriorGrids(arms, args.prior);
 const TABLE_A = [
   'r-one-minus-mi',
   'r-code-barrier',

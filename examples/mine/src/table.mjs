@@ -13,7 +13,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { mergeRuns } from '@regkit/example-common/merge';
+import { adoptPriorGrids, mergeRuns } from '@regkit/example-common/merge';
 import {
   ASEG_GROUPS,
   BRATS_GROUPS,
@@ -67,23 +67,7 @@ for (const a of Object.values(arms)) {
     );
   }
 }
-const priorArms = args.prior.length ? mergeRuns(args.prior).arms : {};
-let priorUsed = false;
-for (const [key, a] of Object.entries(arms)) {
-  const p = priorArms[key] ?? priorArms[key.split('/').pop()];
-  if (a.grid.length !== 1 || !p || p.chosen !== a.chosen || !a.runs.some((r) => r.seed === 1)) {
-    continue;
-  }
-  const then = p.grid.find((g) => g.value === a.chosen)?.validationDice;
-  if (then !== undefined && Math.abs(then - a.grid[0].validationDice) < 5e-4) {
-    a.grid = p.grid;
-    a.label += ' ‡';
-    priorUsed = true;
-  }
-}
-const priorNote = priorUsed
-  ? ` ‡ Weight grid from the earlier run (${args.prior.join(', ')}) on the same validation pairs: this run reproduces its validation Dice at the chosen weight (seed 1), so its choice stands.`
-  : '';
+const priorNote = adoptPriorGrids(arms, args.prior);
 const task = s.task ?? 'brats-flair';
 const groups = task === 'vxm-remap' ? ASEG_GROUPS : BRATS_GROUPS;
 const TASK_NAME = {
