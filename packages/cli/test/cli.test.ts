@@ -49,6 +49,30 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+type Tf = typeof import('@tensorflow/tfjs-core');
+type Tensor = import('@tensorflow/tfjs-core').Tensor;
+
+/**
+ * Mean |u_true| and mean |u − u_true| in voxels over the head (reference image > 10; the
+ * background carries no signal): the field error before and after a registration.
+ */
+function headFieldErrors(
+  tf: Tf,
+  reference: Tensor,
+  truth: Tensor,
+  field: Tensor,
+): [number, number] {
+  return tf.tidy(() => {
+    const mask = tf.cast(
+      tf.greater(tf.reshape(reference, truth.shape.slice(0, -1)), 10),
+      'float32',
+    );
+    const headMean = (t: Tensor) =>
+      tf.div(tf.sum(tf.mul(tf.sqrt(tf.sum(tf.square(t), -1)), mask)), tf.sum(mask)).dataSync()[0]!;
+    return [headMean(truth), headMean(tf.sub(field, truth))];
+  });
+}
+
 describe('regkit command line', () => {
   it('prints help for the program and every command (exit 0)', async () => {
     const top = await regkit(['--help'], dir);
@@ -333,25 +357,14 @@ describe('regkit command line', () => {
     // raise the NCC of their held-out pairs but not the agreement with the true field (measured
     // here 1.37 → 5.13 voxels; examples/fire README, model card)
     const truth = await readDisplacementField(p('fire_true.nii.gz'), reference);
-    const mask = tf.tidy(() =>
-      tf.cast(tf.greater(tf.reshape(reference.data, truth.shape.slice(0, -1)), 10), 'float32'),
-    );
-    const headMean = (t: import('@tensorflow/tfjs-core').Tensor) =>
-      tf.tidy(
-        () =>
-          tf
-            .div(tf.sum(tf.mul(tf.sqrt(tf.sum(tf.square(t), -1)), mask)), tf.sum(mask))
-            .dataSync()[0]!,
-      );
-    const before = headMean(truth);
-    const after = tf.tidy(() => headMean(tf.sub(field, truth)));
+    const [before, after] = headFieldErrors(tf, reference.data, truth, field);
     // the two transformation networks are trained to be mutual inverses (Eq. 8)
     const ic = await inverseConsistencyError(field, inverse);
     console.info(
       `fire: mean field error in the head ${before.toFixed(2)} → ${after.toFixed(2)} voxels, folding ${summary.foldingPercent} %, inverse consistency ${ic.mean.toFixed(2)} voxels`,
     );
     expect(ic.mean).toBeLessThan(FIRE_INVERSE_CONSISTENCY_VOXELS);
-    tf.dispose([field, inverse, truth, mask, reference.data]);
+    tf.dispose([field, inverse, truth, reference.data]);
   });
 
   it('register --similarity dns (bundled MASR-Net): PD onto a deformed T1, the field error in the head drops', async () => {
@@ -406,18 +419,7 @@ describe('regkit command line', () => {
     const truth = await readDisplacementField(p('dns_true.nii.gz'), reference);
     const field = await readDisplacementField(p('dns_field.nii.gz'), reference);
     // mean |u − u_true| over the head (fixed > 10): the background carries no signal
-    const mask = tf.tidy(() =>
-      tf.cast(tf.greater(tf.reshape(reference.data, truth.shape.slice(0, -1)), 10), 'float32'),
-    );
-    const headMean = (t: import('@tensorflow/tfjs-core').Tensor) =>
-      tf.tidy(
-        () =>
-          tf
-            .div(tf.sum(tf.mul(tf.sqrt(tf.sum(tf.square(t), -1)), mask)), tf.sum(mask))
-            .dataSync()[0]!,
-      );
-    const before = headMean(truth);
-    const after = tf.tidy(() => headMean(tf.sub(field, truth)));
+    const [before, after] = headFieldErrors(tf, reference.data, truth, field);
     // measured: 1.73 → 1.42 voxels (MIND 0.76, MI 0.61 on the same pair: examples/dns README)
     console.info(
       `dns: mean field error in the head ${before.toFixed(2)} → ${after.toFixed(2)} voxels, folding ${summary.foldingPercent} %`,
@@ -442,7 +444,7 @@ describe('regkit command line', () => {
     );
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/--similarity( dns)? applies to instance optimisation/);
-    tf.dispose([truth, field, reference.data, mask]);
+    tf.dispose([truth, field, reference.data]);
   });
 
   it('registers the 2D T1 → deformed PD pair: Dice of the labels improves, the field round-trips through apply', async () => {
