@@ -43,9 +43,12 @@ function setState(s: PageState['state']): void {
 
 function showBackend(b: BackendReport): void {
   const kernels = b.kernels ? "regkit's WebAssembly-SIMD kernels" : "regkit's JavaScript kernels";
-  const threads = b.name === 'wasm' ? `, ${b.threads} thread${b.threads === 1 ? '' : 's'}` : '';
+  const n = b.kernelThreads;
+  const threads = b.kernels
+    ? ` on ${n} thread${n === 1 ? '' : 's'}${n === 1 && b.kernelThreadsReason ? ` (${b.kernelThreadsReason})` : ''}`
+    : '';
   $('backend').textContent =
-    `backend: ${b.name}${threads}, ${kernels}` +
+    `backend: ${b.name}, ${kernels}${threads}` +
     `${b.crossOriginIsolated ? '' : ' (page not cross-origin isolated: no wasm threads)'}`;
   $('warnings').textContent = b.warnings.join('\n');
 }

@@ -58,6 +58,9 @@ function startBackend(wasmPaths?: string): Promise<BackendReport> {
       name,
       kernels: kernels.kernelsRegistered(name),
       threads: name === 'wasm' ? getThreadsCount() : 0,
+      kernelThreads: kernels.kernelThreads(),
+      kernelThreadsReason: kernels.kernelThreadsReason(),
+      cores: self.navigator?.hardwareConcurrency ?? 1,
       crossOriginIsolated: self.crossOriginIsolated === true,
       warnings,
     };

@@ -113,7 +113,14 @@ try {
   check(
     'backend: wasm with the @regkit/kernels kernels',
     b.name === 'wasm' && b.kernels === true,
-    `backend ${b.name}, kernels ${b.kernels}, threads ${b.threads}, isolated ${b.crossOriginIsolated}`,
+    `backend ${b.name}, kernels ${b.kernels}, kernel threads ${b.kernelThreads}, isolated ${b.crossOriginIsolated}`,
+  );
+  // the page is served cross-origin isolated: the kernels must use worker threads when the
+  // browser reports more than one core
+  check(
+    'the kernels run on worker threads (cross-origin isolated page)',
+    b.crossOriginIsolated === true && (b.cores < 2 || b.kernelThreads >= 2),
+    `kernel threads ${b.kernelThreads} of ${b.cores} cores; reason ${b.kernelThreadsReason}`,
   );
   check(
     'initBackend warned of nothing',
