@@ -124,7 +124,8 @@ async function one(backend, op, size) {
 if (process.argv[2] === '--one') {
   const [backend, op, size] = process.argv.slice(3);
   process.stdout.write(`${JSON.stringify(await one(backend, op, size))}\n`);
-} else {
+} else if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  // the benchmark (not when another script imports labelMaps)
   const sizes = arg('sizes', SIZES.join(',')).split(',');
   const ops = arg('ops', OPS.join(',')).split(',');
   const backend = arg('tensor-backend', 'wasm');

@@ -6,28 +6,32 @@
 
 const FAR = 1e30;
 
-/** 1D pass in place on `f` (length n, stride `stride` from `offset`), positions q·s. */
-function pass1d(
-  f: Float64Array,
-  offset: number,
-  stride: number,
+/**
+ * Lower envelope of the parabolas y = g[p] + (x − p·s)² over one line: out[q] = min_p g[p] +
+ * (q·s − p·s)², for a line of `n` values at `g[goff..]`, written to `out[ooff..]`.
+ */
+function envelope(
+  g: Float64Array,
+  goff: number,
+  out: Float64Array,
+  ooff: number,
   n: number,
   s: number,
-  buf: { v: Int32Array; z: Float64Array; g: Float64Array },
+  v: Int32Array,
+  z: Float64Array,
 ): void {
-  const { v, z, g } = buf;
-  for (let q = 0; q < n; q++) g[q] = f[offset + q * stride]!;
   let k = 0;
   v[0] = 0;
   z[0] = -Infinity;
   z[1] = Infinity;
   for (let q = 1; q < n; q++) {
     const xq = q * s;
+    const gq = g[goff + q]! + xq * xq;
     let sect = 0;
     for (;;) {
       const p = v[k]!;
       const xp = p * s;
-      sect = (g[q]! + xq * xq - (g[p]! + xp * xp)) / (2 * (xq - xp));
+      sect = (gq - (g[goff + p]! + xp * xp)) / (2 * (xq - xp));
       if (sect <= z[k]! && k > 0) k--;
       else break;
     }
@@ -49,12 +53,19 @@ function pass1d(
     while (z[k + 1]! < x) k++;
     const p = v[k]!;
     const d = x - p * s;
-    f[offset + q * stride] = Math.min(g[p]! + d * d, FAR);
+    out[ooff + q] = Math.min(g[goff + p]! + d * d, FAR);
   }
 }
 
+/** Lines gathered at once on a strided axis (each gather reads this many contiguous values). */
+const BLOCK = 16;
+
 /**
  * Squared distance from every voxel to the nearest feature voxel.
+ *
+ * The last (contiguous) axis is a two-sweep 1D distance of the binary mask; every other axis
+ * takes the lower envelope of parabolas over its lines, `BLOCK` neighbouring lines at a time
+ * (gathered into a contiguous buffer), skipping lines with no finite value.
  *
  * @param features mask (non-zero = feature) of `shape` (row-major, 1 to 3 axes).
  * @param shape spatial shape.
@@ -68,16 +79,52 @@ export function squaredDistanceTransform(
 ): Float64Array {
   const total = shape.reduce((a, b) => a * b, 1);
   const f = new Float64Array(total);
-  for (let i = 0; i < total; i++) f[i] = features[i] ? 0 : FAR;
+  const nd = shape.length;
+  // last axis: distance along the line to the nearest feature, both directions
+  const nl = shape[nd - 1]!;
+  const sl = spacing[nd - 1]!;
+  for (let base = 0; base < total; base += nl) {
+    let last = -1;
+    for (let q = 0; q < nl; q++) {
+      if (features[base + q]) last = q;
+      const d = (q - last) * sl;
+      f[base + q] = last < 0 ? FAR : d * d;
+    }
+    let next = -1;
+    for (let q = nl - 1; q >= 0; q--) {
+      if (features[base + q]) next = q;
+      else if (next >= 0) {
+        const d = (next - q) * sl;
+        if (d * d < f[base + q]!) f[base + q] = d * d;
+      }
+    }
+  }
   const maxN = Math.max(...shape);
-  const buf = { v: new Int32Array(maxN), z: new Float64Array(maxN + 1), g: new Float64Array(maxN) };
-  for (let axis = 0; axis < shape.length; axis++) {
+  const v = new Int32Array(maxN);
+  const z = new Float64Array(maxN + 1);
+  const g = new Float64Array(BLOCK * maxN);
+  const out = new Float64Array(maxN);
+  for (let axis = nd - 2; axis >= 0; axis--) {
     const n = shape[axis]!;
+    const s = spacing[axis]!;
     const stride = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
     const outer = total / (n * stride);
     for (let o = 0; o < outer; o++) {
-      for (let i = 0; i < stride; i++)
-        pass1d(f, o * n * stride + i, stride, n, spacing[axis]!, buf);
+      const base = o * n * stride;
+      for (let j0 = 0; j0 < stride; j0 += BLOCK) {
+        const nb = Math.min(BLOCK, stride - j0);
+        for (let q = 0; q < n; q++) {
+          const src = base + q * stride + j0;
+          for (let b = 0; b < nb; b++) g[b * n + q] = f[src + b]!;
+        }
+        for (let b = 0; b < nb; b++) {
+          let finite = false;
+          for (let q = 0; q < n && !finite; q++) finite = g[b * n + q]! < FAR;
+          if (!finite) continue;
+          envelope(g, b * n, out, 0, n, s, v, z);
+          for (let q = 0; q < n; q++) f[base + q * stride + j0 + b] = out[q]!;
+        }
+      }
     }
   }
   return f;

@@ -24,86 +24,111 @@ export function percentileOf(values: ArrayLike<number>, q: number): number {
   return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
 }
 
-/** Edge voxels: mask minus its erosion by the cross-shaped (face-connected) element, outside = background. */
-function edges(mask: Uint8Array, shape: number[]): Uint8Array {
-  const out = new Uint8Array(mask.length);
-  const nd = shape.length;
-  const strides = shape.map((_, k) => shape.slice(k + 1).reduce((a, b) => a * b, 1));
-  const idx = new Array<number>(nd).fill(0);
-  for (let i = 0; i < mask.length; i++) {
-    if (i > 0) {
-      for (let k = nd - 1; k >= 0; k--) {
-        if (++idx[k]! < shape[k]!) break;
-        idx[k] = 0;
+/** Per-axis [lo, hi] of a bounding box, 3 axes (leading axes of 1 for 1D/2D maps). */
+type Box = [[number, number], [number, number], [number, number]];
+
+/**
+ * One pass over both maps: the bounding box of each label's voxels in either map (the union
+ * of the two), keyed by label. `shape3` is the spatial shape padded to 3 axes.
+ */
+function labelBoxes(
+  va: ArrayLike<number>,
+  vb: ArrayLike<number>,
+  shape3: readonly number[],
+  wanted: ReadonlySet<number>,
+): Map<number, Box> {
+  const [n0, n1, n2] = shape3 as [number, number, number];
+  const boxes = new Map<number, Box>();
+  let i = 0;
+  for (let x0 = 0; x0 < n0; x0++) {
+    for (let x1 = 0; x1 < n1; x1++) {
+      for (let x2 = 0; x2 < n2; x2++, i++) {
+        const la = va[i]!;
+        const lb = vb[i]!;
+        for (let t = 0; t < 2; t++) {
+          const l = t === 0 ? la : lb;
+          if (t === 1 && lb === la) break;
+          if (!wanted.has(l)) continue;
+          let box = boxes.get(l);
+          if (!box) {
+            box = [
+              [x0, x0],
+              [x1, x1],
+              [x2, x2],
+            ];
+            boxes.set(l, box);
+            continue;
+          }
+          if (x0 > box[0][1]) box[0][1] = x0;
+          if (x1 < box[1][0]) box[1][0] = x1;
+          if (x1 > box[1][1]) box[1][1] = x1;
+          if (x2 < box[2][0]) box[2][0] = x2;
+          if (x2 > box[2][1]) box[2][1] = x2;
+        }
       }
     }
-    if (!mask[i]) continue;
-    let interior = true;
-    for (let k = 0; k < nd && interior; k++) {
-      if (idx[k] === 0 || idx[k] === shape[k]! - 1) interior = false;
-      else if (!mask[i - strides[k]!] || !mask[i + strides[k]!]) interior = false;
-    }
-    if (!interior) out[i] = 1;
   }
-  return out;
+  return boxes;
 }
 
-/** Distances (mm) from every `from` edge voxel to the nearest `to` edge voxel. */
+/**
+ * Edge voxels of label `l` of `v` inside `box`, as a mask of the box's shape: label voxels
+ * minus the face-connected erosion of the label's mask, with outside the image counted as
+ * background (scipy `binary_erosion`'s default). Every voxel of label `l` lies in the box, so
+ * a neighbour outside it is background. `ndim`: the map's spatial axes (the trailing ones of
+ * the 3 padded axes; a padded axis of 1 has no neighbours).
+ */
+function edgesInBox(
+  v: ArrayLike<number>,
+  l: number,
+  shape3: readonly number[],
+  ndim: number,
+  box: Box,
+): { mask: Uint8Array; count: number } {
+  const [, n1, n2] = shape3 as [number, number, number];
+  const s0 = n1 * n2;
+  const [[a0, b0], [a1, b1], [a2, b2]] = box;
+  const m1 = b1 - a1 + 1;
+  const m2 = b2 - a2 + 1;
+  const mask = new Uint8Array((b0 - a0 + 1) * m1 * m2);
+  const axis0 = ndim >= 3;
+  const axis1 = ndim >= 2;
+  let count = 0;
+  let o = 0;
+  for (let x0 = a0; x0 <= b0; x0++) {
+    for (let x1 = a1; x1 <= b1; x1++) {
+      let i = x0 * s0 + x1 * n2 + a2;
+      for (let x2 = a2; x2 <= b2; x2++, i++, o++) {
+        if (v[i] !== l) continue;
+        const interior =
+          x2 > a2 &&
+          x2 < b2 &&
+          v[i - 1] === l &&
+          v[i + 1] === l &&
+          (!axis1 || (x1 > a1 && x1 < b1 && v[i - n2] === l && v[i + n2] === l)) &&
+          (!axis0 || (x0 > a0 && x0 < b0 && v[i - s0] === l && v[i + s0] === l));
+        if (!interior) {
+          mask[o] = 1;
+          count++;
+        }
+      }
+    }
+  }
+  return { mask, count };
+}
+
+/** Distances (mm) from each of the `count` voxels of `from` to the nearest voxel of `to`. */
 function directed(
   from: Uint8Array,
+  count: number,
   to: Uint8Array,
   shape: number[],
   spacing: readonly number[],
 ): Float64Array {
   const d2 = squaredDistanceTransform(to, shape, spacing);
-  const out: number[] = [];
-  for (let i = 0; i < from.length; i++) if (from[i]) out.push(Math.sqrt(d2[i]!));
-  return Float64Array.from(out);
-}
-
-/** Bounding box (per axis [lo, hi]) of the non-zero voxels of either mask, or null. */
-function boundingBox(
-  a: Uint8Array,
-  b: Uint8Array,
-  shape: number[],
-): Array<[number, number]> | null {
-  const nd = shape.length;
-  const box = shape.map(() => [Number.POSITIVE_INFINITY, -1] as [number, number]);
-  const idx = new Array<number>(nd).fill(0);
-  let any = false;
-  for (let i = 0; i < a.length; i++) {
-    if (i > 0) {
-      for (let k = nd - 1; k >= 0; k--) {
-        if (++idx[k]! < shape[k]!) break;
-        idx[k] = 0;
-      }
-    }
-    if (!a[i] && !b[i]) continue;
-    any = true;
-    for (let k = 0; k < nd; k++) {
-      if (idx[k]! < box[k]![0]) box[k]![0] = idx[k]!;
-      if (idx[k]! > box[k]![1]) box[k]![1] = idx[k]!;
-    }
-  }
-  return any ? box : null;
-}
-
-function crop(mask: Uint8Array, shape: number[], box: Array<[number, number]>): Uint8Array {
-  const sub = box.map(([lo, hi]) => hi - lo + 1);
-  const out = new Uint8Array(sub.reduce((p, q) => p * q, 1));
-  const strides = shape.map((_, k) => shape.slice(k + 1).reduce((p, q) => p * q, 1));
-  const idx = new Array<number>(shape.length).fill(0);
-  for (let o = 0; o < out.length; o++) {
-    if (o > 0) {
-      for (let k = shape.length - 1; k >= 0; k--) {
-        if (++idx[k]! < sub[k]!) break;
-        idx[k] = 0;
-      }
-    }
-    let src = 0;
-    for (let k = 0; k < shape.length; k++) src += (idx[k]! + box[k]![0]) * strides[k]!;
-    out[o] = mask[src]!;
-  }
+  const out = new Float64Array(count);
+  let k = 0;
+  for (let i = 0; i < from.length; i++) if (from[i]) out[k++] = Math.sqrt(d2[i]!);
   return out;
 }
 
@@ -136,17 +161,23 @@ export async function hausdorff95(
   const q = options.percentile ?? 95;
   const [va, vb] = await Promise.all([a.data(), b.data()]);
   const labels = options.labels ?? labelsPresent(va as ArrayLike<number>, vb as ArrayLike<number>);
+  const shape3 = [...new Array<number>(3 - nd).fill(1), ...shape];
+  const boxes = labelBoxes(
+    va as ArrayLike<number>,
+    vb as ArrayLike<number>,
+    shape3,
+    new Set(labels),
+  );
   return labels.map((l) => {
-    const ma = Uint8Array.from(va as ArrayLike<number>, (v) => (v === l ? 1 : 0));
-    const mb = Uint8Array.from(vb as ArrayLike<number>, (v) => (v === l ? 1 : 0));
-    if (!ma.includes(1) || !mb.includes(1)) return Number.NaN;
-    const box = boundingBox(ma, mb, shape)!;
-    const sub = box.map(([lo, hi]) => hi - lo + 1);
-    // edges on the full grid (the image border counts), then distances on the bounding box
-    const ea = crop(edges(ma, shape), shape, box);
-    const eb = crop(edges(mb, shape), shape, box);
-    const dab = directed(ea, eb, sub, spacing);
-    const dba = directed(eb, ea, sub, spacing);
+    const box = boxes.get(l);
+    if (!box) return Number.NaN;
+    // edges on the full grid (the image border counts), distances on the bounding box
+    const ea = edgesInBox(va as ArrayLike<number>, l, shape3, nd, box);
+    const eb = edgesInBox(vb as ArrayLike<number>, l, shape3, nd, box);
+    if (ea.count === 0 || eb.count === 0) return Number.NaN; // missing from one map
+    const sub = box.slice(3 - nd).map(([lo, hi]) => hi - lo + 1);
+    const dab = directed(ea.mask, ea.count, eb.mask, sub, spacing);
+    const dba = directed(eb.mask, eb.count, ea.mask, sub, spacing);
     return Math.max(percentileOf(dab, q), percentileOf(dba, q));
   });
 }

@@ -107,6 +107,45 @@ describe.each(['cpu', 'wasm'] as const)('metrics on %s', (backend) => {
     }
   });
 
+  it.each([
+    { shape: [23], spacing: [0.7] },
+    { shape: [37, 5], spacing: [1.5, 0.7] },
+    { shape: [5, 3, 40], spacing: [0.5, 3, 1] },
+    { shape: [40, 2, 19], spacing: [1, 1, 1] },
+  ])('the distance transform equals brute force, shape $shape', ({ shape, spacing }) => {
+    // strided axes longer and shorter than the 16-line gather block, empty lines, 1D to 3D
+    const n = shape.reduce((a, b) => a * b, 1);
+    let seed = 11;
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed / 2147483648;
+    };
+    const mask = Uint8Array.from({ length: n }, () => (rand() < 0.04 ? 1 : 0));
+    mask[n - 1] = 1;
+    const d2 = squaredDistanceTransform(mask, shape, spacing);
+    const coords = (i: number) => {
+      const c: number[] = [];
+      for (let k = shape.length - 1; k >= 0; k--) {
+        c.unshift(i % shape[k]!);
+        i = Math.floor(i / shape[k]!);
+      }
+      return c;
+    };
+    for (let i = 0; i < n; i++) {
+      const x = coords(i);
+      let best = Number.POSITIVE_INFINITY;
+      for (let j = 0; j < n; j++) {
+        if (!mask[j]) continue;
+        const p = coords(j);
+        best = Math.min(
+          best,
+          x.reduce((acc, xk, k) => acc + ((xk - p[k]!) * spacing[k]!) ** 2, 0),
+        );
+      }
+      expect(d2[i]).toBeCloseTo(best, 9);
+    }
+  });
+
   it('two squares offset by 3 voxels have HD95 = 3 · spacing', async () => {
     const make = (off: number) => {
       const v = new Float32Array(20 * 20);
