@@ -1,18 +1,25 @@
 #!/usr/bin/env node
 /**
- * Forward pass of the VoxelMorph-size 3D U-Net (`createUnet({ ndim: 3 })`: encoder
- * [16, 32, 32, 32], decoder [32, 32, 32, 32, 32, 16, 16], 2 input channels) at batch 1,
- * 160×192×224, on the cpu and wasm backends with @regkit/kernels: wall time of one forward
- * (after one warm-up forward at 32×32×32) and peak RSS of the process. The PyTorch twin is
- * unet_pytorch.py. One child process per backend, so peak RSS is per measurement.
+ * The VoxelMorph-size U-Net (`createUnet({ ndim })`: encoder [16, 32, 32, 32], decoder
+ * [32, 32, 32, 32, 32, 16, 16], 2 input channels) at batch 1 on the cpu and wasm backends with
+ * @regkit/kernels, in one child process per measurement (peak RSS is per measurement):
+ * - `unet_fwd`: one inference forward (after a warm-up forward at 32^ndim), median of up to 5
+ *   runs within REGKIT_BENCH_SECONDS (default 20 s);
+ * - `unet_train`: one training step: forward, loss mean(y²), backward, Adam update (lr 1e-4)
+ *   of every weight; median of up to 5 steps after 1 warm-up step.
+ * The kernels' thread count is `--threads` (default: the cores, as a user gets). The PyTorch
+ * twin is unet_pytorch.py (same ops, sizes, loss and optimiser).
  *
- *   node bench/unet.mjs [--backends cpu,wasm] [--size 160x192x224] [--save]
+ *   node bench/unet.mjs [--ops unet_fwd,unet_train] [--sizes 160x192x224] [--backends cpu,wasm]
+ *     [--threads 1,2] [--save]
  *
- * Prints one JSON line per backend ({"suite":"networks","op":"unet_fwd",…}); --save writes
- * bench/results/regkit.jsonl.
+ * A size with 2 axes runs the 2D U-Net. Prints one JSON line per measurement
+ * ({"suite":"networks","op":"unet_fwd",…}); --save appends to bench/results/regkit.jsonl
+ * (a run's lines replace nothing: BENCHMARKS.md shows the newest row per op/size/backend/threads).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -23,88 +30,114 @@ function arg(name, fallback) {
   return i >= 0 ? process.argv[i + 1] : fallback;
 }
 
-async function one(backend, size) {
+async function one(backend, op, size, threads) {
   const core = await import('@regkit/core');
   const kernels = await import('@regkit/kernels');
   const { createUnet } = await import('../dist/index.js');
   const { tf } = core;
   await core.initBackend(backend);
-  await kernels.initKernels();
+  await kernels.initKernels({ threads });
   kernels.registerKernels();
   const spatial = size.split('x').map(Number);
-  const net = createUnet({ ndim: 3, inChannels: 2, seed: 1 });
-  const forward = (shape) => {
+  const ndim = spatial.length;
+  const net = createUnet({ ndim, inChannels: 2, seed: 1 });
+  const optimizer = tf.train.adam(1e-4);
+  const step = (shape) => {
     const x = tf.randomUniform([1, ...shape, 2], 0, 1, 'float32', 3);
     const t0 = performance.now();
-    const y = net.apply(x);
-    y.dataSync();
+    if (op === 'unet_fwd') {
+      const y = net.apply(x);
+      y.dataSync();
+      y.dispose();
+    } else {
+      const loss = optimizer.minimize(
+        () => tf.mean(tf.square(net.apply(x))),
+        true,
+        net.trainableVariables,
+      );
+      loss.dataSync();
+      loss.dispose();
+    }
     const ms = performance.now() - t0;
-    tf.dispose([x, y]);
+    x.dispose();
     return ms;
   };
-  forward([32, 32, 32]);
-  const ms = forward(spatial);
+  step(spatial.map(() => 32));
+  const budget = Number(process.env.REGKIT_BENCH_SECONDS ?? 20) * 1000;
+  const times = [];
+  const start = performance.now();
+  while (times.length < 5 && (times.length < 1 || performance.now() - start < budget)) {
+    times.push(step(spatial));
+  }
+  times.sort((p, q) => p - q);
   return {
     suite: 'networks',
     impl: 'regkit',
     backend,
-    threads: 1,
-    op: 'unet_fwd',
+    threads: kernels.kernelThreads(),
+    op,
     size,
-    ms: Number(ms.toFixed(1)),
-    runs: 1,
+    ms: Number(times[Math.floor(times.length / 2)].toFixed(1)),
+    runs: times.length,
     peak_rss_mb: Number((process.resourceUsage().maxRSS / 1024).toFixed(1)),
     params: net.parameterCount,
+    ndim,
   };
 }
 
 if (process.argv[2] === '--one') {
-  process.stdout.write(`${JSON.stringify(await one(process.argv[3], process.argv[4]))}\n`);
+  const [backend, op, size, threads] = process.argv.slice(3);
+  process.stdout.write(`${JSON.stringify(await one(backend, op, size, Number(threads)))}\n`);
 } else {
-  const size = arg('size', '160x192x224');
+  const sizes = arg('sizes', arg('size', '160x192x224')).split(',');
+  const ops = arg('ops', 'unet_fwd').split(',');
   const backends = arg('backends', 'cpu,wasm').split(',');
+  const threadCounts = arg('threads', String(availableParallelism())).split(',').map(Number);
   const lines = [
     JSON.stringify({
       command: `node packages/networks/bench/unet.mjs ${process.argv.slice(2).join(' ')}`.trim(),
     }),
   ];
   console.log(lines[0]);
-  for (const backend of backends) {
-    const r = spawnSync(
-      process.execPath,
-      [fileURLToPath(import.meta.url), '--one', backend, size],
-      {
-        encoding: 'utf8',
-        maxBuffer: 1 << 24,
-      },
-    );
-    let line = (r.stdout ?? '')
-      .trim()
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .pop();
-    if (r.status !== 0 || !line) {
-      const why = (r.stderr || '')
-        .split('\n')
-        .filter((l) => l.trim() && !l.startsWith('Node.js v') && !l.startsWith('    at '))
-        .slice(-3)
-        .join(' | ');
-      line = JSON.stringify({
-        suite: 'networks',
-        impl: 'regkit',
-        backend,
-        op: 'unet_fwd',
-        size,
-        error: why || `exit ${r.status ?? r.signal}`,
-      });
+  for (const op of ops) {
+    for (const size of sizes) {
+      for (const backend of backends) {
+        for (const threads of threadCounts) {
+          const r = spawnSync(
+            process.execPath,
+            [fileURLToPath(import.meta.url), '--one', backend, op, size, String(threads)],
+            { encoding: 'utf8', maxBuffer: 1 << 24 },
+          );
+          let line = (r.stdout ?? '')
+            .trim()
+            .split('\n')
+            .filter((l) => l.startsWith('{'))
+            .pop();
+          if (r.status !== 0 || !line) {
+            const why = (r.stderr || '')
+              .split('\n')
+              .filter((l) => l.trim() && !l.startsWith('Node.js v') && !l.startsWith('    at '))
+              .slice(-3)
+              .join(' | ');
+            line = JSON.stringify({
+              suite: 'networks',
+              impl: 'regkit',
+              backend,
+              threads,
+              op,
+              size,
+              error: why || `exit ${r.status ?? r.signal}`,
+            });
+          }
+          console.log(line);
+          lines.push(line);
+        }
+      }
     }
-    console.log(line);
-    lines.push(line);
   }
   if (process.argv.includes('--save')) {
     const out = join(here, 'results', 'regkit.jsonl');
     mkdirSync(dirname(out), { recursive: true });
-    writeFileSync(`${out}.tmp`, `${lines.join('\n')}\n`);
-    renameSync(`${out}.tmp`, out);
+    appendFileSync(out, `${lines.join('\n')}\n`);
   }
 }
