@@ -1,4 +1,4 @@
-import { tf } from '@regkit/core';
+import { tf, withValues } from '@regkit/core';
 import { resampleToReference, type Volume } from '@regkit/io';
 import { UsageError } from './errors.js';
 
@@ -11,9 +11,12 @@ export interface ImageStats {
   voxels: number;
 }
 
-/** Range and non-finite count of a tensor, in one pass over its values. */
+/** Range and non-finite count of a tensor, in one pass over its values (read in place). */
 export async function imageStats(data: tf.Tensor): Promise<ImageStats> {
-  const v = (await data.data()) as Float32Array;
+  return withValues(data, (v) => rangeOf(v));
+}
+
+function rangeOf(v: tf.TypedArray): ImageStats {
   let min = Number.POSITIVE_INFINITY;
   let max = Number.NEGATIVE_INFINITY;
   let nonFinite = 0;
@@ -93,8 +96,12 @@ export async function fieldOfViewOverlap(moving: Volume, reference: Volume): Pro
  * structures of the two images do not overlap. Both images on one grid.
  */
 export async function foregroundOverlap(a: tf.Tensor, b: tf.Tensor): Promise<number> {
-  const [va, vb] = (await Promise.all([a.data(), b.data()])) as Float32Array[];
-  const threshold = (v: Float32Array) => {
+  // both read in place (no copies of the two volumes)
+  return withValues(a, (va) => withValues(b, (vb) => overlapOf(va, vb)));
+}
+
+function overlapOf(va: tf.TypedArray, vb: tf.TypedArray): number {
+  const threshold = (v: tf.TypedArray) => {
     let lo = Number.POSITIVE_INFINITY;
     let hi = Number.NEGATIVE_INFINITY;
     for (let i = 0; i < v.length; i++) {
@@ -104,13 +111,13 @@ export async function foregroundOverlap(a: tf.Tensor, b: tf.Tensor): Promise<num
     }
     return lo + 0.01 * (hi - lo);
   };
-  const ta = threshold(va!);
-  const tb = threshold(vb!);
+  const ta = threshold(va);
+  const tb = threshold(vb);
   let either = 0;
   let both = 0;
-  for (let i = 0; i < va!.length; i++) {
-    const fa = va![i]! > ta;
-    const fb = vb![i]! > tb;
+  for (let i = 0; i < va.length; i++) {
+    const fa = va[i]! > ta;
+    const fb = vb[i]! > tb;
     if (fa || fb) either++;
     if (fa && fb) both++;
   }

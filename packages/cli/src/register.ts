@@ -1,5 +1,5 @@
 import { basename } from 'node:path';
-import { RegkitError, resizeField, resizeImage, resizeLinear, tf } from '@regkit/core';
+import { RegkitError, resizeField, resizeImage, resizeLinear, tf, withValues } from '@regkit/core';
 import {
   encodeItkAffine,
   encodePng,
@@ -171,16 +171,19 @@ export async function labelDatatypeOf(
   volume: Volume,
   preferred?: string,
 ): Promise<NiftiWriteDatatype> {
-  const v = (await volume.data.data()) as Float32Array;
-  let lo = 0;
-  let hi = 0;
-  let integer = true;
-  for (let i = 0; i < v.length; i++) {
-    const x = v[i]!;
-    if (x < lo) lo = x;
-    if (x > hi) hi = x;
-    if (integer && !Number.isInteger(x)) integer = false;
-  }
+  // read in place: no copy of the volume
+  const [lo, hi, integer] = withValues(volume.data, (v) => {
+    let lo = 0;
+    let hi = 0;
+    let integer = true;
+    for (let i = 0; i < v.length; i++) {
+      const x = v[i]!;
+      if (x < lo) lo = x;
+      if (x > hi) hi = x;
+      if (integer && !Number.isInteger(x)) integer = false;
+    }
+    return [lo, hi, integer] as const;
+  });
   return labelDatatype(hi, lo, integer, preferred);
 }
 
@@ -399,7 +402,7 @@ export async function registerCommand(
       );
     }
     if (labels && o.movingLabels) {
-      assertLabelMap('--moving-labels', o.movingLabels, (await labels.data.data()) as Float32Array);
+      withValues(labels.data, (v) => assertLabelMap('--moving-labels', o.movingLabels!, v));
     }
     const thin = thinAxis('--fixed', o.fixed, fs);
     await assertRegistrable('--fixed', o.fixed, fixed);

@@ -1,4 +1,4 @@
-import { affineField, type Interpolation, type Padding, tf, warp } from '@regkit/core';
+import { affineField, type Interpolation, type Padding, tf, warp, withValues } from '@regkit/core';
 import { ioFail } from './errors.js';
 import { invertAffine, mat4Mul } from './matrix.js';
 import type { Volume } from './types.js';
@@ -38,14 +38,18 @@ export interface ResampleOptions {
  * - the minimum when it is negative and at least half of the voxels on the outer faces of the
  *   grid hold it (a CT whose air or out-of-scan region is −1024 or −3024: 0 would be water);
  * - else 0 (MRI, label maps, signed maps such as statistics or displacements).
- * 0 for images without finite values. Reads the data back from the backend (`dataSync`).
+ * 0 for images without finite values. Reads the values in place on the backend (no copy).
  *
  * @param volume a {@link Volume}, data `[1, ...spatial, C]`.
  * @returns a value in the image's units.
  */
 export function backgroundValue(volume: Volume): number {
   const spatial = checkVolumeArg('backgroundValue', 'volume', volume);
-  const v = volume.data.dataSync() as ArrayLike<number>;
+  // read in place (no copy of the volume)
+  return withValues(volume.data, (v) => backgroundOf(v, spatial, volume.data.shape));
+}
+
+function backgroundOf(v: ArrayLike<number>, spatial: number[], shape: number[]): number {
   let min = Number.POSITIVE_INFINITY;
   let max = Number.NEGATIVE_INFINITY;
   for (let i = 0; i < v.length; i++) {
@@ -68,7 +72,7 @@ export function backgroundValue(volume: Volume): number {
   if (min > 0 || max < 0) return min;
   if (min === 0) return 0;
   // min < 0 ≤ max: the background only if it dominates the outer faces of the grid
-  const channels = volume.data.shape[volume.data.rank - 1]!;
+  const channels = shape[shape.length - 1]!;
   const [nx, ny] = spatial as [number, number];
   const nz = spatial[2] ?? 1;
   const is3 = spatial.length === 3;

@@ -9,7 +9,8 @@ export async function normalizeIntensity(
   lower = 0.5,
   upper = 99.5,
 ): Promise<tf.Tensor> {
-  const values = Float32Array.from((await image.data()) as Float32Array);
+  // one copy of the values (read in place from the backend), reordered by the selection
+  const values = withValues(image, (x) => Float32Array.from(x));
   const at = (p: number) =>
     selectKth(values, Math.min(values.length - 1, Math.round((p / 100) * (values.length - 1))));
   const lo = at(lower);
