@@ -38,7 +38,7 @@ import {
 } from '@regkit/core';
 import { CONV_KERNEL_NAMES, createConvKernels } from './conv.js';
 import { localNccKernelConfig, localNccKernelFunc } from './lncc.js';
-import { convModule, kernelsReady } from './loader.js';
+import { kernelsReady } from './loader.js';
 import { mindSscKernelConfig, mindSscKernelFunc } from './mind.js';
 import { parzenJointGradKernelFunc, parzenJointKernelFunc, parzenKernelConfigs } from './parzen.js';
 import {
@@ -49,7 +49,7 @@ import {
   warpKernelFunc,
 } from './warp.js';
 
-export { CONV_KERNEL_NAMES, createConvKernels, createConvModule } from './conv.js';
+export { CONV_KERNEL_NAMES, type ConvExports, createConvKernels } from './conv.js';
 export { localNccKernelConfig, localNccKernelFunc } from './lncc.js';
 export {
   initKernels,
@@ -110,7 +110,7 @@ export function registerKernels(): void {
   }
   if (!convRegistered) {
     convRegistered = true;
-    for (const config of createConvKernels(convModule())) replaceKernel(config);
+    for (const config of createConvKernels()) replaceKernel(config);
   }
 }
 
