@@ -489,19 +489,20 @@ static void pack_input_grad(const float *w, float *wp, int KD, int KH, int KW, i
 /* ------------------------------------------------------------------------------------ */
 /* Gather engine (forward and input gradient).                                          */
 
-/* Target slices u in [u0, u1) (u = b * Dt + pz): each writes its own output rows only. */
+/* Target rows u in [u0, u1) (u = (b * Dt + pz) * Ht + py): each writes its own output row only. */
 static void gather_conv(geom_t *g, const float *src, const float *wp, float *out, long u0,
                         long u1) {
   const int C = g->C, L = g->L;
   const int K3 = g->KD * g->KH * g->KW;
   const size_t src_batch = (size_t)g->Ds * g->Hs * g->Ws * C;
   for (long u = u0; u < u1; u++) {
-    const int b = (int)(u / g->Dt), pz = (int)(u % g->Dt);
+    const int py = (int)(u % g->Ht), pz = (int)(u / g->Ht % g->Dt);
+    const int b = (int)(u / g->Ht / g->Dt);
     const float *sb = src + b * src_batch;
     {
       const int nz =
           taps1d(g->mode, pz, g->KD, g->sd, g->pf, g->dd, g->Ds, g->zslot, g->zsrc);
-      for (int py = 0; py < g->Ht; py++) {
+      {
         const int ny =
             taps1d(g->mode, py, g->KH, g->sh, g->pt, g->dh, g->Hs, g->yslot, g->ysrc);
         float *orow = out + (((size_t)b * g->Dt + pz) * g->Ht + py) * g->Wt * L;
@@ -993,7 +994,7 @@ static void winograd_filter_finish(const float *dU, float *dw, int C, int L) {
 /* ------------------------------------------------------------------------------------ */
 /* Filter gradient engine.                                                               */
 
-/* dwp (packed, zeroed first) = the filter gradient summed over target slices [u0, u1). */
+/* dwp (packed, zeroed first) = the filter gradient summed over target rows [u0, u1). */
 static void filter_grad(geom_t *g, const float *x, const float *dy, float *dwp, long u0,
                         long u1) {
   const int C = g->C, L = g->L;
@@ -1001,11 +1002,12 @@ static void filter_grad(geom_t *g, const float *x, const float *dy, float *dwp, 
   const size_t src_batch = (size_t)g->Ds * g->Hs * g->Ws * C;
   zero_f32(dwp, (size_t)K3 * C * ((L + 3) & ~3));
   for (long u = u0; u < u1; u++) {
-    const int b = (int)(u / g->Dt), pz = (int)(u % g->Dt);
+    const int py = (int)(u % g->Ht), pz = (int)(u / g->Ht % g->Dt);
+    const int b = (int)(u / g->Ht / g->Dt);
     const float *sb = x + b * src_batch;
     {
       const int nz = taps1d(0, pz, g->KD, g->sd, g->pf, g->dd, g->Ds, g->zslot, g->zsrc);
-      for (int py = 0; py < g->Ht; py++) {
+      {
         const int ny = taps1d(0, py, g->KH, g->sh, g->pt, g->dh, g->Hs, g->yslot, g->ysrc);
         const float *dyrow = dy + (((size_t)b * g->Dt + pz) * g->Ht + py) * g->Wt * L;
         for (int r = 0; r < g->nruns; r++) {
@@ -1075,7 +1077,7 @@ static void wgeom_of(const int *P, int op, wgeom_t *g) {
 
 /*
  * Threaded calls. Work is split into "units": Winograd tiles (2x2x2 outputs) where
- * winograd_applies, else target depth slices (b, z) of the direct method (target: y for the
+ * winograd_applies, else target rows (b, z, y) of the direct method (target: y for the
  * forward and the filter gradient, dx for the input gradient). Each unit's outputs depend
  * on nothing but the unit, so the forward and the input gradient give the same bits for any
  * split. The filter gradient is a sum over units: it is split into conv_chunks(P) fixed
@@ -1095,7 +1097,8 @@ __attribute__((export_name("conv_units"))) double conv_units(const int *P, int o
     wgeom_of(P, op, &g);
     return (double)g.B * g.nTz * g.nTy * g.nTx;
   }
-  return (double)P[P_B] * (op == OP_BWD_INPUT ? P[P_D] : P[P_DO]);
+  if (op == OP_BWD_INPUT) return (double)P[P_B] * P[P_D] * P[P_H];
+  return (double)P[P_B] * P[P_DO] * P[P_HO];
 }
 
 /** Floats of one filter-gradient partial (packed filter, or its Winograd transform). */

@@ -6,7 +6,7 @@
  * tensors of the calling backend.
  *
  * Threads: the forward and the input gradient split the output into units (Winograd tiles
- * or output depth slices) computed independently; the filter gradient (a sum over the
+ * or output rows) computed independently; the filter gradient (a sum over the
  * output) is split into a fixed number of chunks that depends on the shapes only, each
  * summed into a partial of its own, and the partials are added in chunk order. Results are
  * therefore bit-identical at any thread count.
