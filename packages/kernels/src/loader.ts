@@ -216,6 +216,9 @@ const THREADED_FUNCTIONS = [
   'conv_gather',
   'conv_filter_chunks',
   'conv_filter_reduce',
+  'jacobian_det',
+  'jacobian_cofactors',
+  'jacobian_gather',
 ] as const;
 
 /** Options of {@link initKernels}. */
