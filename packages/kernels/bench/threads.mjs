@@ -6,7 +6,7 @@
  * forward + backward (localNccLoss, window 9, gradients w.r.t. both images; a and b
  * independent uniform [0, 1] images as packages/losses/bench) and a U-Net layer, conv3d
  * 3×3×3 stride 2 'same', 32 → 32 channels on the half-resolution grid (forward + both
- * gradients), at each thread count of --threads (REGKIT_THREADS in a child process per
+ * gradients) and jacobianDeterminant (forward, the field of warp_fwd_bwd), at each thread count of --threads (REGKIT_THREADS in a child process per
  * measurement, so peak RSS is per measurement). The PyTorch rows of the same ops at 1 and
  * at all threads: bench/threads_pytorch.py.
  *
@@ -24,7 +24,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const OPS = ['warp_fwd_bwd', 'lncc_fwd_bwd', 'conv3d_s2_32_fwd_bwd'];
+const OPS = ['warp_fwd_bwd', 'lncc_fwd_bwd', 'conv3d_s2_32_fwd_bwd', 'jacobian_determinant'];
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(`--${name}`);
@@ -60,6 +60,13 @@ async function one(op, size) {
     const x = tf.randomUniform([1, ...half, 32], -1, 1, 'float32', 1);
     const w = tf.randomUniform([3, 3, 3, 32, 32], -0.1, 0.1, 'float32', 2);
     fn = () => tf.grads((a, k) => tf.sum(tf.conv3d(a, k, 2, 'same')))([x, w]);
+  } else if (op === 'jacobian_determinant') {
+    const field = core.randomSmoothField(spatial, {
+      maxDisplacement: 3,
+      controlSpacing: 16,
+      seed: 1,
+    });
+    fn = () => core.jacobianDeterminant(field);
   } else throw new Error(`unknown op ${op}`);
   const run = () => {
     const t0 = performance.now();
