@@ -312,7 +312,7 @@ type KernelResult = tf.TensorInfo | tf.TensorInfo[];
 type Impl = (args: Parameters<tf.KernelFunc>[0], fallback: () => KernelResult) => KernelResult;
 
 /**
- * Kernel configs running `conv.wasm` for `Conv3D`, `Conv3DBackpropInputV2`,
+ * Kernel configs running `csrc/conv.c` for `Conv3D`, `Conv3DBackpropInputV2`,
  * `Conv3DBackpropFilterV2`, `Conv2DBackpropFilter` and `UnsortedSegmentSum` on the
  * `cpu` and `wasm` backends. Register them with `replaceKernel` (from `@regkit/core`).
  * The kernels registered under these names at the time of the call are kept as fallbacks
