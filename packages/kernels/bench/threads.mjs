@@ -15,7 +15,8 @@
  *
  * Prints one JSON line per measurement ({"suite":"kernels","impl":"regkit","backend":"wasm",
  * "threads":N,…}); with --save also writes bench/results/threads.jsonl (--append keeps the
- * rows already there). Each measurement: warm-up calls (up to 5 within 2 s), then runs until
+ * rows already there). The outputs are not read back (dataSync) inside the timing unless
+ * --readback. Each measurement: warm-up calls (up to 5 within 2 s), then runs until
  * 7 runs or REGKIT_BENCH_SECONDS (default 20 s).
  */
 import { spawnSync } from 'node:child_process';
@@ -68,11 +69,16 @@ async function one(op, size) {
     });
     fn = () => core.jacobianDeterminant(field);
   } else throw new Error(`unknown op ${op}`);
+  // the wasm backend runs kernels synchronously: the outputs are complete when the op returns.
+  // Reading them back (dataSync: tfjs copies them off its heap into a fresh ArrayBuffer, on
+  // one thread) is not timed unless REGKIT_BENCH_READBACK=1 (--readback), as in bench/conv.mjs
+  // and as PyTorch's timings, which read nothing back
+  const readback = process.env.REGKIT_BENCH_READBACK === '1';
   const run = () => {
     const t0 = performance.now();
     const out = tf.tidy(fn);
     for (const t of [out].flat()) {
-      t.dataSync();
+      if (readback) t.dataSync();
       t.dispose();
     }
     return performance.now() - t0;
@@ -97,6 +103,7 @@ async function one(op, size) {
     runs: times.length,
     peak_rss_mb: Number((process.resourceUsage().maxRSS / 1024).toFixed(1)),
     ndim: spatial.length,
+    readback,
   };
 }
 
@@ -119,7 +126,11 @@ if (process.argv[2] === '--one') {
         const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--one', op, size], {
           encoding: 'utf8',
           maxBuffer: 1 << 24,
-          env: { ...process.env, REGKIT_THREADS: String(n) },
+          env: {
+            ...process.env,
+            REGKIT_THREADS: String(n),
+            ...(process.argv.includes('--readback') ? { REGKIT_BENCH_READBACK: '1' } : {}),
+          },
         });
         let line = r.stdout
           .trim()
