@@ -1108,11 +1108,11 @@ __attribute__((export_name("conv_partial_floats"))) size_t conv_partial_floats(c
 }
 
 #ifndef FILTER_CHUNKS
-#define FILTER_CHUNKS 12
+#define FILTER_CHUNKS 24
 #endif
 
 /**
- * Fixed chunks of the filter gradient: 12 (1, 2, 3, 4 and 6 threads share them evenly),
+ * Fixed chunks of the filter gradient: 24 (1, 2, 3, 4, 6 and 8 threads share them evenly),
  * fewer when there are fewer units or the partials would outgrow the input x.
  */
 __attribute__((export_name("conv_chunks"))) int conv_chunks(const int *P) {
