@@ -66,6 +66,8 @@ export {
 export {
   RegkitBoxSum,
   type RegkitBoxSumAttrs,
+  RegkitJacobianDet,
+  RegkitJacobianDetGrad,
   RegkitLocalNcc,
   type RegkitLocalNccAttrs,
   RegkitMaxPool,

@@ -1,6 +1,20 @@
 import { alongAxis } from './along_axis.js';
+import { RegkitJacobianDet, RegkitJacobianDetGrad } from './kernel_names.js';
 import { tf } from './tf.js';
 import { assertField, assertTensor, fail, fmtShape } from './validate.js';
+import { hasKernels } from './warp.js';
+
+tf.registerGradient({
+  kernelName: RegkitJacobianDet,
+  inputsToSave: ['field'],
+  gradFunc: (dy, saved) => {
+    const [field] = saved as [tf.Tensor];
+    const dField = tf
+      .engine()
+      .runKernel(RegkitJacobianDetGrad, { dy: dy as tf.Tensor, field }) as tf.Tensor;
+    return { field: () => dField };
+  },
+});
 
 /** numpy.gradient along axis 0 of a 2D tensor `[n, m]` (contiguous slices only). */
 function gradientRows(x: tf.Tensor): tf.Tensor {
@@ -44,7 +58,9 @@ export function spatialGradient(x: tf.Tensor): tf.Tensor {
 
 /**
  * Jacobian determinant of the deformation φ(x) = x + u(x): det(I + ∇u), with ∇
- * from {@link spatialGradient}. Values ≤ 0 mark folding.
+ * from {@link spatialGradient}. Values ≤ 0 mark folding. Differentiable. Runs the
+ * `RegkitJacobianDet` kernel of the current backend when one is registered (WebAssembly
+ * with `@regkit/kernels`), else a composite of stock tfjs ops.
  *
  * @param field `[B, ...S, ndim]` displacement (voxels).
  * @returns `[B, ...S]`.
@@ -58,6 +74,10 @@ export function jacobianDeterminant(field: tf.Tensor): tf.Tensor {
     );
   }
   return tf.tidy(() => {
+    if (hasKernels(RegkitJacobianDet, RegkitJacobianDetGrad)) {
+      const u = field.dtype === 'float32' ? field : tf.cast(field, 'float32');
+      return tf.engine().runKernel(RegkitJacobianDet, { field: u }) as tf.Tensor;
+    }
     const spatial = field.shape.slice(0, nd + 1);
     const n = spatial.reduce((p, q) => p * q, 1);
     // components as contiguous tensors [B, ...S] (slicing the last axis is slow on wasm)

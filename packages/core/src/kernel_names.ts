@@ -109,3 +109,13 @@ export interface RegkitParzenJointAttrs {
   /** width of the intensity range mapped to [0, 1] */
   range: number;
 }
+
+/**
+ * Jacobian determinant of a displacement field (`jacobianDeterminant`): input `field`
+ * `[B, ...S, nd]` float32 (every spatial size ≥ 2), output `[B, ...S]` = det(I + ∇u), ∇ as
+ * `numpy.gradient` with `edge_order=1` (central differences inside, one-sided at the borders,
+ * voxel units).
+ */
+export const RegkitJacobianDet = 'RegkitJacobianDet';
+/** Gradient of {@link RegkitJacobianDet}: inputs `dy` `[B, ...S]` and `field`; output `dField` `[B, ...S, nd]`. */
+export const RegkitJacobianDetGrad = 'RegkitJacobianDetGrad';

@@ -2,7 +2,7 @@
 /**
  * Convolution kernel benchmark: median ms and peak RSS of conv3d forward and forward +
  * backward (input and filter gradients, via tf.grads with a given dy) with the WebAssembly
- * convolution kernels (src/conv.ts + src/wasm/conv.wasm) registered on the tfjs cpu and
+ * convolution kernels (src/conv.ts + csrc/conv.c in src/wasm/warp.wasm) registered on the tfjs cpu and
  * wasm backends. Sizes: a 64^3 test layer and the VoxelMorph U-Net's 3x3x3 'same' layers
  * (encoder stride 2, the full-resolution decoder layer stride 1). One child process per
  * measurement, so peak RSS is per measurement. PyTorch's figures: bench/conv_pytorch.py.
@@ -19,8 +19,8 @@
  * until 7 runs or REGKIT_BENCH_SECONDS (default 20 s); when the warm-up alone exceeds half
  * that budget it is the single sample (runs = 1).
  *
- * The kernels come from the built package (dist/, `createConvModule` / `createConvKernels`)
- * and src/wasm/conv.wasm: build first (`pnpm build`).
+ * The kernels come from the built package (dist/, `initKernels` / `createConvKernels`): build
+ * first (`pnpm build`). One thread (the figures are single-thread), unless REGKIT_THREADS says.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -28,7 +28,6 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const pkg = join(here, '..');
 
 /** name → [input shape, Cout, stride] (3x3x3 filters, 'same' padding). */
 const SIZES = {
@@ -54,9 +53,8 @@ async function one(backend, op, size, impl) {
   await core.initBackend(backend);
   if (impl === 'regkit') {
     const conv = await import('../dist/index.js');
-    const bytes = readFileSync(join(pkg, 'src', 'wasm', 'conv.wasm'));
-    const module = await conv.createConvModule(new Uint8Array(bytes));
-    for (const config of conv.createConvKernels(module)) core.replaceKernel(config);
+    await conv.initKernels({ threads: Number(process.env.REGKIT_THREADS ?? 1) });
+    for (const config of conv.createConvKernels()) core.replaceKernel(config);
   }
   const [xShape, cout, stride] = SIZES[size];
   const wShape = [3, 3, 3, xShape[4], cout];

@@ -6,7 +6,7 @@
  * forward + backward (localNccLoss, window 9, gradients w.r.t. both images; a and b
  * independent uniform [0, 1] images as packages/losses/bench) and a U-Net layer, conv3d
  * 3×3×3 stride 2 'same', 32 → 32 channels on the half-resolution grid (forward + both
- * gradients), at each thread count of --threads (REGKIT_THREADS in a child process per
+ * gradients) and jacobianDeterminant (forward, the field of warp_fwd_bwd), at each thread count of --threads (REGKIT_THREADS in a child process per
  * measurement, so peak RSS is per measurement). The PyTorch rows of the same ops at 1 and
  * at all threads: bench/threads_pytorch.py.
  *
@@ -15,7 +15,8 @@
  *
  * Prints one JSON line per measurement ({"suite":"kernels","impl":"regkit","backend":"wasm",
  * "threads":N,…}); with --save also writes bench/results/threads.jsonl (--append keeps the
- * rows already there). Each measurement: warm-up calls (up to 5 within 2 s), then runs until
+ * rows already there). The outputs are not read back (dataSync) inside the timing unless
+ * --readback. Each measurement: warm-up calls (up to 5 within 2 s), then runs until
  * 7 runs or REGKIT_BENCH_SECONDS (default 20 s).
  */
 import { spawnSync } from 'node:child_process';
@@ -24,7 +25,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const OPS = ['warp_fwd_bwd', 'lncc_fwd_bwd', 'conv3d_s2_32_fwd_bwd'];
+const OPS = ['warp_fwd_bwd', 'lncc_fwd_bwd', 'conv3d_s2_32_fwd_bwd', 'jacobian_determinant'];
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(`--${name}`);
@@ -60,12 +61,24 @@ async function one(op, size) {
     const x = tf.randomUniform([1, ...half, 32], -1, 1, 'float32', 1);
     const w = tf.randomUniform([3, 3, 3, 32, 32], -0.1, 0.1, 'float32', 2);
     fn = () => tf.grads((a, k) => tf.sum(tf.conv3d(a, k, 2, 'same')))([x, w]);
+  } else if (op === 'jacobian_determinant') {
+    const field = core.randomSmoothField(spatial, {
+      maxDisplacement: 3,
+      controlSpacing: 16,
+      seed: 1,
+    });
+    fn = () => core.jacobianDeterminant(field);
   } else throw new Error(`unknown op ${op}`);
+  // the wasm backend runs kernels synchronously: the outputs are complete when the op returns.
+  // Reading them back (dataSync: tfjs copies them off its heap into a fresh ArrayBuffer, on
+  // one thread) is not timed unless REGKIT_BENCH_READBACK=1 (--readback), as in bench/conv.mjs
+  // and as PyTorch's timings, which read nothing back
+  const readback = process.env.REGKIT_BENCH_READBACK === '1';
   const run = () => {
     const t0 = performance.now();
     const out = tf.tidy(fn);
     for (const t of [out].flat()) {
-      t.dataSync();
+      if (readback) t.dataSync();
       t.dispose();
     }
     return performance.now() - t0;
@@ -90,6 +103,7 @@ async function one(op, size) {
     runs: times.length,
     peak_rss_mb: Number((process.resourceUsage().maxRSS / 1024).toFixed(1)),
     ndim: spatial.length,
+    readback,
   };
 }
 
@@ -112,7 +126,11 @@ if (process.argv[2] === '--one') {
         const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--one', op, size], {
           encoding: 'utf8',
           maxBuffer: 1 << 24,
-          env: { ...process.env, REGKIT_THREADS: String(n) },
+          env: {
+            ...process.env,
+            REGKIT_THREADS: String(n),
+            ...(process.argv.includes('--readback') ? { REGKIT_BENCH_READBACK: '1' } : {}),
+          },
         });
         let line = r.stdout
           .trim()

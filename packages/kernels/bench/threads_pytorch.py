@@ -18,7 +18,9 @@ runs after a warm-up run, within REGKIT_BENCH_SECONDS (default 20 s).
     LocalNormalizedCrossCorrelationLoss, kernel_type='rectangular');
   * lncc_conv9_fwd_bwd: VoxelMorph's form, five conv3d with a 9x9x9 ones filter;
   * conv3d_s2_32_fwd_bwd: conv3d 3x3x3, stride 2, padding 1, 32 -> 32 channels on the
-    half-resolution grid ceil(S/2), forward + backward w.r.t. input and filter.
+    half-resolution grid ceil(S/2), forward + backward w.r.t. input and filter;
+  * jacobian_determinant: det(I + grad u) of the warp_fwd_bwd field, torch.gradient
+    (edge_order=1) and the closed-form 3x3 det (as packages/core/bench/pytorch_bench.py).
 
 Prints one JSON line per measurement; --save appends them to bench/results/threads_pytorch.jsonl.
 """
@@ -33,7 +35,14 @@ import subprocess
 import sys
 import time
 
-OPS = ["warp_fwd_bwd", "lncc_fwd_bwd", "lncc_sep_fwd_bwd", "lncc_conv9_fwd_bwd", "conv3d_s2_32_fwd_bwd"]
+OPS = [
+    "warp_fwd_bwd",
+    "lncc_fwd_bwd",
+    "lncc_sep_fwd_bwd",
+    "lncc_conv9_fwd_bwd",
+    "conv3d_s2_32_fwd_bwd",
+    "jacobian_determinant",
+]
 
 
 def box_cumsum(x, r):
@@ -133,6 +142,17 @@ def run_one(op, size, threads):
             x.grad = None
             w.grad = None
             F.conv3d(x, w, stride=2, padding=1).sum().backward()
+    elif op == "jacobian_determinant":
+        # as packages/core/bench/pytorch_bench.py: torch.gradient (edge_order=1), closed-form det
+        coarse = (torch.rand((1, 3, 6, 7, 6), dtype=f32) * 2 - 1) * 3
+        disp = F.interpolate(coarse, size=shape, mode="trilinear", align_corners=True)
+
+        def fn():
+            g = [torch.gradient(disp[0, c], dim=(0, 1, 2)) for c in range(3)]
+            a, b, c = 1.0 + g[0][0], g[0][1], g[0][2]
+            d, e, f = g[1][0], 1.0 + g[1][1], g[1][2]
+            gg, h, i = g[2][0], g[2][1], 1.0 + g[2][2]
+            return a * (e * i - f * h) - b * (d * i - f * gg) + c * (d * h - e * gg)
     else:
         raise ValueError(f"unknown op {op!r}")
     budget = float(os.environ.get("REGKIT_BENCH_SECONDS", "20"))

@@ -1,7 +1,7 @@
 /*
  * regkit convolution kernels: 3D convolution forward, input gradient and filter
  * gradient (2D convolution as 3D with a depth of 1), and unsorted segment sum. float32,
- * freestanding C compiled to WebAssembly SIMD (scripts/build-conv.sh); no libc, no imports.
+ * freestanding C compiled to WebAssembly SIMD (scripts/build-wasm.sh); no libc.
  *
  * Layouts are TensorFlow.js's: x / dx [B, D, H, W, Ci], filter / dfilter
  * [KD, KH, KW, Ci, Co], y / dy [B, Do, Ho, Wo, Co] (channels last). Geometry (output
@@ -30,10 +30,12 @@
  * V8 keeps about 15 vector registers, so 8 accumulators (NB = 2 voxels x 4 vectors)
  * measured fastest for 16-lane chunks; 12 or 16 accumulators spill.
  *
- * Memory: JS owns everything above heap_base() (a bump allocator in this module's exported
- * memory). Each call receives a scratch area of conv_scratch_bytes(params, op) bytes.
- * Buffers that the kernels read as vectors (dy in the filter gradient) need 16 bytes of
- * readable slack after their end.
+ * Memory and threads: linked into warp.wasm (scripts/build-wasm.sh), on its shared memory
+ * (src/loader.ts owns everything above heap_base(): a bump allocator). Every thread runs the
+ * same module: a call gets a shared buffer (conv_shared_bytes: packed filter or partial sums)
+ * and per-thread scratch (conv_thread_bytes); see "Threaded calls" below for how the work is
+ * split so that results are bit-identical at any thread count. Buffers that the kernels read
+ * as vectors (dy in the filter gradient) need 16 bytes of readable slack after their end.
  */
 
 #include <wasm_simd128.h>
@@ -41,12 +43,6 @@
 typedef __SIZE_TYPE__ size_t;
 typedef v128_t f4;
 
-extern unsigned char __heap_base;
-
-/** First free byte after the stack and static data: JS allocates from here. */
-__attribute__((export_name("heap_base"))) size_t heap_base(void) {
-  return (size_t)&__heap_base;
-}
 
 #define INLINE static inline __attribute__((always_inline))
 #define NOINLINE static __attribute__((noinline))
@@ -493,16 +489,20 @@ static void pack_input_grad(const float *w, float *wp, int KD, int KH, int KW, i
 /* ------------------------------------------------------------------------------------ */
 /* Gather engine (forward and input gradient).                                          */
 
-static void gather_conv(geom_t *g, const float *src, const float *wp, float *out, int B) {
+/* Target rows u in [u0, u1) (u = (b * Dt + pz) * Ht + py): each writes its own output row only. */
+static void gather_conv(geom_t *g, const float *src, const float *wp, float *out, long u0,
+                        long u1) {
   const int C = g->C, L = g->L;
   const int K3 = g->KD * g->KH * g->KW;
   const size_t src_batch = (size_t)g->Ds * g->Hs * g->Ws * C;
-  for (int b = 0; b < B; b++) {
+  for (long u = u0; u < u1; u++) {
+    const int py = (int)(u % g->Ht), pz = (int)(u / g->Ht % g->Dt);
+    const int b = (int)(u / g->Ht / g->Dt);
     const float *sb = src + b * src_batch;
-    for (int pz = 0; pz < g->Dt; pz++) {
+    {
       const int nz =
           taps1d(g->mode, pz, g->KD, g->sd, g->pf, g->dd, g->Ds, g->zslot, g->zsrc);
-      for (int py = 0; py < g->Ht; py++) {
+      {
         const int ny =
             taps1d(g->mode, py, g->KH, g->sh, g->pt, g->dh, g->Hs, g->yslot, g->ysrc);
         float *orow = out + (((size_t)b * g->Dt + pz) * g->Ht + py) * g->Wt * L;
@@ -588,15 +588,6 @@ INLINE int winograd_batch(int C4, int L4) {
   int T = WINO_BUDGET / (C4 + L4);
   T = T / 12 * 12;
   return T < 12 ? 12 : T;
-}
-
-static size_t winograd_scratch_bytes(const int *P, int op) {
-  if (!winograd_applies(P, op)) return 0;
-  const int C = op != OP_BWD_INPUT ? P[P_CI] : P[P_CO];
-  const int L = op != OP_BWD_INPUT ? P[P_CO] : P[P_CI];
-  const size_t C4 = (C + 3) & ~3, L4 = (L + 3) & ~3;
-  const size_t T = winograd_batch(C4, L4);
-  return 4 * (64 * C * L4 + 64 * T * C4 + 64 * T * L4 + 128 * C4) + 5 * 16;
 }
 
 /* Transformed filter U, chunk after chunk: [64 points][C][CW] (zero padding lanes). */
@@ -777,22 +768,26 @@ static void winograd_input(const wgeom_t *g, const float *src, long t0, int nt, 
   }
 }
 
-static void winograd_conv(const float *src, const float *w, float *out, int B, int Ds, int Hs,
-                          int Ws, int C, int L, int Dt, int Ht, int Wt, int pf, int pt, int pl,
-                          int transpose, char *scratch) {
-  const int C4 = (C + 3) & ~3, L4 = (L + 3) & ~3;
-  const int T = winograd_batch(C4, L4);
-  float *U = bump(&scratch, 4 * (size_t)64 * C * L4);
+/* Scratch floats of one thread of a Winograd call (V, M or Y, tb, raw). */
+INLINE size_t winograd_thread_floats(const wgeom_t *g) {
+  return (size_t)64 * g->T * (g->C4 + g->L4) + (size_t)128 * g->C4;
+}
+
+/*
+ * Winograd convolution of the tiles [T0, T1) with the transformed filter U (winograd_filter):
+ * each tile writes its own 2x2x2 outputs only, and its result does not depend on the
+ * batches it is computed in, so any split of the tiles gives the same bits.
+ */
+static void winograd_conv(const wgeom_t *gp, const float *src, const float *U, float *out,
+                          long T0, long NT, char *scratch) {
+  const wgeom_t g = *gp;
+  const int C = g.C, C4 = g.C4, L = g.L, L4 = g.L4, T = g.T;
+  const int Dt = g.Dt, Ht = g.Ht, Wt = g.Wt;
   float *V = bump(&scratch, 4 * (size_t)64 * T * C4);
   float *M = bump(&scratch, 4 * (size_t)64 * T * L4);
   float *tb = bump(&scratch, 4 * (size_t)64 * C4);
   float *raw = bump(&scratch, 4 * (size_t)64 * C4);
-  winograd_filter(w, U, C, L, transpose);
-
-  const int nTz = (Dt + 1) / 2, nTy = (Ht + 1) / 2, nTx = (Wt + 1) / 2;
-  const long NT = (long)B * nTz * nTy * nTx;
-  const wgeom_t g = {B, Ds, Hs, Ws, C, C4, L, L4, Dt, Ht, Wt, pf, pt, pl, T, nTz, nTy, nTx};
-  for (long t0 = 0; t0 < NT; t0 += T) {
+  for (long t0 = T0; t0 < NT; t0 += T) {
     const int nt = NT - t0 < T ? (int)(NT - t0) : T;
     winograd_input(&g, src, t0, nt, V, tb, raw);
     /* products: M[xi][t][L4] = V[xi][t][:C] x U[xi][:C][L4] */
@@ -882,23 +877,18 @@ static void winograd_conv(const float *src, const float *w, float *out, int B, i
  *   dw[k][c][l]  = sum_xi G3[xi][k] * dU[xi][c][l]     (G3 = G x G x G)
  * x is the source (C = Ci), dy the target (L = Co); dy outside the target counts as 0.
  */
-static void winograd_filter_grad(const float *x, const float *dy, float *dw, const int *P,
-                                 char *scratch) {
-  const int B = P[P_B], C = P[P_CI], L = P[P_CO];
-  const int Dt = P[P_DO], Ht = P[P_HO], Wt = P[P_WO];
-  const int C4 = (C + 3) & ~3, L4 = (L + 3) & ~3;
-  const int T = winograd_batch(C4, L4);
-  float *dU = bump(&scratch, 4 * (size_t)64 * C * L4);
+/* dU (zeroed first) = the transformed filter gradient summed over the tiles [T0, NT). */
+static void winograd_filter_grad(const wgeom_t *gp, const float *x, const float *dy, float *dU,
+                                 long T0, long NT, char *scratch) {
+  const wgeom_t g = *gp;
+  const int C = g.C, C4 = g.C4, L = g.L, L4 = g.L4, T = g.T;
+  const int Dt = g.Dt, Ht = g.Ht, Wt = g.Wt;
   float *V = bump(&scratch, 4 * (size_t)64 * T * C4);
   float *Y = bump(&scratch, 4 * (size_t)64 * T * L4);
   float *tb = bump(&scratch, 4 * (size_t)64 * C4);
   float *raw = bump(&scratch, 4 * (size_t)64 * C4);
-  const int nTz = (Dt + 1) / 2, nTy = (Ht + 1) / 2, nTx = (Wt + 1) / 2;
-  const long NT = (long)B * nTz * nTy * nTx;
-  const wgeom_t g = {B,  P[P_D],   P[P_H], P[P_W], C,   C4,  L,   L4,  Dt,
-                     Ht, Wt,       P[P_PF], P[P_PT], P[P_PL], T, nTz, nTy, nTx};
   zero_f32(dU, (size_t)64 * C * L4);
-  for (long t0 = 0; t0 < NT; t0 += T) {
+  for (long t0 = T0; t0 < NT; t0 += T) {
     const int nt = NT - t0 < T ? (int)(NT - t0) : T;
     winograd_input(&g, x, t0, nt, V, tb, raw);
     /* dy transform: Y[xi][t][L4] */
@@ -971,7 +961,10 @@ static void winograd_filter_grad(const float *x, const float *dy, float *dw, con
       }
     }
   }
-  /* dw[k][c][l] = sum_xi G3[xi][k] dU[xi][c][l] */
+}
+
+/* dw[k][c][l] = sum_xi G3[xi][k] dU[xi][c][l]: dw [3, 3, 3, C, L] from dU (chunked). */
+static void winograd_filter_finish(const float *dU, float *dw, int C, int L) {
   for (int off = 0; off < L; off += CHUNK) {
     const int CW = chunk_width(L, off);
     const int nv = imin(CW, L - off);
@@ -1001,16 +994,20 @@ static void winograd_filter_grad(const float *x, const float *dy, float *dw, con
 /* ------------------------------------------------------------------------------------ */
 /* Filter gradient engine.                                                               */
 
-static void filter_grad(geom_t *g, const float *x, const float *dy, float *dwp, int B) {
+/* dwp (packed, zeroed first) = the filter gradient summed over target rows [u0, u1). */
+static void filter_grad(geom_t *g, const float *x, const float *dy, float *dwp, long u0,
+                        long u1) {
   const int C = g->C, L = g->L;
   const int K3 = g->KD * g->KH * g->KW;
   const size_t src_batch = (size_t)g->Ds * g->Hs * g->Ws * C;
   zero_f32(dwp, (size_t)K3 * C * ((L + 3) & ~3));
-  for (int b = 0; b < B; b++) {
+  for (long u = u0; u < u1; u++) {
+    const int py = (int)(u % g->Ht), pz = (int)(u / g->Ht % g->Dt);
+    const int b = (int)(u / g->Ht / g->Dt);
     const float *sb = x + b * src_batch;
-    for (int pz = 0; pz < g->Dt; pz++) {
+    {
       const int nz = taps1d(0, pz, g->KD, g->sd, g->pf, g->dd, g->Ds, g->zslot, g->zsrc);
-      for (int py = 0; py < g->Ht; py++) {
+      {
         const int ny = taps1d(0, py, g->KH, g->sh, g->pt, g->dh, g->Hs, g->yslot, g->ysrc);
         const float *dyrow = dy + (((size_t)b * g->Dt + pz) * g->Ht + py) * g->Wt * L;
         for (int r = 0; r < g->nruns; r++) {
@@ -1051,73 +1048,205 @@ INLINE size_t packed_floats(const int *P, int op) {
   return K3 * Ci * ((Co + 3) & ~3);
 }
 
-/** Bytes of scratch that conv3d_forward / _backprop_input / _backprop_filter need. */
-__attribute__((export_name("conv_scratch_bytes"))) size_t conv_scratch_bytes(const int *P,
-                                                                             int op) {
+/*
+ * Winograd geometry of an op: forward and filter gradient read x (C = Ci) and target y
+ * (L = Co); the input gradient (stride 1) is a convolution of dy (C = Co) with the flipped,
+ * transposed filter into dx (L = Ci), front padding K - 1 - pad.
+ */
+static void wgeom_of(const int *P, int op, wgeom_t *g) {
+  const int bwd = op == OP_BWD_INPUT;
+  g->B = P[P_B];
+  g->Ds = bwd ? P[P_DO] : P[P_D];
+  g->Hs = bwd ? P[P_HO] : P[P_H];
+  g->Ws = bwd ? P[P_WO] : P[P_W];
+  g->C = bwd ? P[P_CO] : P[P_CI];
+  g->L = bwd ? P[P_CI] : P[P_CO];
+  g->C4 = (g->C + 3) & ~3;
+  g->L4 = (g->L + 3) & ~3;
+  g->Dt = bwd ? P[P_D] : P[P_DO];
+  g->Ht = bwd ? P[P_H] : P[P_HO];
+  g->Wt = bwd ? P[P_W] : P[P_WO];
+  g->pf = bwd ? 2 - P[P_PF] : P[P_PF];
+  g->pt = bwd ? 2 - P[P_PT] : P[P_PT];
+  g->pl = bwd ? 2 - P[P_PL] : P[P_PL];
+  g->T = winograd_batch(g->C4, g->L4);
+  g->nTz = (g->Dt + 1) / 2;
+  g->nTy = (g->Ht + 1) / 2;
+  g->nTx = (g->Wt + 1) / 2;
+}
+
+/*
+ * Threaded calls. Work is split into "units": Winograd tiles (2x2x2 outputs) where
+ * winograd_applies, else target rows (b, z, y) of the direct method (target: y for the
+ * forward and the filter gradient, dx for the input gradient). Each unit's outputs depend
+ * on nothing but the unit, so the forward and the input gradient give the same bits for any
+ * split. The filter gradient is a sum over units: it is split into conv_chunks(P) fixed
+ * chunks (from the shapes only, never from the thread count), each summed into a partial
+ * of its own, and the partials are added in chunk order (conv_filter_reduce), so it is
+ * bit-identical for any thread count too.
+ *
+ * JS calls: conv_prepare (one thread), then conv_gather over unit ranges (forward, input
+ * gradient) or conv_filter_chunks over chunk ranges, conv_filter_reduce over element
+ * ranges and conv_filter_finish (one thread) (filter gradient).
+ */
+
+/** Work units of an op (see above). */
+__attribute__((export_name("conv_units"))) double conv_units(const int *P, int op) {
+  if (winograd_applies(P, op)) {
+    wgeom_t g;
+    wgeom_of(P, op, &g);
+    return (double)g.B * g.nTz * g.nTy * g.nTx;
+  }
+  if (op == OP_BWD_INPUT) return (double)P[P_B] * P[P_D] * P[P_H];
+  return (double)P[P_B] * P[P_DO] * P[P_HO];
+}
+
+/** Floats of one filter-gradient partial (packed filter, or its Winograd transform). */
+__attribute__((export_name("conv_partial_floats"))) size_t conv_partial_floats(const int *P) {
+  if (winograd_applies(P, OP_BWD_FILTER)) return (size_t)64 * P[P_CI] * ((P[P_CO] + 3) & ~3);
+  return packed_floats(P, OP_BWD_FILTER);
+}
+
+#ifndef FILTER_CHUNKS
+#define FILTER_CHUNKS 24
+#endif
+
+/**
+ * Fixed chunks of the filter gradient: 24 (1, 2, 3, 4, 6 and 8 threads share them evenly),
+ * fewer when there are fewer units or the partials would outgrow the input x.
+ */
+__attribute__((export_name("conv_chunks"))) int conv_chunks(const int *P) {
+  const double units = conv_units(P, OP_BWD_FILTER);
+  const double x = (double)P[P_B] * P[P_D] * P[P_H] * P[P_W] * P[P_CI];
+  double n = x / (double)conv_partial_floats(P);
+  if (n > FILTER_CHUNKS) n = FILTER_CHUNKS;
+  if (n > units) n = units;
+  return n < 1 ? 1 : (int)n;
+}
+
+/** Bytes of the shared buffer: packed or transformed filter, or the filter-gradient partials. */
+__attribute__((export_name("conv_shared_bytes"))) size_t conv_shared_bytes(const int *P, int op) {
+  if (op == OP_BWD_FILTER) return 4 * conv_partial_floats(P) * (size_t)conv_chunks(P);
+  if (winograd_applies(P, op)) {
+    wgeom_t g;
+    wgeom_of(P, op, &g);
+    return 4 * (size_t)64 * g.C * g.L4;
+  }
+  return 4 * packed_floats(P, op);
+}
+
+/** Bytes of scratch each thread needs (its own: tap tables, or Winograd batches). */
+__attribute__((export_name("conv_thread_bytes"))) size_t conv_thread_bytes(const int *P, int op) {
+  if (winograd_applies(P, op)) {
+    wgeom_t g;
+    wgeom_of(P, op, &g);
+    return 4 * winograd_thread_floats(&g) + 5 * 16 + 64;
+  }
   const int Wt = op == OP_BWD_INPUT ? P[P_W] : P[P_WO];
   const size_t KW = (size_t)P[P_KW];
   size_t n = 0;
-  n += align16(4 * packed_floats(P, op));
   n += align16(sizeof(int) * Wt) + 2 * align16(sizeof(int) * Wt * KW);
   n += align16(sizeof(run_t) * Wt);
   n += 2 * align16(sizeof(int) * P[P_KD]) + 2 * align16(sizeof(int) * P[P_KH]);
   n += align16(sizeof(tap_t) * P[P_KD] * P[P_KH] * KW);
-  n += winograd_scratch_bytes(P, op);
   return n + 64;
 }
 
-/** y = conv3d(x, w): x [B, D, H, W, Ci], w [KD, KH, KW, Ci, Co], y [B, Do, Ho, Wo, Co]. */
-__attribute__((export_name("conv3d_forward"))) void conv3d_forward(const float *x,
-                                                                   const float *w, float *y,
-                                                                   const int *P,
-                                                                   char *scratch) {
-  scratch = (char *)align16((size_t)scratch);
-  if (winograd_applies(P, OP_FWD)) {
-    winograd_conv(x, w, y, P[P_B], P[P_D], P[P_H], P[P_W], P[P_CI], P[P_CO], P[P_DO],
-                  P[P_HO], P[P_WO], P[P_PF], P[P_PT], P[P_PL], 0, scratch);
-    return;
+/**
+ * Prepares the shared buffer of a forward (op 0) or input-gradient (op 1) call: w [KD, KH,
+ * KW, Ci, Co] packed per chunk of output lanes, or its Winograd transform. One thread.
+ */
+__attribute__((export_name("conv_prepare"))) void conv_prepare(const float *w, const int *P,
+                                                               int op, float *shared) {
+  if (winograd_applies(P, op)) {
+    wgeom_t g;
+    wgeom_of(P, op, &g);
+    winograd_filter(w, shared, g.C, g.L, op == OP_BWD_INPUT);
+  } else if (op == OP_FWD) {
+    pack_forward(w, shared, P[P_KD] * P[P_KH] * P[P_KW], P[P_CI], P[P_CO]);
+  } else {
+    pack_input_grad(w, shared, P[P_KD], P[P_KH], P[P_KW], P[P_CI], P[P_CO]);
   }
-  float *wp = bump(&scratch, 4 * packed_floats(P, OP_FWD));
-  pack_forward(w, wp, P[P_KD] * P[P_KH] * P[P_KW], P[P_CI], P[P_CO]);
-  geom_t g;
-  geom_init(&g, P, 0, &scratch);
-  gather_conv(&g, x, wp, y, P[P_B]);
 }
 
-/** dx = d conv3d / dx: dy [B, Do, Ho, Wo, Co], w → dx [B, D, H, W, Ci]. */
-__attribute__((export_name("conv3d_backprop_input"))) void conv3d_backprop_input(
-    const float *dy, const float *w, float *dx, const int *P, char *scratch) {
+/**
+ * Units [u0, u1) of the forward y = conv3d(x, w) (op 0: src x [B, D, H, W, Ci], out y
+ * [B, Do, Ho, Wo, Co]) or of the input gradient (op 1: src dy, out dx [B, D, H, W, Ci]),
+ * with the shared buffer of conv_prepare and this thread's scratch (conv_thread_bytes).
+ */
+__attribute__((export_name("conv_gather"))) void conv_gather(const float *src,
+                                                             const float *shared, float *out,
+                                                             const int *P, int op,
+                                                             char *scratch, double u0,
+                                                             double u1) {
   scratch = (char *)align16((size_t)scratch);
-  if (winograd_applies(P, OP_BWD_INPUT)) {
-    /* stride 1: dx = conv(dy, flipped transposed w) with front padding K - 1 - pad */
-    winograd_conv(dy, w, dx, P[P_B], P[P_DO], P[P_HO], P[P_WO], P[P_CO], P[P_CI], P[P_D],
-                  P[P_H], P[P_W], 2 - P[P_PF], 2 - P[P_PT], 2 - P[P_PL], 1, scratch);
+  if (winograd_applies(P, op)) {
+    wgeom_t g;
+    wgeom_of(P, op, &g);
+    winograd_conv(&g, src, shared, out, (long)u0, (long)u1, scratch);
     return;
   }
-  float *wp = bump(&scratch, 4 * packed_floats(P, OP_BWD_INPUT));
-  pack_input_grad(w, wp, P[P_KD], P[P_KH], P[P_KW], P[P_CI], P[P_CO]);
   geom_t g;
-  geom_init(&g, P, 1, &scratch);
-  gather_conv(&g, dy, wp, dx, P[P_B]);
+  geom_init(&g, P, op == OP_FWD ? 0 : 1, &scratch);
+  gather_conv(&g, src, shared, out, (long)u0, (long)u1);
 }
 
-/** dw = d conv3d / dw: x, dy → dw [KD, KH, KW, Ci, Co]. dy needs 16 bytes of slack. */
-__attribute__((export_name("conv3d_backprop_filter"))) void conv3d_backprop_filter(
-    const float *x, const float *dy, float *dw, const int *P, char *scratch) {
+/** Units of chunk k of the filter gradient: [k * U / n, (k + 1) * U / n). */
+INLINE long chunk_start(long units, int n, int k) { return (long)((double)units * k / n); }
+
+/**
+ * Filter-gradient partials of chunks [k0, k1) (of conv_chunks(P)): partial k (at shared +
+ * k * conv_partial_floats) = the gradient summed over the units of chunk k. x [B, D, H, W,
+ * Ci], dy [B, Do, Ho, Wo, Co] (16 bytes of readable slack after dy).
+ */
+__attribute__((export_name("conv_filter_chunks"))) void conv_filter_chunks(
+    const float *x, const float *dy, const int *P, float *shared, char *scratch, int k0, int k1) {
   scratch = (char *)align16((size_t)scratch);
+  const int n = conv_chunks(P);
+  const long units = (long)conv_units(P, OP_BWD_FILTER);
+  const size_t pf = conv_partial_floats(P);
   if (winograd_applies(P, OP_BWD_FILTER)) {
-    winograd_filter_grad(x, dy, dw, P, scratch);
+    wgeom_t g;
+    wgeom_of(P, OP_BWD_FILTER, &g);
+    for (int k = k0; k < k1; k++)
+      winograd_filter_grad(&g, x, dy, shared + k * pf, chunk_start(units, n, k),
+                           chunk_start(units, n, k + 1), scratch);
     return;
   }
-  const int K3 = P[P_KD] * P[P_KH] * P[P_KW], Ci = P[P_CI], Co = P[P_CO];
-  float *dwp = bump(&scratch, 4 * packed_floats(P, OP_BWD_FILTER));
   geom_t g;
   geom_init(&g, P, 0, &scratch);
-  filter_grad(&g, x, dy, dwp, P[P_B]);
+  for (int k = k0; k < k1; k++)
+    filter_grad(&g, x, dy, shared + k * pf, chunk_start(units, n, k),
+                chunk_start(units, n, k + 1));
+}
+
+/** partial 0 [e] += partial 1 [e] + ... + partial n-1 [e] (in that order), e in [e0, e1). */
+__attribute__((export_name("conv_filter_reduce"))) void conv_filter_reduce(float *shared,
+                                                                           int n, int count,
+                                                                           int e0, int e1) {
+  for (int k = 1; k < n; k++) {
+    const float *p = shared + (size_t)k * count;
+    int e = e0;
+    for (; e + 4 <= e1; e += 4)
+      wasm_v128_store(shared + e, wasm_f32x4_add(wasm_v128_load(shared + e),
+                                                 wasm_v128_load(p + e)));
+    for (; e < e1; e++) shared[e] += p[e];
+  }
+}
+
+/** dw [KD, KH, KW, Ci, Co] from the reduced partial 0. One thread. */
+__attribute__((export_name("conv_filter_finish"))) void conv_filter_finish(const float *shared,
+                                                                           float *dw,
+                                                                           const int *P) {
+  const int K3 = P[P_KD] * P[P_KH] * P[P_KW], Ci = P[P_CI], Co = P[P_CO];
+  if (winograd_applies(P, OP_BWD_FILTER)) {
+    winograd_filter_finish(shared, dw, Ci, Co);
+    return;
+  }
   for (int off = 0; off < Co; off += CHUNK) {
     const int CW = chunk_width(Co, off);
     const int nv = imin(CW, Co - off);
-    const float *pc = dwp + (size_t)K3 * Ci * off;
+    const float *pc = shared + (size_t)K3 * Ci * off;
     for (int r = 0; r < K3 * Ci; r++)
       for (int l = 0; l < nv; l++) dw[(size_t)r * Co + off + l] = pc[(size_t)r * CW + l];
   }

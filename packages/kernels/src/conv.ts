@@ -1,8 +1,15 @@
 /**
  * 3D convolution (forward, input gradient, filter gradient), 2D convolution filter
  * gradient and UnsortedSegmentSum kernels for the tfjs `cpu` and `wasm` backends, running
- * `csrc/conv.c` (WebAssembly SIMD, single thread). Inputs are copied into the module's own
- * memory, computed there and copied out into tensors of the calling backend.
+ * `csrc/conv.c` (WebAssembly SIMD, linked into the kernels' module) on worker threads.
+ * Inputs are copied into the kernels' shared memory, computed there and copied out into
+ * tensors of the calling backend.
+ *
+ * Threads: the forward and the input gradient split the output into units (Winograd tiles
+ * or output rows) computed independently; the filter gradient (a sum over the
+ * output) is split into a fixed number of chunks that depends on the shapes only, each
+ * summed into a partial of its own, and the partials are added in chunk order. Results are
+ * therefore bit-identical at any thread count.
  *
  * Kernel names, inputs and attributes are tfjs's own (`Conv3D`, `Conv3DBackpropInputV2`,
  * `Conv3DBackpropFilterV2`, `Conv2DBackpropFilter`, `UnsortedSegmentSum`), so registering
@@ -14,26 +21,39 @@
  */
 import { tf } from '@regkit/core';
 import { type BackendLike, isWasmBackend, makeWasmOutput, size } from './backend_io.js';
+import { Arena, kernelThreads, runThreaded, wasmKernels } from './loader.js';
+import { type KernelCall, splitRange } from './threads.js';
 
-/** An instantiated `conv.wasm` with a bump allocator over its exported memory. */
-export interface ConvWasm {
-  instance: WebAssembly.Instance;
-  /** Reserves `bytes` (16-byte aligned, growing the memory as needed); returns the offset. */
-  alloc(bytes: number): number;
-  /** Frees everything allocated since the last reset. */
-  reset(): void;
-  /** The module's memory (its buffer changes when the memory grows). */
-  memory(): WebAssembly.Memory;
-}
-
-/** The functions exported by `csrc/conv.c`. */
+/** The functions of `csrc/conv.c` (exports of the kernels' module; P: int32 params, see below). */
 export interface ConvExports {
   memory: WebAssembly.Memory;
-  heap_base(): number;
-  conv_scratch_bytes(params: number, op: number): number;
-  conv3d_forward(x: number, w: number, y: number, params: number, scratch: number): void;
-  conv3d_backprop_input(dy: number, w: number, dx: number, params: number, scratch: number): void;
-  conv3d_backprop_filter(x: number, dy: number, dw: number, params: number, scratch: number): void;
+  conv_units(params: number, op: number): number;
+  conv_partial_floats(params: number): number;
+  conv_chunks(params: number): number;
+  conv_shared_bytes(params: number, op: number): number;
+  conv_thread_bytes(params: number, op: number): number;
+  conv_prepare(w: number, params: number, op: number, shared: number): void;
+  conv_gather(
+    src: number,
+    shared: number,
+    out: number,
+    params: number,
+    op: number,
+    scratch: number,
+    u0: number,
+    u1: number,
+  ): void;
+  conv_filter_chunks(
+    x: number,
+    dy: number,
+    params: number,
+    shared: number,
+    scratch: number,
+    k0: number,
+    k1: number,
+  ): void;
+  conv_filter_reduce(shared: number, chunks: number, count: number, e0: number, e1: number): void;
+  conv_filter_finish(shared: number, dw: number, params: number): void;
   unsorted_segment_sum(
     x: number,
     ids: number,
@@ -44,47 +64,12 @@ export interface ConvExports {
   ): void;
 }
 
-const PAGE = 65536;
-/** wasm32 memories hold at most 65536 pages (4 GiB). */
-const MAX_BYTES = 65536 * PAGE;
-/** Readable slack after inputs (the filter gradient reads dy as whole vectors). */
-const SLACK = 16;
+/** Readable slack after inputs, in floats (the filter gradient reads dy as whole vectors). */
+const SLACK_FLOATS = 4;
+/** Fewest multiply-adds per thread: smaller calls use fewer threads (a start costs ~20 µs). */
+const MIN_MACS_PER_THREAD = 1 << 20;
 
-const align16 = (n: number) => Math.ceil(n / 16) * 16;
-
-/**
- * Instantiates `conv.wasm` (its bytes) with a bump allocator starting at `heap_base()`.
- * Rejects where WebAssembly SIMD is unavailable.
- */
-export async function createConvModule(bytes: Uint8Array): Promise<ConvWasm> {
-  const { instance } = await WebAssembly.instantiate(bytes as BufferSource, {});
-  const exports = instance.exports as unknown as ConvExports;
-  const base = align16(exports.heap_base());
-  let next = base;
-  return {
-    instance,
-    alloc(n: number): number {
-      const ptr = next;
-      const end = align16(ptr + n);
-      if (end > MAX_BYTES) {
-        throw new Error(
-          `@regkit/kernels: a convolution needs ${end} bytes, more than WebAssembly's 4 GiB`,
-        );
-      }
-      const memory = exports.memory;
-      const have = memory.buffer.byteLength;
-      if (end > have) memory.grow(Math.ceil((end - have) / PAGE));
-      next = end;
-      return ptr;
-    },
-    reset(): void {
-      next = base;
-    },
-    memory: () => exports.memory,
-  };
-}
-
-/** Operation codes of `conv_scratch_bytes`. */
+/** Operation codes of `csrc/conv.c`. */
 const OP_FWD = 0;
 const OP_BWD_INPUT = 1;
 const OP_BWD_FILTER = 2;
@@ -155,56 +140,146 @@ interface CallInput {
 }
 
 /**
- * Runs one computation in the module's memory: allocates params, the inputs, a float32
- * output of `outShape` and `scratchBytes` of scratch (whose size may depend on the params
- * pointer), copies the inputs in, calls `compute(ptrs)` with [params, ...inputs, output,
- * scratch] byte offsets and returns the output as a tensor of `backend`.
+ * Runs one computation in the kernels' memory: allocates params (int32), the inputs (with
+ * slack), a float32 output of `outShape`, copies the inputs in, calls `compute(ptrs, arena)`
+ * with [params, ...inputs, output] byte offsets (it may allocate more from `arena`) and
+ * returns the output as a tensor of `backend`. The arena is reset by the next call.
  */
-function runInWasm(
-  wasm: ConvWasm,
+function runConv(
   backend: BackendLike,
   params: number[],
   inputs: CallInput[],
   outShape: number[],
-  scratchBytes: (paramsPtr: number) => number,
-  compute: (ptrs: number[]) => void,
+  compute: (ptrs: number[], arena: Arena) => void,
 ): tf.TensorInfo {
   const outSize = size(outShape);
-  wasm.reset();
-  try {
-    const pParams = wasm.alloc(params.length * 4);
-    new Int32Array(wasm.memory().buffer, pParams, params.length).set(params);
-    // + SLACK: the filter gradient reads dy as whole vectors (whatever allocator `wasm` has)
-    const pInputs = inputs.map((i) => wasm.alloc(size(i.tensor.shape) * 4 + SLACK));
-    const pOut = wasm.alloc(outSize * 4);
-    const pScratch = wasm.alloc(scratchBytes(pParams));
-    const wasmBackend = isWasmBackend(backend);
-    // wasm backend: allocate the output first, since growing tfjs's heap detaches its views
-    const outInfo = wasmBackend ? makeWasmOutput(backend, outShape) : null;
-    // views on the module's memory only now: every alloc above may have grown it
-    const buffer = wasm.memory().buffer;
-    inputs.forEach((input, i) => {
-      const values = (
-        wasmBackend
-          ? backend.typedArrayFromHeap!(input.tensor)
-          : backend.readSync(input.tensor.dataId)
-      ) as tf.TypedArray;
-      const Ctor = input.dtype === 'int32' ? Int32Array : Float32Array;
-      new Ctor(buffer, pInputs[i]!, values.length).set(values as ArrayLike<number>);
-    });
-    compute([pParams, ...pInputs, pOut, pScratch]);
-    const result = new Float32Array(wasm.memory().buffer, pOut, outSize);
-    if (outInfo) {
-      (backend.typedArrayFromHeap!(outInfo) as Float32Array).set(result);
-      return outInfo;
-    }
-    if (!backend.makeTensorInfo) {
-      throw new Error('@regkit/kernels: this backend cannot create tensors from values');
-    }
-    return backend.makeTensorInfo(outShape, 'float32', result.slice());
-  } finally {
-    wasm.reset();
+  const wasm = wasmKernels();
+  const arena = new Arena(wasm);
+  const pParams = arena.alloc(Math.max(1, params.length));
+  const pInputs = inputs.map((i) => arena.alloc(size(i.tensor.shape) + SLACK_FLOATS));
+  const pOut = arena.alloc(outSize);
+  const wasmBackend = isWasmBackend(backend);
+  // wasm backend: allocate the output first, since growing tfjs's heap detaches its views
+  const outInfo = wasmBackend ? makeWasmOutput(backend, outShape) : null;
+  // views on the kernels' memory only now: every alloc above may have grown it
+  arena.i32(pParams, params.length).set(params);
+  inputs.forEach((input, i) => {
+    const values = (
+      wasmBackend
+        ? backend.typedArrayFromHeap!(input.tensor)
+        : backend.readSync(input.tensor.dataId)
+    ) as tf.TypedArray;
+    const n = values.length;
+    if (input.dtype === 'int32') arena.i32(pInputs[i]!, n).set(values as Int32Array);
+    else arena.f32(pInputs[i]!, n).set(values as Float32Array);
+    arena.f32(pInputs[i]! + 4 * n, SLACK_FLOATS).fill(0);
+  });
+  compute([pParams, ...pInputs, pOut], arena);
+  const result = arena.f32(pOut, outSize);
+  if (outInfo) {
+    (backend.typedArrayFromHeap!(outInfo) as Float32Array).set(result);
+    return outInfo;
   }
+  if (!backend.makeTensorInfo) {
+    throw new Error('@regkit/kernels: this backend cannot create tensors from values');
+  }
+  return backend.makeTensorInfo(outShape, 'float32', result.slice());
+}
+
+/** Multiply-adds of a convolution (its forward; each gradient costs the same). */
+function macs(P: ConvParams): number {
+  const [B, , , , Ci, KD, KH, KW, Co, Do, Ho, Wo] = P as number[];
+  return B! * Do! * Ho! * Wo! * Co! * Ci! * KD! * KH! * KW!;
+}
+
+/** Threads for `units` of work costing `total` multiply-adds: at most {@link kernelThreads}. */
+function threadsForConv(units: number, total: number): number {
+  return Math.max(1, Math.min(kernelThreads(), units, Math.floor(total / MIN_MACS_PER_THREAD)));
+}
+
+/**
+ * Forward (op 0: src x, w → y) or input gradient (op 1: src dy, w → dx): the filter is
+ * prepared once on this thread, then the output units are split over the threads.
+ */
+function gatherOp(
+  backend: BackendLike,
+  P: ConvParams,
+  op: number,
+  src: tf.TensorInfo,
+  filter: tf.TensorInfo,
+  outShape: number[],
+): tf.TensorInfo {
+  const E = wasmKernels() as unknown as ConvExports;
+  return runConv(
+    backend,
+    P,
+    [
+      { tensor: src, dtype: 'float32' },
+      { tensor: filter, dtype: 'float32' },
+    ],
+    outShape,
+    ([p, sp, wp, op_], arena) => {
+      const units = E.conv_units(p!, op);
+      const threads = threadsForConv(units, macs(P));
+      const shared = arena.alloc(Math.ceil(E.conv_shared_bytes(p!, op) / 4));
+      const perThread = Math.ceil(E.conv_thread_bytes(p!, op) / 4);
+      const scratch = Array.from({ length: threads }, () => arena.alloc(perThread));
+      E.conv_prepare(wp!, p!, op, shared);
+      const calls: KernelCall[] = splitRange(units, threads).map(([u0, u1], t) => ({
+        fn: 'conv_gather',
+        args: [sp!, shared, op_!, p!, op, scratch[t]!, u0, u1],
+      }));
+      runThreaded(calls);
+    },
+  );
+}
+
+/**
+ * Filter gradient (x, dy → dw [KD, KH, KW, Ci, Co]): fixed chunks (conv_chunks: from the
+ * shapes only) summed into partials on the threads, the partials added in chunk order on
+ * the threads (element ranges), then unpacked or transformed into dw on this thread.
+ */
+function filterOp(
+  backend: BackendLike,
+  P: ConvParams,
+  x: tf.TensorInfo,
+  dy: tf.TensorInfo,
+  filterShape: number[],
+): tf.TensorInfo {
+  const E = wasmKernels() as unknown as ConvExports;
+  return runConv(
+    backend,
+    P,
+    [
+      { tensor: x, dtype: 'float32' },
+      { tensor: dy, dtype: 'float32' },
+    ],
+    filterShape,
+    ([p, xp, dyp, dwp], arena) => {
+      const chunks = E.conv_chunks(p!);
+      const count = E.conv_partial_floats(p!);
+      const threads = threadsForConv(chunks, macs(P));
+      const shared = arena.alloc(Math.ceil(E.conv_shared_bytes(p!, OP_BWD_FILTER) / 4));
+      const perThread = Math.ceil(E.conv_thread_bytes(p!, OP_BWD_FILTER) / 4);
+      const scratch = Array.from({ length: threads }, () => arena.alloc(perThread));
+      runThreaded(
+        splitRange(chunks, threads).map(([k0, k1], t) => ({
+          fn: 'conv_filter_chunks',
+          args: [xp!, dyp!, p!, shared, scratch[t]!, k0, k1],
+        })),
+      );
+      if (chunks > 1) {
+        const reduceThreads = Math.max(1, Math.min(threads, Math.floor((count * chunks) / 65536)));
+        runThreaded(
+          splitRange(count, reduceThreads, 4).map(([e0, e1]) => ({
+            fn: 'conv_filter_reduce',
+            args: [shared, chunks, count, e0, e1],
+          })),
+        );
+      }
+      E.conv_filter_finish(shared, dwp!, p!);
+    },
+  );
 }
 
 /** A zero-filled float32 tensor of the backend (empty inputs). */
@@ -237,7 +312,7 @@ type KernelResult = tf.TensorInfo | tf.TensorInfo[];
 type Impl = (args: Parameters<tf.KernelFunc>[0], fallback: () => KernelResult) => KernelResult;
 
 /**
- * Kernel configs running `conv.wasm` for `Conv3D`, `Conv3DBackpropInputV2`,
+ * Kernel configs running `csrc/conv.c` for `Conv3D`, `Conv3DBackpropInputV2`,
  * `Conv3DBackpropFilterV2`, `Conv2DBackpropFilter` and `UnsortedSegmentSum` on the
  * `cpu` and `wasm` backends. Register them with `replaceKernel` (from `@regkit/core`).
  * The kernels registered under these names at the time of the call are kept as fallbacks
@@ -246,13 +321,11 @@ type Impl = (args: Parameters<tf.KernelFunc>[0], fallback: () => KernelResult) =
  * @example
  * ```ts
  * import { replaceKernel } from '@regkit/core';
- * const conv = await createConvModule(convWasmBytes);
- * for (const config of createConvKernels(conv)) replaceKernel(config);
+ * await initKernels();
+ * for (const config of createConvKernels()) replaceKernel(config);
  * ```
  */
-export function createConvKernels(wasm: ConvWasm): tf.KernelConfig[] {
-  const E = wasm.instance.exports as unknown as ConvExports;
-
+export function createConvKernels(): tf.KernelConfig[] {
   const conv3d: Impl = ({ inputs, backend, attrs }, fallback) => {
     const { x, filter } = inputs as { x: tf.TensorInfo; filter: tf.TensorInfo };
     const { strides, pad, dilations, dataFormat } = attrs as unknown as tf.Conv3DAttrs;
@@ -267,18 +340,7 @@ export function createConvKernels(wasm: ConvWasm): tf.KernelConfig[] {
     const b = backend as BackendLike;
     if (size(x.shape) === 0 || size(filter.shape) === 0 || size(info.outShape) === 0)
       return zeros(b, info.outShape);
-    return runInWasm(
-      wasm,
-      b,
-      conv3dParams(info),
-      [
-        { tensor: x, dtype: 'float32' },
-        { tensor: filter, dtype: 'float32' },
-      ],
-      info.outShape,
-      (p) => E.conv_scratch_bytes(p, OP_FWD),
-      ([p, xp, wp, yp, sp]) => E.conv3d_forward(xp!, wp!, yp!, p!, sp!),
-    );
+    return gatherOp(b, conv3dParams(info), OP_FWD, x, filter, info.outShape);
   };
 
   const conv3dBackpropInput: Impl = ({ inputs, backend, attrs }) => {
@@ -294,18 +356,7 @@ export function createConvKernels(wasm: ConvWasm): tf.KernelConfig[] {
     const b = backend as BackendLike;
     if (size(dy.shape) === 0 || size(filter.shape) === 0 || size(info.inShape) === 0)
       return zeros(b, [...info.inShape]);
-    return runInWasm(
-      wasm,
-      b,
-      conv3dParams(info),
-      [
-        { tensor: dy, dtype: 'float32' },
-        { tensor: filter, dtype: 'float32' },
-      ],
-      [...info.inShape],
-      (p) => E.conv_scratch_bytes(p, OP_BWD_INPUT),
-      ([p, dyp, wp, dxp, sp]) => E.conv3d_backprop_input(dyp!, wp!, dxp!, p!, sp!),
-    );
+    return gatherOp(b, conv3dParams(info), OP_BWD_INPUT, dy, filter, [...info.inShape]);
   };
 
   const conv3dBackpropFilter: Impl = ({ inputs, backend, attrs }) => {
@@ -321,18 +372,7 @@ export function createConvKernels(wasm: ConvWasm): tf.KernelConfig[] {
     const b = backend as BackendLike;
     if (size(x.shape) === 0 || size(dy.shape) === 0 || size(filterShape) === 0)
       return zeros(b, [...filterShape]);
-    return runInWasm(
-      wasm,
-      b,
-      conv3dParams(info),
-      [
-        { tensor: x, dtype: 'float32' },
-        { tensor: dy, dtype: 'float32' },
-      ],
-      [...filterShape],
-      (p) => E.conv_scratch_bytes(p, OP_BWD_FILTER),
-      ([p, xp, dyp, dwp, sp]) => E.conv3d_backprop_filter(xp!, dyp!, dwp!, p!, sp!),
-    );
+    return filterOp(b, conv3dParams(info), x, dy, [...filterShape]);
   };
 
   const conv2dBackpropFilter: Impl = ({ inputs, backend, attrs }, fallback) => {
@@ -355,18 +395,7 @@ export function createConvKernels(wasm: ConvWasm): tf.KernelConfig[] {
     const b = backend as BackendLike;
     if (size(x.shape) === 0 || size(dy.shape) === 0 || size(filterShape) === 0)
       return zeros(b, [...filterShape]);
-    return runInWasm(
-      wasm,
-      b,
-      conv2dParams(info),
-      [
-        { tensor: x, dtype: 'float32' },
-        { tensor: dy, dtype: 'float32' },
-      ],
-      [...filterShape],
-      (p) => E.conv_scratch_bytes(p, OP_BWD_FILTER),
-      ([p, xp, dyp, dwp, sp]) => E.conv3d_backprop_filter(xp!, dyp!, dwp!, p!, sp!),
-    );
+    return filterOp(b, conv2dParams(info), x, dy, [...filterShape]);
   };
 
   const unsortedSegmentSum: Impl = ({ inputs, backend, attrs }, fallback) => {
@@ -381,8 +410,8 @@ export function createConvKernels(wasm: ConvWasm): tf.KernelConfig[] {
     const outShape = [numSegments, ...innerShape];
     const b = backend as BackendLike;
     if (n === 0 || inner === 0 || numSegments === 0) return zeros(b, outShape);
-    return runInWasm(
-      wasm,
+    const E = wasmKernels() as unknown as ConvExports;
+    return runConv(
       b,
       [],
       [
@@ -390,7 +419,6 @@ export function createConvKernels(wasm: ConvWasm): tf.KernelConfig[] {
         { tensor: segmentIds, dtype: 'int32' },
       ],
       outShape,
-      () => 0,
       ([, xp, idp, op]) => E.unsorted_segment_sum(xp!, idp!, op!, n, inner, numSegments),
     );
   };

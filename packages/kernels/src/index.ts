@@ -3,8 +3,9 @@
  * `cpu` and `wasm` backends. They replace the JavaScript kernels of `@regkit/core` and
  * `@regkit/losses` under the same names and contracts (`RegkitWarp`, `RegkitWarpGrad`,
  * `RegkitResizeLinear`, `RegkitResizeLinearGrad`, `RegkitLocalNcc`, `RegkitMindSsc`,
- * `RegkitParzenJoint`, `RegkitParzenJointGrad`), so `warp()`, `resizeField()`,
- * `localNccLoss()`, `mindSsc()`, the mutual information losses and everything built on them (`composeFields`,
+ * `RegkitParzenJoint`, `RegkitParzenJointGrad`, `RegkitJacobianDet`, `RegkitJacobianDetGrad`),
+ * so `warp()`, `resizeField()`, `localNccLoss()`, `mindSsc()`, the mutual information losses,
+ * `jacobianDeterminant()` and everything built on them (`composeFields`,
  * `integrateVelocity`, training loops) get faster with no code change, and
  * the stock tfjs `Conv3D`, `Conv3DBackpropInputV2`, `Conv3DBackpropFilterV2`,
  * `Conv2DBackpropFilter` and `UnsortedSegmentSum` kernels (slow, missing or wrong on wasm).
@@ -25,6 +26,8 @@
  * @packageDocumentation
  */
 import {
+  RegkitJacobianDet,
+  RegkitJacobianDetGrad,
   RegkitLocalNcc,
   RegkitMindSsc,
   RegkitParzenJoint,
@@ -37,8 +40,13 @@ import {
   tf,
 } from '@regkit/core';
 import { CONV_KERNEL_NAMES, createConvKernels } from './conv.js';
+import {
+  jacobianDetGradKernelFunc,
+  jacobianDetKernelFunc,
+  jacobianKernelConfigs,
+} from './jacobian.js';
 import { localNccKernelConfig, localNccKernelFunc } from './lncc.js';
-import { convModule, kernelsReady } from './loader.js';
+import { kernelsReady } from './loader.js';
 import { mindSscKernelConfig, mindSscKernelFunc } from './mind.js';
 import { parzenJointGradKernelFunc, parzenJointKernelFunc, parzenKernelConfigs } from './parzen.js';
 import {
@@ -49,7 +57,12 @@ import {
   warpKernelFunc,
 } from './warp.js';
 
-export { CONV_KERNEL_NAMES, createConvKernels, createConvModule } from './conv.js';
+export { CONV_KERNEL_NAMES, type ConvExports, createConvKernels } from './conv.js';
+export {
+  jacobianDetGradKernelFunc,
+  jacobianDetKernelFunc,
+  jacobianKernelConfigs,
+} from './jacobian.js';
 export { localNccKernelConfig, localNccKernelFunc } from './lncc.js';
 export {
   initKernels,
@@ -87,6 +100,8 @@ export const KERNEL_NAMES = [
   RegkitMindSsc,
   RegkitParzenJoint,
   RegkitParzenJointGrad,
+  RegkitJacobianDet,
+  RegkitJacobianDetGrad,
   ...CONV_KERNEL_NAMES,
 ] as const;
 
@@ -107,10 +122,11 @@ export function registerKernels(): void {
     replaceKernel(localNccKernelConfig(backendName));
     replaceKernel(mindSscKernelConfig(backendName));
     for (const config of parzenKernelConfigs(backendName)) replaceKernel(config);
+    for (const config of jacobianKernelConfigs(backendName)) replaceKernel(config);
   }
   if (!convRegistered) {
     convRegistered = true;
-    for (const config of createConvKernels(convModule())) replaceKernel(config);
+    for (const config of createConvKernels()) replaceKernel(config);
   }
 }
 
@@ -128,6 +144,8 @@ export function kernelsRegistered(backendName: string = tf.getBackend()): boolea
     [RegkitMindSsc, mindSscKernelFunc],
     [RegkitParzenJoint, parzenJointKernelFunc],
     [RegkitParzenJointGrad, parzenJointGradKernelFunc],
+    [RegkitJacobianDet, jacobianDetKernelFunc],
+    [RegkitJacobianDetGrad, jacobianDetGradKernelFunc],
   ];
   return ours.every(([name, func]) => tf.getKernel(name, backendName)?.kernelFunc === func);
 }

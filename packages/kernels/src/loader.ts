@@ -3,7 +3,6 @@
  * the bytes are inlined into the JavaScript bundle) and manages their memory: a bump
  * allocator in the module's own exported memory, reset at the start of every kernel call.
  */
-import { type ConvWasm, createConvModule } from './conv.js';
 import {
   availableCores,
   DEFAULT_MAX_THREADS,
@@ -14,10 +13,12 @@ import {
   threadsUnavailableReason,
   WORKER_STACK_BYTES,
 } from './threads.js';
-import convWasm from './wasm/conv.wasm';
 import warpWasm from './wasm/warp.wasm';
 
-/** The functions exported by `csrc/warp.c`, `csrc/lncc.c`, `csrc/mind.c` and `csrc/parzen.c`. */
+/**
+ * The functions exported by `csrc/warp.c`, `csrc/lncc.c`, `csrc/mind.c` and `csrc/parzen.c`
+ * (those of `csrc/conv.c`: `ConvExports` in conv.ts).
+ */
 export interface WarpExports {
   /** The module's memory: imported (shared where the platform allows), not exported. */
   memory: WebAssembly.Memory;
@@ -212,6 +213,12 @@ const THREADED_FUNCTIONS = [
   'mind_reduce',
   'mind_finish',
   'parzen_joint_grad',
+  'conv_gather',
+  'conv_filter_chunks',
+  'conv_filter_reduce',
+  'jacobian_det',
+  'jacobian_cofactors',
+  'jacobian_gather',
 ] as const;
 
 /** Options of {@link initKernels}. */
@@ -227,7 +234,6 @@ export interface KernelOptions {
 
 let module: WarpExports | null = null;
 let compiled: WebAssembly.Module | null = null;
-let conv: ConvWasm | null = null;
 let loading: Promise<void> | null = null;
 let pool: ThreadPool | null = null;
 let requested: number | undefined;
@@ -262,10 +268,9 @@ export function initKernels(options: KernelOptions = {}): Promise<void> {
   } catch (e) {
     return Promise.reject(e);
   }
-  loading ??= Promise.all([instantiateWarp(), createConvModule(convWasm)]).then(
-    async ([instance, convolution]) => {
+  loading ??= instantiateWarp().then(
+    async (instance) => {
       module = instance;
-      conv = convolution;
       arenaBase = align(instance.heap_base());
       await startThreads(targetThreads());
     },
@@ -451,13 +456,6 @@ export function runThreaded(calls: readonly KernelCall[]): unknown {
     if (i === 0) first = r;
   });
   return first;
-}
-
-/** The instantiated convolution module (after `initKernels()`). */
-export function convModule(): ConvWasm {
-  if (!conv)
-    throw new Error('@regkit/kernels: call `await initKernels()` before running the kernels');
-  return conv;
 }
 
 /** Size in bytes of the kernels' WebAssembly memory (0 before {@link initKernels}). */

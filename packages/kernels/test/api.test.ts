@@ -1,5 +1,7 @@
 /** Loading and registration: nothing happens on import; init is idempotent; replacing core's kernels. */
 import {
+  RegkitJacobianDet,
+  RegkitJacobianDetGrad,
   RegkitLocalNcc,
   RegkitMindSsc,
   RegkitParzenJoint,
@@ -58,6 +60,12 @@ describe('initKernels / registerKernels', () => {
       expect(tf.getKernel(RegkitParzenJointGrad, backend)!.kernelFunc).toBe(
         kernels.parzenJointGradKernelFunc,
       );
+      expect(tf.getKernel(RegkitJacobianDet, backend)!.kernelFunc).toBe(
+        kernels.jacobianDetKernelFunc,
+      );
+      expect(tf.getKernel(RegkitJacobianDetGrad, backend)!.kernelFunc).toBe(
+        kernels.jacobianDetGradKernelFunc,
+      );
     }
     expect(kernels.KERNEL_NAMES).toEqual([
       RegkitWarp,
@@ -68,6 +76,8 @@ describe('initKernels / registerKernels', () => {
       RegkitMindSsc,
       RegkitParzenJoint,
       RegkitParzenJointGrad,
+      RegkitJacobianDet,
+      RegkitJacobianDetGrad,
       ...kernels.CONV_KERNEL_NAMES,
     ]);
     // the convolution kernels replace the stock ones (and core's cpu delegates on wasm)

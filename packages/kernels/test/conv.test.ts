@@ -6,8 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { initBackend, replaceKernel, tf } from '@regkit/core';
+import { CONV_KERNEL_NAMES, createConvKernels, initKernels } from '@regkit/kernels';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CONV_KERNEL_NAMES, createConvKernels, createConvModule } from '../src/conv.js';
 
 type Backend = 'cpu' | 'wasm';
 const BACKENDS: Backend[] = ['cpu', 'wasm'];
@@ -340,9 +340,8 @@ beforeAll(async () => {
     const { x, dy } = inputs2d(c, 100 * i + 7);
     stock2d.set(c.name, conv2dFilterGrad(x, c.xShape, c.wShape, dy, c.strides, c.pad));
   });
-  const bytes = readFileSync(new URL('../src/wasm/conv.wasm', import.meta.url));
-  const module = await createConvModule(new Uint8Array(bytes));
-  ourConfigs = createConvKernels(module);
+  await initKernels();
+  ourConfigs = createConvKernels();
   for (const config of ourConfigs) replaceKernel(config);
 });
 

@@ -190,6 +190,88 @@ describe.each(BACKENDS)('worker threads on %s', (backend) => {
     image.dispose();
   });
 
+  it('conv3d (forward, input and filter gradients; Winograd and direct, 3D and 2D filter gradient) is bit-identical at 1, 2 and 3 threads', async () => {
+    // [x shape, filter shape, strides]: Winograd (stride 1, 3x3x3, 8 -> 12: partial lanes),
+    // direct stride 2 (the U-Net layer), direct 2x3x1 mixed strides with B = 2
+    const convs = [
+      [
+        [1, 20, 18, 22, 8],
+        [3, 3, 3, 8, 12],
+        [1, 1, 1],
+      ],
+      [
+        [1, 24, 20, 22, 16],
+        [3, 3, 3, 16, 16],
+        [2, 2, 2],
+      ],
+      [
+        [2, 17, 19, 15, 6],
+        [2, 3, 1, 6, 10],
+        [1, 2, 3],
+      ],
+    ] as const;
+    for (const [xShape, wShape, strides] of convs) {
+      const x = tf.randomUniform([...xShape], -1, 1, 'float32', 1) as tf.Tensor5D;
+      const w = tf.randomUniform([...wShape], -1, 1, 'float32', 2) as tf.Tensor5D;
+      const st = [...strides] as [number, number, number];
+      const y0 = tf.conv3d(x, w, st, 'same');
+      const dy = tf.randomUniform(y0.shape, -1, 1, 'float32', 3);
+      y0.dispose();
+      const byThreads: Uint8Array[][] = [];
+      for (const n of THREADS) {
+        await setKernelThreads(n);
+        const y = tf.conv3d(x, w, st, 'same');
+        const [dx, dw] = tf.grads((a: tf.Tensor, k: tf.Tensor) =>
+          tf.sum(tf.mul(tf.conv3d(a as tf.Tensor5D, k as tf.Tensor5D, st, 'same'), dy)),
+        )([x, w]);
+        byThreads.push([bytes(y), bytes(dx!), bytes(dw!)]);
+        tf.dispose([y, dx!, dw!]);
+      }
+      for (let t = 1; t < THREADS.length; t++) {
+        byThreads[t]!.forEach((r, i) => {
+          expect(
+            Buffer.compare(r, byThreads[0]![i]!),
+            `[${xShape}] * [${wShape}], result ${i}, ${THREADS[t]} threads`,
+          ).toBe(0);
+        });
+      }
+      tf.dispose([x, w, dy]);
+    }
+    // conv2d filter gradient (Conv2DBackpropFilter runs the 3D filter-gradient engine)
+    const x2 = tf.randomUniform([2, 90, 80, 16], -1, 1, 'float32', 4) as tf.Tensor4D;
+    const w2 = tf.randomUniform([3, 3, 16, 16], -1, 1, 'float32', 5) as tf.Tensor4D;
+    const dw2: Uint8Array[] = [];
+    for (const n of THREADS) {
+      await setKernelThreads(n);
+      const g = tf.grad((k: tf.Tensor) => tf.sum(tf.conv2d(x2, k as tf.Tensor4D, 1, 'same')))(w2);
+      dw2.push(bytes(g));
+      g.dispose();
+    }
+    for (let t = 1; t < THREADS.length; t++) {
+      expect(Buffer.compare(dw2[t]!, dw2[0]!), `conv2d dw, ${THREADS[t]} threads`).toBe(0);
+    }
+    tf.dispose([x2, w2]);
+  });
+
+  it('1000 conv3d forward + backward calls at 3 threads keep numTensors and the kernels memory flat', async () => {
+    await setKernelThreads(3);
+    const x = tf.randomUniform([1, 12, 10, 14, 8], -1, 1, 'float32', 1) as tf.Tensor5D;
+    const w = tf.randomUniform([3, 3, 3, 8, 8], -1, 1, 'float32', 2) as tf.Tensor5D;
+    const step = () => {
+      const [dx, dw] = tf.grads((a: tf.Tensor, k: tf.Tensor) =>
+        tf.sum(tf.conv3d(a as tf.Tensor5D, k as tf.Tensor5D, [2, 1, 1], 'same')),
+      )([x, w]);
+      tf.dispose([dx!, dw!]);
+    };
+    for (let i = 0; i < 3; i++) step();
+    const tensors = tf.memory().numTensors;
+    const size = kernelMemoryBytes();
+    for (let i = 0; i < 1000; i++) step();
+    expect(tf.memory().numTensors).toBe(tensors);
+    expect(kernelMemoryBytes()).toBe(size);
+    tf.dispose([x, w]);
+  });
+
   it('at 3 threads warp still matches core JavaScript kernel (linear, forward and gradients)', async () => {
     await setKernelThreads(3);
     // the 3D cases: positions below 128, where float32 (ours) and float64 (core) positions
