@@ -95,6 +95,7 @@ try {
       seed,
       before,
       after,
+      change: after - before,
       folding: summary.foldingPercent,
       nccBefore: await ncc(image, truthT1),
       nccAfter: await ncc(warpedT1, truthT1),
@@ -111,5 +112,5 @@ const cell = (k) => {
   return pm(s.mean, s.se, { digits: 3 });
 };
 console.log(
-  `${args.weights} through the CLI, ${rows.length} pairs (seeds ${args.seeds}), 181×217: mean |u − u_true| in the head ${cell('before')} → ${cell('after')} voxels; % |J| ≤ 0 ${cell('folding')}; NCC to the truth ${cell('nccBefore')} → ${cell('nccAfter')}`,
+  `${args.weights} through the CLI, ${rows.length} pairs (seeds ${args.seeds}), 181×217: mean |u − u_true| in the head ${cell('before')} → ${cell('after')} voxels (paired difference ${cell('change')}); % |J| ≤ 0 ${cell('folding')}; NCC to the truth ${cell('nccBefore')} → ${cell('nccAfter')}`,
 );
