@@ -29,7 +29,8 @@ node $D --init "$W/stage2" "${COMMON[@]}" --rates 3e-4,3e-4,3e-4 --zero-affine 0
   --similarity-weight 10 --smooth-scale 10000 --steps 300 --validate 6 --step-offset 30000 \
   --save "$W/stage3" --json "$W/stage3.json"
 # stage 4: rates 1e-4, 90 % of the pairs without affine (best: step 50) = the bundled weights
+# (the run that made them was started for 400 steps and stopped after step 300)
 node $D --init "$W/stage3" "${COMMON[@]}" --rates 1e-4,1e-4,1e-4 --zero-affine 0.9 \
-  --similarity-weight 10 --smooth-scale 10000 --steps 400 --validate 6 --step-offset 60000 \
+  --similarity-weight 10 --smooth-scale 10000 --steps 300 --validate 6 --step-offset 60000 \
   --save "$W/stage4" --json "$W/stage4.json"
 echo "cp $W/stage4/* packages/networks/weights/fire-2d/   # to bundle them"
