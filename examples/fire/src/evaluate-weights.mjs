@@ -6,7 +6,8 @@
  * known field: the undeformed T1 onto the PD deformed by a random B-spline (|u| ≤ 4 voxels,
  * 16-voxel spacing, the training deformations), mean |u − u_true| over the head (fixed >
  * 0.05) before (|u_true|) and after, with the NCC of the warped T1 against the T1 deformed
- * by u_true: a field can raise the NCC without matching the true correspondence.
+ * by u_true (and the paired difference after − before, mean ± SE over the draws): a field
+ * can raise the NCC without matching the true correspondence.
  *
  *   node examples/fire/src/evaluate-weights.mjs [--weights DIR] [--draws 8] [--affine 0.2]
  */
@@ -80,6 +81,7 @@ for (let r = 0; r < Number(args.draws); r++) {
   known.push({
     errorBefore: headMean(truth),
     errorAfter: headMean(err),
+    errorChange: headMean(err) - headMean(truth),
     nccBefore: await ncc(s.moving, truthT1),
     nccAfter: await ncc(o.warped, truthT1),
   });
@@ -90,6 +92,6 @@ const kcell = (k) => {
   return pm(m.mean, m.se, { digits: 3 });
 };
 console.log(
-  `known field (T1 undeformed → PD deformed, ${known.length} draws): mean |u − u_true| in the head ${kcell('errorBefore')} → ${kcell('errorAfter')} voxels; NCC to the truth ${kcell('nccBefore')} → ${kcell('nccAfter')}`,
+  `known field (T1 undeformed → PD deformed, ${known.length} draws): mean |u − u_true| in the head ${kcell('errorBefore')} → ${kcell('errorAfter')} voxels (paired difference ${kcell('errorChange')}); NCC to the truth ${kcell('nccBefore')} → ${kcell('nccAfter')}`,
 );
 net.dispose();

@@ -12,8 +12,12 @@ const t1 = join(data, 'itk_brainweb_t1_slice.nii.gz');
 const pd = join(data, 'itk_brainweb_pd_slice.nii.gz');
 const DNS_ERROR_RATIO = 0.9;
 // The bundled FIRE (examples/fire model card) works on a 64×64 grid, whose voxels are 2.8 and
-// 3.4 of this pair's: inverse consistency measured 3.35 voxels here (1.2 of its own grid).
-const FIRE_INVERSE_CONSISTENCY_VOXELS = 4;
+// 3.4 of this pair's: inverse consistency measured 0.46 voxels here (the weights before the
+// fine-tuning: 3.35).
+const FIRE_INVERSE_CONSISTENCY_VOXELS = 1;
+// The bundled FIRE must bring the field closer to the truth than no registration, by 5 %
+// (measured on this pair 1.37 → 1.23 voxels, a ratio of 0.90; examples/fire model card).
+const FIRE_ERROR_RATIO = 0.95;
 const brats =
   process.env.REGKIT_BRATS_DIR ??
   resolve(here, '..', '..', '..', '..', 'shared', 'data', 'read-only', 'brats_case');
@@ -353,9 +357,9 @@ describe('regkit command line', () => {
     const inverse = await readDisplacementField(p('fire_field_inverse.nii.gz'), reference);
     expect(field.shape).toEqual([1, 181, 217, 2]);
     expect(summary.foldingPercent).toBeLessThan(1);
-    // mean |u − u_true| over the head (fixed > 10), reported, not asserted: the bundled weights
-    // raise the NCC of their held-out pairs but not the agreement with the true field (measured
-    // here 1.37 → 5.13 voxels; examples/fire README, model card)
+    // mean |u − u_true| over the head (fixed > 10): the bundled FIRE moves points towards where
+    // they belong, not only the intensities (measured here 1.37 → 1.23 voxels; examples/fire README,
+    // model card; the weights before the fine-tuning made it 1.37 → 5.13)
     const truth = await readDisplacementField(p('fire_true.nii.gz'), reference);
     const [before, after] = headFieldErrors(tf, reference.data, truth, field);
     // the two transformation networks are trained to be mutual inverses (Eq. 8)
@@ -363,6 +367,7 @@ describe('regkit command line', () => {
     console.info(
       `fire: mean field error in the head ${before.toFixed(2)} → ${after.toFixed(2)} voxels, folding ${summary.foldingPercent} %, inverse consistency ${ic.mean.toFixed(2)} voxels`,
     );
+    expect(after).toBeLessThan(FIRE_ERROR_RATIO * before);
     expect(ic.mean).toBeLessThan(FIRE_INVERSE_CONSISTENCY_VOXELS);
     tf.dispose([field, inverse, truth, reference.data]);
   });
