@@ -30,7 +30,7 @@ import {
   runArm,
 } from '@regkit/example-common/protocol';
 import { pairedRuns, pm } from '@regkit/example-common/stats';
-import { epochsForStepsOrExit } from '@regkit/example-common/steps';
+import { epochsForSteps } from '@regkit/example-common/steps';
 import { loadMasrNet } from '@regkit/networks';
 import { ADAM, ARMS, GROUPS, IO_COMMON, VOXELMORPH_ADAM } from './combinations.mjs';
 
@@ -77,11 +77,20 @@ if (!['check', 'small', 'full'].includes(gridKind)) {
 const STEPS_PER_EPOCH = 5;
 const stepsArg = args.steps ?? (quick ? 20 : 600);
 const fireStepsArg = args['fire-steps'] ?? (quick ? 10 : 300);
-const epochs = epochsForStepsOrExit(stepsArg, STEPS_PER_EPOCH);
-const fireEpochs = epochsForStepsOrExit(fireStepsArg, STEPS_PER_EPOCH);
+/** Epochs of a step budget, or exit 2 with the message naming the flag that gave it. */
+const epochsOrExit = (flag, steps) => {
+  try {
+    return epochsForSteps(steps, STEPS_PER_EPOCH);
+  } catch (e) {
+    process.stderr.write(`${e.message.replace('--steps', flag)}\n`);
+    process.exit(2);
+  }
+};
+const epochs = epochsOrExit('--steps', stepsArg);
+const fireEpochs = epochsOrExit('--fire-steps', fireStepsArg);
 // VoxelMorph's own step count (default: --steps): it needs ≥ 200 steps to leave the identity
 const vxmStepsArg = args['vxm-steps'] ?? stepsArg;
-const vxmEpochs = epochsForStepsOrExit(vxmStepsArg, STEPS_PER_EPOCH);
+const vxmEpochs = epochsOrExit(args['vxm-steps'] ? '--vxm-steps' : '--steps', vxmStepsArg);
 const warmSteps = Number(args['warm-start-steps'] ?? (quick ? 100 : 1000));
 const ioIterations = (
   args['io-iterations'] ?? (quick ? '20,15,10' : IO_COMMON.iterations.join(','))
