@@ -14,6 +14,7 @@
  *   node src/run.mjs --quick        # a check (< 10 min): 64×64, 2 deformations, one-value grids, few steps
  *   node src/run.mjs                # the full protocol: 96×96, 10 deformations, 3-value grids
  *   node src/run.mjs --groups fire --size 64 --deformations 5 --grids small --fire-steps 75
+ *   node src/run.mjs --groups voxelmorph --vxm-steps 200 --size 64 --grids small
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -29,9 +30,9 @@ import {
   runArm,
 } from '@regkit/example-common/protocol';
 import { pairedRuns, pm } from '@regkit/example-common/stats';
-import { epochsForStepsOrExit } from '@regkit/example-common/steps';
+import { epochsForSteps } from '@regkit/example-common/steps';
 import { loadMasrNet } from '@regkit/networks';
-import { ARMS, GROUPS, IO_COMMON } from './combinations.mjs';
+import { ADAM, ARMS, GROUPS, IO_COMMON, VOXELMORPH_ADAM } from './combinations.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -46,6 +47,7 @@ const { values: args } = parseArgs({
     grids: { type: 'string' },
     steps: { type: 'string' },
     'fire-steps': { type: 'string' },
+    'vxm-steps': { type: 'string' },
     'warm-start-steps': { type: 'string' },
     'io-iterations': { type: 'string' },
     target: { type: 'string', default: 't2f_flair' },
@@ -75,8 +77,20 @@ if (!['check', 'small', 'full'].includes(gridKind)) {
 const STEPS_PER_EPOCH = 5;
 const stepsArg = args.steps ?? (quick ? 20 : 600);
 const fireStepsArg = args['fire-steps'] ?? (quick ? 10 : 300);
-const epochs = epochsForStepsOrExit(stepsArg, STEPS_PER_EPOCH);
-const fireEpochs = epochsForStepsOrExit(fireStepsArg, STEPS_PER_EPOCH);
+/** Epochs of a step budget, or exit 2 with the message naming the flag that gave it. */
+const epochsOrExit = (flag, steps) => {
+  try {
+    return epochsForSteps(steps, STEPS_PER_EPOCH);
+  } catch (e) {
+    process.stderr.write(`${e.message.replace('--steps', flag)}\n`);
+    process.exit(2);
+  }
+};
+const epochs = epochsOrExit('--steps', stepsArg);
+const fireEpochs = epochsOrExit('--fire-steps', fireStepsArg);
+// VoxelMorph's own step count (default: --steps): it needs ≥ 200 steps to leave the identity
+const vxmStepsArg = args['vxm-steps'] ?? stepsArg;
+const vxmEpochs = epochsOrExit(args['vxm-steps'] ? '--vxm-steps' : '--steps', vxmStepsArg);
 const warmSteps = Number(args['warm-start-steps'] ?? (quick ? 100 : 1000));
 const ioIterations = (
   args['io-iterations'] ?? (quick ? '20,15,10' : IO_COMMON.iterations.join(','))
@@ -110,7 +124,7 @@ for (const a of onlyArms ?? []) {
 const backend = await initExampleBackend(args.backend);
 const t0 = performance.now();
 console.log(
-  `backend ${backend}; ${quick ? 'QUICK check' : 'protocol'}: ${size.join('×')}, seeds ${settings.seeds.join(', ')} (instance optimisation: seed 1, deterministic), ${deformations} deformations per test slice, grids '${gridKind}', ${Number(stepsArg)} steps (FIRE ${Number(fireStepsArg)}), MINE warm start ${warmSteps} steps, IO iterations ${ioIterations.join('/')}`,
+  `backend ${backend}; ${quick ? 'QUICK check' : 'protocol'}: ${size.join('×')}, seeds ${settings.seeds.join(', ')} (instance optimisation: seed 1, deterministic), ${deformations} deformations per test slice, grids '${gridKind}', ${Number(stepsArg)} steps (VoxelMorph ${Number(vxmStepsArg)}, FIRE ${Number(fireStepsArg)}), MINE warm start ${warmSteps} steps, IO iterations ${ioIterations.join('/')}`,
 );
 // (`--table-only`: no group runs, so nothing is loaded)
 const dataset = groups.length ? await bratsProtocolDataset(args.target, size) : null;
@@ -145,8 +159,10 @@ for (const group of groups) {
   if (!names.length) continue;
   const isIo = group === 'io';
   const isFire = group === 'fire';
+  const isVxm = group === 'voxelmorph';
   const groupSettings = isIo ? { ...settings, seeds: [1] } : settings;
-  const groupSteps = isIo ? 0 : Number(isFire ? fireStepsArg : stepsArg);
+  const groupSteps = isIo ? 0 : Number(isFire ? fireStepsArg : isVxm ? vxmStepsArg : stepsArg);
+  const groupEpochs = isFire ? fireEpochs : isVxm ? vxmEpochs : epochs;
   const warmLog = [];
   console.log(`\n## ${GROUPS[group].title}`);
   const arms = [];
@@ -158,7 +174,7 @@ for (const group of groups) {
         value,
         seed,
         data: (epoch, step) => protocolTrainingPair(dataset, seed, epoch * STEPS_PER_EPOCH + step),
-        epochs: isFire ? fireEpochs : epochs,
+        epochs: groupEpochs,
         stepsPerEpoch: STEPS_PER_EPOCH,
         masr,
         warmSteps,
@@ -217,6 +233,7 @@ for (const group of groups) {
         settings: groupSettings,
         gridKind,
         steps: groupSteps,
+        learningRate: isIo || isFire ? undefined : (isVxm ? VOXELMORPH_ADAM : ADAM).learningRate,
         stepsPerEpoch: STEPS_PER_EPOCH,
         warmSteps: group === 'sitreg' ? warmSteps : undefined,
         ioIterations: isIo ? ioIterations : undefined,
@@ -240,7 +257,7 @@ export function groupMarkdown(r) {
   const budget =
     r.group === 'io'
       ? `registerImages ${r.ioIterations.join('/')} iterations per level, seed 1 (deterministic: SE over pairs only)`
-      : `${r.steps} steps, ${r.settings.seeds.length} seeds${r.group === 'sitreg' ? `, MINE warm start ${r.warmSteps} steps` : ''}`;
+      : `${r.steps} steps${r.learningRate ? ` at Adam lr ${r.learningRate}` : ''}, ${r.settings.seeds.length} seeds${r.group === 'sitreg' ? `, MINE warm start ${r.warmSteps} steps` : ''}`;
   const times =
     r.group === 'io'
       ? ''
