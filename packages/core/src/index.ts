@@ -10,6 +10,7 @@
  * @packageDocumentation
  */
 import './register_gradients.js';
+import './mind_ssc_grad.js';
 import { registerJsKernels } from './register_kernels.js';
 
 registerJsKernels();
@@ -75,6 +76,7 @@ export {
   RegkitMaxPoolGrad,
   RegkitMindSsc,
   type RegkitMindSscAttrs,
+  RegkitMindSscGrad,
   RegkitParzenJoint,
   type RegkitParzenJointAttrs,
   RegkitParzenJointGrad,

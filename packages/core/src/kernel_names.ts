@@ -76,7 +76,7 @@ export interface RegkitLocalNccAttrs {
 }
 
 /**
- * MIND-SSC descriptor (`mindSsc` of `@regkit/losses`, forward only): input `image`
+ * MIND-SSC descriptor (`mindSsc` of `@regkit/losses`): input `image`
  * `[B, ...S, 1]` float32, output `[B, ...S, P]` with, for output channel c and its offset
  * pair (p_c, q_c) (voxels along the spatial axes, dilation applied),
  * ssd_c = replicate-border box mean over (2·radius+1)^nd of (I(x + p_c) − I(x + q_c))²,
@@ -84,7 +84,14 @@ export interface RegkitLocalNccAttrs {
  * voxels and batch items, out_c = exp(−d_c / V).
  */
 export const RegkitMindSsc = 'RegkitMindSsc';
-/** Attributes of {@link RegkitMindSsc}: box radius, and the offset pairs `[p, q]` per output channel (each of length nd). */
+/**
+ * Gradient of {@link RegkitMindSsc}: inputs `dy` `[B, ...S, P]` and `image` `[B, ...S, 1]`;
+ * output dImage `[B, ...S, 1]`, with the global mean of V held constant (no gradient through
+ * it) and the min over channels differentiated as tfjs's `Min` (every channel equal to the
+ * min gets the whole gradient of the min). The attributes of the forward.
+ */
+export const RegkitMindSscGrad = 'RegkitMindSscGrad';
+/** Attributes of {@link RegkitMindSsc} and {@link RegkitMindSscGrad}: box radius, and the offset pairs `[p, q]` per output channel (each of length nd). */
 export interface RegkitMindSscAttrs {
   radius: number;
   pairs: Array<[number[], number[]]>;

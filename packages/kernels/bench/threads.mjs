@@ -6,7 +6,10 @@
  * forward + backward (localNccLoss, window 9, gradients w.r.t. both images; a and b
  * independent uniform [0, 1] images as packages/losses/bench) and a U-Net layer, conv3d
  * 3×3×3 stride 2 'same', 32 → 32 channels on the half-resolution grid (forward + both
- * gradients) and jacobianDeterminant (forward, the field of warp_fwd_bwd), at each thread count of --threads (REGKIT_THREADS in a child process per
+ * gradients), jacobianDeterminant (forward, the field of warp_fwd_bwd) and MIND-SSC forward +
+ * backward (mindSsc, radius 1, dilation 2, of a uniform [0, 1] image: tf.grad of
+ * sum(mindSsc(image) · dy), dy uniform [−1, 1], 12 channels), at each thread count of
+ * --threads (REGKIT_THREADS in a child process per
  * measurement, so peak RSS is per measurement). The PyTorch rows of the same ops at 1 and
  * at all threads: bench/threads_pytorch.py.
  *
@@ -25,7 +28,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const OPS = ['warp_fwd_bwd', 'lncc_fwd_bwd', 'conv3d_s2_32_fwd_bwd', 'jacobian_determinant'];
+const OPS = [
+  'warp_fwd_bwd',
+  'lncc_fwd_bwd',
+  'conv3d_s2_32_fwd_bwd',
+  'jacobian_determinant',
+  'mind_ssc_fwd_bwd',
+];
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(`--${name}`);
@@ -35,7 +44,7 @@ function arg(name, fallback) {
 async function one(op, size) {
   const core = await import('@regkit/core');
   const kernels = await import('../dist/index.js');
-  const { localNccLoss } = await import('@regkit/losses');
+  const { localNccLoss, mindSsc } = await import('@regkit/losses');
   const { tf } = core;
   await core.initBackend('wasm');
   tf.env().set(core.PORTABLE_OPS_FLAG, false);
@@ -68,6 +77,10 @@ async function one(op, size) {
       seed: 1,
     });
     fn = () => core.jacobianDeterminant(field);
+  } else if (op === 'mind_ssc_fwd_bwd') {
+    const image = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 1);
+    const dy = tf.randomUniform([1, ...spatial, 12], -1, 1, 'float32', 2);
+    fn = () => tf.grad((x) => tf.sum(tf.mul(mindSsc(x, { radius: 1, dilation: 2 }), dy)))(image);
   } else throw new Error(`unknown op ${op}`);
   // the wasm backend runs kernels synchronously: the outputs are complete when the op returns.
   // Reading them back (dataSync: tfjs copies them off its heap into a fresh ArrayBuffer, on

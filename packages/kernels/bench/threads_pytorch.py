@@ -20,7 +20,10 @@ runs after a warm-up run, within REGKIT_BENCH_SECONDS (default 20 s).
   * conv3d_s2_32_fwd_bwd: conv3d 3x3x3, stride 2, padding 1, 32 -> 32 channels on the
     half-resolution grid ceil(S/2), forward + backward w.r.t. input and filter;
   * jacobian_determinant: det(I + grad u) of the warp_fwd_bwd field, torch.gradient
-    (edge_order=1) and the closed-form 3x3 det (as packages/core/bench/pytorch_bench.py).
+    (edge_order=1) and the closed-form 3x3 det (as packages/core/bench/pytorch_bench.py);
+  * mind_ssc_fwd_bwd: Heinrich's MINDSSC (mindssc of packages/losses/bench/pytorch_bench.py:
+    ConvexAdam / voxelmorph++), radius 1, dilation 2, 12 channels, of a uniform image,
+    forward + backward w.r.t. the image of sum(MIND * dy), dy uniform [-1, 1].
 
 Prints one JSON line per measurement; --save appends them to bench/results/threads_pytorch.jsonl.
 """
@@ -42,6 +45,7 @@ OPS = [
     "lncc_conv9_fwd_bwd",
     "conv3d_s2_32_fwd_bwd",
     "jacobian_determinant",
+    "mind_ssc_fwd_bwd",
 ]
 
 
@@ -153,6 +157,16 @@ def run_one(op, size, threads):
             d, e, f = g[1][0], 1.0 + g[1][1], g[1][2]
             gg, h, i = g[2][0], g[2][1], 1.0 + g[2][2]
             return a * (e * i - f * h) - b * (d * i - f * gg) + c * (d * h - e * gg)
+    elif op == "mind_ssc_fwd_bwd":
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "losses", "bench"))
+        from pytorch_bench import mindssc
+
+        image = torch.rand((1, 1) + shape, dtype=f32).requires_grad_(True)
+        dy = torch.rand((1, 12) + shape, dtype=f32) * 2 - 1
+
+        def fn():
+            image.grad = None
+            (mindssc(image, radius=1, dilation=2) * dy).sum().backward()
     else:
         raise ValueError(f"unknown op {op!r}")
     budget = float(os.environ.get("REGKIT_BENCH_SECONDS", "20"))

@@ -203,3 +203,140 @@ __attribute__((export_name("mind_finish"))) void mind_finish(float *out, int B, 
     for (; c < P; c++) ov[c] = fexp1(-(ov[c] / vv));
   }
 }
+
+/*
+ * Gradient (RegkitMindSscGrad): dI from dy = dL/dout [B, D, H, W, P], for the forward above
+ * with the global mean m held constant (no gradient through it, as the tfjs-op composite's
+ * stopGradient). Per voxel, with V' = clamp(V, lo, hi), out_c = exp(-d_c / V'):
+ *   gd_c = -dy_c out_c / V' + [lo <= V <= hi] (sum_c' dy_c' out_c' d_c' / V'^2) / P,
+ *   gssd_c = gd_c - [ssd_c == min] sum_c' gd_c'   (tfjs's Min gradient: every tied channel
+ *   gets the whole gradient of the min; ssd_c == min  <=>  d_c == 0),
+ * then per channel gE_c = boxmean^T(gssd_c) (adjoint of the replicate box mean: each tap's
+ * value added back to the clamped voxel it read), gs_c = 2 s_c gE_c with
+ * s_c(x) = I(clamp(x + p_c)) - I(clamp(x + q_c)), scattered to contrib_c[clamp(x + p_c)] +=
+ * gs_c(x), contrib_c[clamp(x + q_c)] -= gs_c(x); dI = sum_c contrib_c (channels in order).
+ * Threads: voxels by ranges (mind_bwd_voxels, mind_bwd_gather), channels by ranges
+ * (mind_bwd_planes, each thread with its own two tmp planes); every value is written by one
+ * thread in a fixed order, so results do not depend on the number of threads.
+ */
+
+/** Adjoint of box_axis: dst[o, j, :] = (1 / (2r + 1)) sum of src[o, i, :] over the taps clamp(i + k) = j. */
+static void box_axis_adj(const float *src, float *dst, size_t outer, int n, size_t inner, int r) {
+  const float inv = 1.0f / (float)(2 * r + 1);
+  for (size_t o = 0; o < outer; o++) {
+    const float *s = src + o * (size_t)n * inner;
+    float *d = dst + o * (size_t)n * inner;
+    for (size_t j = 0; j < (size_t)n * inner; j++) d[j] = 0.0f;
+    for (int i = 0; i < n; i++) {
+      const float *row = s + (size_t)i * inner;
+      for (int k = -r; k <= r; k++) {
+        float *t = d + (size_t)clampi(i + k, n) * inner;
+        for (size_t j = 0; j < inner; j++) t[j] += row[j];
+      }
+    }
+    for (size_t j = 0; j < (size_t)n * inner; j++) d[j] *= inv;
+  }
+}
+
+/** Float32 values of work memory of the gradient: d [B, N, P], grad planes [P, N], tmp [2T, N], var [B, N], then the chunk sums (double) [B, chunks]. */
+__attribute__((export_name("mind_grad_work_floats"))) size_t mind_grad_work_floats(int B, int D,
+                                                                                    int H, int W,
+                                                                                    int P, int T) {
+  const size_t N = (size_t)D * H * W;
+  size_t floats = (size_t)B * N * P + ((size_t)P + 2 * (size_t)T) * N + (size_t)B * N;
+  floats += floats & 1;
+  return floats + 2 * (size_t)B * mind_chunks(N);
+}
+
+/**
+ * gssd for the voxels v0 <= v < v1 of [B N]: d [B N, P] (from mind_reduce), var [B N],
+ * dy [B N, P]; writes the planes g [P, N] of batch item b (v0, v1 within item b).
+ */
+__attribute__((export_name("mind_bwd_voxels"))) void mind_bwd_voxels(
+    const float *dy, const float *dd, int B, int N, int P, const float *var, const double *sums,
+    float *g, int b, int v0, int v1) {
+  const size_t chunks = (size_t)B * mind_chunks((size_t)N);
+  double total = 0.0;
+  for (size_t k = 0; k < chunks; k++) total += sums[k];
+  const double m = total / ((double)B * (double)N);
+  const float lo = (float)(m * 0.001), hi = (float)(m * 1000.0);
+  const float invP = 1.0f / (float)P;
+  float gd[64];
+  for (size_t u = (size_t)v0; u < (size_t)v1; u++) {
+    const size_t v = (size_t)b * N + u;
+    const float vraw = var[v];
+    const float vv = vraw < lo ? lo : (vraw > hi ? hi : vraw);
+    const float *dv = dd + v * P;
+    const float *gv = dy + v * P;
+    float gvar = 0.0f;
+    for (int c = 0; c < P; c++) {
+      const float o = fexp1(-(dv[c] / vv));
+      const float go = gv[c] * o;
+      gd[c] = -(go / vv);
+      gvar += go * dv[c];
+    }
+    gvar = (vraw >= lo && vraw <= hi) ? gvar / (vv * vv) * invP : 0.0f;
+    float sum = 0.0f;
+    for (int c = 0; c < P; c++) {
+      gd[c] += gvar;
+      sum += gd[c];
+    }
+    for (int c = 0; c < P; c++) g[(size_t)c * N + u] = dv[c] == 0.0f ? gd[c] - sum : gd[c];
+  }
+}
+
+/** Per channel c0 <= c < c1 of batch item b: g plane (gssd) -> contrib plane in place (see above). */
+__attribute__((export_name("mind_bwd_planes"))) void mind_bwd_planes(
+    const float *img, int b, int D, int H, int W, int r, const int *offsets, float *g, float *tmp,
+    float *tmp2, int c0, int c1) {
+  const size_t N = (size_t)D * H * W, HW = (size_t)H * W;
+  const float *x = img + (size_t)b * N;
+  for (int c = c0; c < c1; c++) {
+    float *plane = g + (size_t)c * N;
+    float *ge = plane;
+    if (r > 0) {
+      float *a = tmp, *t2 = tmp2;
+      if (D > 1) {
+        box_axis_adj(plane, a, 1, D, HW, r);
+      } else {
+        for (size_t j = 0; j < N; j++) a[j] = plane[j];
+      }
+      box_axis_adj(a, t2, (size_t)D, H, (size_t)W, r);
+      box_axis_adj(t2, a, (size_t)D * H, W, 1, r);
+      ge = a;
+    } else {
+      for (size_t j = 0; j < N; j++) tmp[j] = plane[j];
+      ge = tmp;
+    }
+    const int *pq = offsets + 6 * c;
+    for (size_t j = 0; j < N; j++) plane[j] = 0.0f;
+    for (int z = 0; z < D; z++) {
+      const size_t zp = (size_t)clampi(z + pq[0], D) * HW, zq = (size_t)clampi(z + pq[3], D) * HW;
+      for (int y = 0; y < H; y++) {
+        const size_t rp = zp + (size_t)clampi(y + pq[1], H) * W;
+        const size_t rq = zq + (size_t)clampi(y + pq[4], H) * W;
+        const float *gr = ge + (size_t)z * HW + (size_t)y * W;
+        for (int xx = 0; xx < W; xx++) {
+          const size_t ip = rp + (size_t)clampi(xx + pq[2], W);
+          const size_t iq = rq + (size_t)clampi(xx + pq[5], W);
+          const float s = x[ip] - x[iq];
+          const float gs = 2.0f * s * gr[xx];
+          plane[ip] += gs;
+          plane[iq] -= gs;
+        }
+      }
+    }
+  }
+}
+
+/** dI[b, v] = sum_c contrib[c, v] (c in order) for the voxels v0 <= v < v1 of batch item b. */
+__attribute__((export_name("mind_bwd_gather"))) void mind_bwd_gather(const float *g, float *dimg,
+                                                                      int b, int N, int P, int v0,
+                                                                      int v1) {
+  float *o = dimg + (size_t)b * N;
+  for (int v = v0; v < v1; v++) {
+    float acc = g[v];
+    for (int c = 1; c < P; c++) acc += g[(size_t)c * N + v];
+    o[v] = acc;
+  }
+}

@@ -2,7 +2,7 @@
  * @regkit/kernels — WebAssembly-SIMD kernels for regkit's hot ops on the TensorFlow.js
  * `cpu` and `wasm` backends. They replace the JavaScript kernels of `@regkit/core` and
  * `@regkit/losses` under the same names and contracts (`RegkitWarp`, `RegkitWarpGrad`,
- * `RegkitResizeLinear`, `RegkitResizeLinearGrad`, `RegkitLocalNcc`, `RegkitMindSsc`,
+ * `RegkitResizeLinear`, `RegkitResizeLinearGrad`, `RegkitLocalNcc`, `RegkitMindSsc`, `RegkitMindSscGrad`,
  * `RegkitParzenJoint`, `RegkitParzenJointGrad`, `RegkitJacobianDet`, `RegkitJacobianDetGrad`),
  * so `warp()`, `resizeField()`, `localNccLoss()`, `mindSsc()`, the mutual information losses,
  * `jacobianDeterminant()` and everything built on them (`composeFields`,
@@ -30,6 +30,7 @@ import {
   RegkitJacobianDetGrad,
   RegkitLocalNcc,
   RegkitMindSsc,
+  RegkitMindSscGrad,
   RegkitParzenJoint,
   RegkitParzenJointGrad,
   RegkitResizeLinear,
@@ -47,7 +48,7 @@ import {
 } from './jacobian.js';
 import { localNccKernelConfig, localNccKernelFunc } from './lncc.js';
 import { kernelsReady } from './loader.js';
-import { mindSscKernelConfig, mindSscKernelFunc } from './mind.js';
+import { mindSscGradKernelFunc, mindSscKernelConfigs, mindSscKernelFunc } from './mind.js';
 import { parzenJointGradKernelFunc, parzenJointKernelFunc, parzenKernelConfigs } from './parzen.js';
 import {
   resizeLinearGradKernelFunc,
@@ -73,7 +74,12 @@ export {
   kernelThreadsReason,
   setKernelThreads,
 } from './loader.js';
-export { mindSscKernelConfig, mindSscKernelFunc } from './mind.js';
+export {
+  mindSscGradKernelFunc,
+  mindSscKernelConfig,
+  mindSscKernelConfigs,
+  mindSscKernelFunc,
+} from './mind.js';
 export {
   parzenJointGradKernelFunc,
   parzenJointKernelFunc,
@@ -98,6 +104,7 @@ export const KERNEL_NAMES = [
   RegkitResizeLinearGrad,
   RegkitLocalNcc,
   RegkitMindSsc,
+  RegkitMindSscGrad,
   RegkitParzenJoint,
   RegkitParzenJointGrad,
   RegkitJacobianDet,
@@ -120,7 +127,7 @@ export function registerKernels(): void {
   for (const backendName of KERNEL_BACKENDS) {
     for (const config of warpKernelConfigs(backendName)) replaceKernel(config);
     replaceKernel(localNccKernelConfig(backendName));
-    replaceKernel(mindSscKernelConfig(backendName));
+    for (const config of mindSscKernelConfigs(backendName)) replaceKernel(config);
     for (const config of parzenKernelConfigs(backendName)) replaceKernel(config);
     for (const config of jacobianKernelConfigs(backendName)) replaceKernel(config);
   }
@@ -142,6 +149,7 @@ export function kernelsRegistered(backendName: string = tf.getBackend()): boolea
     [RegkitResizeLinearGrad, resizeLinearGradKernelFunc],
     [RegkitLocalNcc, localNccKernelFunc],
     [RegkitMindSsc, mindSscKernelFunc],
+    [RegkitMindSscGrad, mindSscGradKernelFunc],
     [RegkitParzenJoint, parzenJointKernelFunc],
     [RegkitParzenJointGrad, parzenJointGradKernelFunc],
     [RegkitJacobianDet, jacobianDetKernelFunc],

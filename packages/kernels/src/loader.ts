@@ -160,6 +160,43 @@ export interface WarpExports {
     v0: number,
     v1: number,
   ): void;
+  mind_grad_work_floats(B: number, D: number, H: number, W: number, P: number, T: number): number;
+  mind_bwd_voxels(
+    dy: number,
+    d: number,
+    B: number,
+    N: number,
+    P: number,
+    variance: number,
+    sums: number,
+    g: number,
+    b: number,
+    v0: number,
+    v1: number,
+  ): void;
+  mind_bwd_planes(
+    img: number,
+    b: number,
+    D: number,
+    H: number,
+    W: number,
+    r: number,
+    offsets: number,
+    g: number,
+    tmp: number,
+    tmp2: number,
+    c0: number,
+    c1: number,
+  ): void;
+  mind_bwd_gather(
+    g: number,
+    dimg: number,
+    b: number,
+    N: number,
+    P: number,
+    v0: number,
+    v1: number,
+  ): void;
   parzen_work_bytes(bins: number, B: number, N: number): number;
   parzen_chunks(
     a: number,
@@ -212,6 +249,9 @@ const THREADED_FUNCTIONS = [
   'mind_planes',
   'mind_reduce',
   'mind_finish',
+  'mind_bwd_voxels',
+  'mind_bwd_planes',
+  'mind_bwd_gather',
   'parzen_joint_grad',
   'conv_gather',
   'conv_filter_chunks',

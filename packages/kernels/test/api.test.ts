@@ -4,6 +4,7 @@ import {
   RegkitJacobianDetGrad,
   RegkitLocalNcc,
   RegkitMindSsc,
+  RegkitMindSscGrad,
   RegkitParzenJoint,
   RegkitParzenJointGrad,
   RegkitResizeLinear,
@@ -54,6 +55,9 @@ describe('initKernels / registerKernels', () => {
       );
       expect(tf.getKernel(RegkitLocalNcc, backend)!.kernelFunc).toBe(kernels.localNccKernelFunc);
       expect(tf.getKernel(RegkitMindSsc, backend)!.kernelFunc).toBe(kernels.mindSscKernelFunc);
+      expect(tf.getKernel(RegkitMindSscGrad, backend)!.kernelFunc).toBe(
+        kernels.mindSscGradKernelFunc,
+      );
       expect(tf.getKernel(RegkitParzenJoint, backend)!.kernelFunc).toBe(
         kernels.parzenJointKernelFunc,
       );
@@ -74,6 +78,7 @@ describe('initKernels / registerKernels', () => {
       RegkitResizeLinearGrad,
       RegkitLocalNcc,
       RegkitMindSsc,
+      RegkitMindSscGrad,
       RegkitParzenJoint,
       RegkitParzenJointGrad,
       RegkitJacobianDet,

@@ -175,19 +175,25 @@ describe.each(BACKENDS)('worker threads on %s', (backend) => {
     tf.dispose([a, b]);
   });
 
-  it('MIND-SSC (several chunks, B = 2) is bit-identical at 1, 2 and 3 threads', async () => {
+  it('MIND-SSC and its gradient (several chunks, B = 2) are bit-identical at 1, 2 and 3 threads', async () => {
     const image = tf.randomUniform([2, 40, 44, 40, 1], 0, 1, 'float32', 1); // 70400 voxels: 2 chunks
-    const byThreads: Uint8Array[] = [];
+    const w = tf.randomUniform([2, 40, 44, 40, 12], -1, 1, 'float32', 2);
+    const byThreads: Uint8Array[][] = [];
     for (const n of THREADS) {
       await setKernelThreads(n);
       const m = mindSsc(image, { radius: 1, dilation: 2 });
-      byThreads.push(bytes(m));
-      m.dispose();
+      const g = tf.grad((x: tf.Tensor) =>
+        tf.sum(tf.mul(mindSsc(x, { radius: 1, dilation: 2 }), w)),
+      )(image);
+      byThreads.push([bytes(m), bytes(g)]);
+      tf.dispose([m, g]);
     }
     for (let t = 1; t < THREADS.length; t++) {
-      expect(Buffer.compare(byThreads[t]!, byThreads[0]!), `${THREADS[t]} threads`).toBe(0);
+      byThreads[t]!.forEach((r, i) => {
+        expect(Buffer.compare(r, byThreads[0]![i]!), `result ${i}, ${THREADS[t]} threads`).toBe(0);
+      });
     }
-    image.dispose();
+    tf.dispose([image, w]);
   });
 
   it('conv3d (forward, input and filter gradients; Winograd and direct, 3D and 2D filter gradient) is bit-identical at 1, 2 and 3 threads', async () => {

@@ -8,6 +8,7 @@ import {
   mulberry32,
   RegkitMindSsc,
   type RegkitMindSscAttrs,
+  RegkitMindSscGrad,
   tf,
 } from '@regkit/core';
 
@@ -172,10 +173,11 @@ export interface MindSscOptions {
  * of the 4-neighbourhood at distance √2·dilation, no reordering. A modality-independent
  * structural representation.
  *
- * Without a gradient tape on cpu and wasm with `@regkit/kernels` loaded (as in
- * `registerImages`, which computes the descriptors once per level), one fused WebAssembly
- * kernel computes it (`RegkitMindSsc`); while a tape records, or elsewhere, it is composed
- * of tfjs ops (differentiable).
+ * On cpu and wasm with `@regkit/kernels` loaded, one fused WebAssembly kernel computes it
+ * (`RegkitMindSsc`), and its gradient another (`RegkitMindSscGrad`, used while a tape
+ * records; the gradient of the min over pairs as tfjs's `Min`: every pair tied at the min
+ * gets the whole gradient). Without them (elsewhere, or while a tape records and only the
+ * forward kernel is registered) it is composed of tfjs ops; both are differentiable.
  *
  * @param image `[B, ...S, 1]`.
  * @returns `[B, ...S, 12]` (3D) or `[B, ...S, 4]` (2D).
@@ -191,7 +193,8 @@ export function mindSsc(image: tf.Tensor, options: MindSscOptions = {}): tf.Tens
     fail(fn, `'radius' must be an integer ≥ 0, got ${radius}`);
   if (!Number.isInteger(dilation) || dilation < 1)
     fail(fn, `'dilation' must be an integer ≥ 1, got ${dilation}`);
-  if (hasKernels(RegkitMindSsc) && !tf.engine().isTapeOn()) {
+  const tapeOn = tf.engine().isTapeOn();
+  if (hasKernels(RegkitMindSsc) && (!tapeOn || hasKernels(RegkitMindSscGrad))) {
     const pairs = sscPairs(nd);
     const ordered = nd === 3 ? MIND_ORDER_3D.map((k) => pairs[k]!) : pairs;
     const attrs: RegkitMindSscAttrs = {
