@@ -10,3 +10,54 @@
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
 // Chained ops (`t.reshape(...)`, `t.add(...)`), also missing from the Node entry point.
 import '@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops';
+
+import { tf } from './tf.js';
+
+/**
+ * The gradients of `Sum` and `Mean` as tfjs-core's (dy reshaped to keep the reduced axes,
+ * times ones of x's shape; Mean then divided by the reduced size), with the ones made by the
+ * backend's `Fill` kernel instead of `tf.ones`, whose JavaScript loop fills a new array and
+ * copies it into the backend: on wasm at 96×112×96 that was ≈ 17 ms of a loss's backward
+ * pass, serial, against ≈ 0.3 ms. Same values bit for bit (x · 1 = x). Registered after
+ * tfjs's own, so these replace them.
+ */
+function expandedDy(dy: tf.Tensor, x: tf.Tensor, axis: number | number[] | undefined): tf.Tensor {
+  const axes = tf.util.parseAxisParam(axis ?? null, x.shape);
+  const shape = x.shape.slice();
+  for (const a of axes) shape[a] = 1;
+  return tf.reshape(dy, shape);
+}
+
+/** `Sum`'s gradient: dL/dx = broadcast(dy) (see above). */
+export const sumGradConfig: tf.GradConfig = {
+  kernelName: 'Sum',
+  inputsToSave: ['x'],
+  gradFunc: (dy, saved, attrs) => {
+    const [x] = saved as [tf.Tensor];
+    const { axis } = attrs as unknown as { axis: number | number[] };
+    const derX = tf.mul(expandedDy(dy as tf.Tensor, x, axis), tf.fill(x.shape, 1, 'float32'));
+    return { x: () => derX };
+  },
+};
+
+/** `Mean`'s gradient: dL/dx = broadcast(dy) / n, n the number of values averaged. */
+export const meanGradConfig: tf.GradConfig = {
+  kernelName: 'Mean',
+  inputsToSave: ['x'],
+  gradFunc: (dy, saved, attrs) => {
+    const [x] = saved as [tf.Tensor];
+    const { axis } = attrs as unknown as { axis: number | number[] };
+    const axes = tf.util.parseAxisParam(axis ?? null, x.shape);
+    const reduceSize = axes.reduce((n, a) => n * x.shape[a]!, 1);
+    return {
+      x: () =>
+        tf.div(
+          tf.mul(expandedDy(dy as tf.Tensor, x, axis), tf.fill(x.shape, 1, 'float32')),
+          reduceSize,
+        ),
+    };
+  },
+};
+
+tf.registerGradient(sumGradConfig);
+tf.registerGradient(meanGradConfig);
