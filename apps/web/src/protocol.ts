@@ -42,8 +42,6 @@ export interface BackendReport {
   name: string;
   /** `@regkit/kernels`' kernels are the ones registered for that backend. */
   kernels: boolean;
-  /** The tfjs wasm backend's own thread count (its single-threaded SIMD build: 1); 0 off wasm. */
-  threads: number;
   /** Threads `@regkit/kernels` runs its kernels on (this worker included; 1: no workers). */
   kernelThreads: number;
   /** Why the kernels run on 1 thread (null when they use workers or were asked for 1). */

@@ -18,7 +18,6 @@ import {
 import * as kernels from '@regkit/kernels';
 import { foldingPercent, intensityClasses, meanDice } from '@regkit/metrics';
 import { normalizeIntensity, registerImages } from '@regkit/register';
-import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import plainWasm from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm?url';
 import simdWasm from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
 import threadedWasm from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
@@ -57,7 +56,6 @@ function startBackend(wasmPaths?: string): Promise<BackendReport> {
     return {
       name,
       kernels: kernels.kernelsRegistered(name),
-      threads: name === 'wasm' ? getThreadsCount() : 0,
       kernelThreads: kernels.kernelThreads(),
       kernelThreadsReason: kernels.kernelThreadsReason(),
       cores: self.navigator?.hardwareConcurrency ?? 1,
