@@ -39,7 +39,9 @@ export {
   composeFields,
   type IntegrateVelocityOptions,
   integrateVelocity,
+  integrateVelocityWithVjp,
   type VelocityDeformationOptions,
+  type VelocityIntegration,
   velocityDeformation,
 } from './compose.js';
 export {
@@ -88,8 +90,10 @@ export {
   RegkitUpsampleNearestGrad,
   RegkitWarp,
   type RegkitWarpAttrs,
+  RegkitWarpFieldGrad,
   RegkitWarpGrad,
   type RegkitWarpGradInputs,
+  RegkitWarpImageGrad,
   type RegkitWarpInputs,
 } from './kernel_names.js';
 export {

@@ -11,16 +11,27 @@ import type { tf } from './tf.js';
 export const RegkitWarp = 'RegkitWarp';
 /** Gradient of `warp`: outputs `[dImage, dField]`. */
 export const RegkitWarpGrad = 'RegkitWarpGrad';
+/**
+ * Gradient of `warp` with respect to the image alone: output `dImage` `[B, ...S, C]` (the
+ * scatter of dy; inputs and attributes of {@link RegkitWarpGrad}, `image` read for its shape).
+ */
+export const RegkitWarpImageGrad = 'RegkitWarpImageGrad';
+/**
+ * Gradient of `warp` with respect to the field alone: output `dField` `[B, ...So, ndim]`
+ * (inputs and attributes of {@link RegkitWarpGrad}). Each output voxel is independent, so
+ * it needs no scatter: a network or an optimiser warping a fixed image needs only this.
+ */
+export const RegkitWarpFieldGrad = 'RegkitWarpFieldGrad';
 
 /** Inputs of {@link RegkitWarp}: image `[B, ...S, C]` float32, field `[B, ...So, ndim]` float32. */
 export type RegkitWarpInputs = { image: tf.TensorInfo; field: tf.TensorInfo };
-/** Inputs of {@link RegkitWarpGrad}: `dy` `[B, ...So, C]` plus the forward inputs. */
+/** Inputs of {@link RegkitWarpGrad} (and of the image and field gradients alone): `dy` `[B, ...So, C]` plus the forward inputs. */
 export type RegkitWarpGradInputs = {
   dy: tf.TensorInfo;
   image: tf.TensorInfo;
   field: tf.TensorInfo;
 };
-/** Attributes of both warp kernels. */
+/** Attributes of the warp kernels (forward and gradients). */
 export interface RegkitWarpAttrs {
   interpolation: 'linear' | 'nearest';
   padding: 'zeros' | 'border';

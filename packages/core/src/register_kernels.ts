@@ -6,7 +6,7 @@ import { jsUpsampleKernels } from './upsample.js';
 import { jsWarpKernels } from './warp_kernel_js.js';
 
 /**
- * Registers core's plain-JavaScript kernels (`RegkitWarp`, `RegkitWarpGrad`, `RegkitBoxSum`, `RegkitUpsampleNearest(Grad)`,
+ * Registers core's plain-JavaScript kernels (`RegkitWarp`, `RegkitWarpGrad`, `RegkitWarpImageGrad`, `RegkitWarpFieldGrad`, `RegkitBoxSum`, `RegkitUpsampleNearest(Grad)`,
  * `RegkitMaxPool(Grad)`, `RegkitResizeLinear(Grad)`) for the
  * cpu and wasm backends, unless a kernel of that name is already registered there
  * (e.g. by `@regkit/kernels`, whose WebAssembly-SIMD versions then stay in use).

@@ -1,4 +1,10 @@
-import { RegkitWarp, type RegkitWarpAttrs, RegkitWarpGrad } from './kernel_names.js';
+import {
+  RegkitWarp,
+  type RegkitWarpAttrs,
+  RegkitWarpFieldGrad,
+  RegkitWarpGrad,
+  RegkitWarpImageGrad,
+} from './kernel_names.js';
 import { tf } from './tf.js';
 import { assertField, assertImage, fail, fmtShape, lookUpOption } from './validate.js';
 import { warpComposite } from './warp_composite.js';
@@ -32,19 +38,28 @@ export function hasKernels(...kernelNames: string[]): boolean {
   return kernelNames.every((k) => tf.getKernel(k, backend) !== undefined);
 }
 
+/**
+ * The gradient of `RegkitWarp`. tfjs calls only the closures of the inputs on the path to the
+ * differentiated ones, so each computes its own gradient: the field's alone (no scatter) when a
+ * network or an optimiser warps a fixed image, the image's alone when the field is fixed.
+ * When the image is the field (a squaring u ↦ u∘u) both are wanted: one `RegkitWarpGrad`.
+ */
 tf.registerGradient({
   kernelName: RegkitWarp,
   inputsToSave: ['image', 'field'],
   gradFunc: (dy, saved, attrs) => {
     const [image, field] = saved as [tf.Tensor, tf.Tensor];
-    const [dImage, dField] = tf
-      .engine()
-      .runKernel(
-        RegkitWarpGrad,
-        { dy: dy as tf.Tensor, image, field },
-        attrs as unknown as tf.NamedAttrMap,
-      ) as tf.Tensor[];
-    return { image: () => dImage!, field: () => dField! };
+    const inputs = { dy: dy as tf.Tensor, image, field };
+    const run = (name: string) =>
+      tf.engine().runKernel(name, inputs, attrs as unknown as tf.NamedAttrMap);
+    if (image.dataId === field.dataId || !hasKernels(RegkitWarpImageGrad, RegkitWarpFieldGrad)) {
+      const [dImage, dField] = run(RegkitWarpGrad) as tf.Tensor[];
+      return { image: () => dImage!, field: () => dField! };
+    }
+    return {
+      image: () => run(RegkitWarpImageGrad) as tf.Tensor,
+      field: () => run(RegkitWarpFieldGrad) as tf.Tensor,
+    };
   },
 });
 

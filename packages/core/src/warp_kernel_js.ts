@@ -1,5 +1,5 @@
 /**
- * Plain-JavaScript `RegkitWarp` / `RegkitWarpGrad` kernels for the cpu and wasm
+ * Plain-JavaScript `RegkitWarp` / `RegkitWarpGrad` (/ `RegkitWarpImageGrad`, `RegkitWarpFieldGrad`) kernels for the cpu and wasm
  * backends: one pass over the output voxels, 2^ndim corners each, no temporaries.
  * Same contract as the portable composite in `sample.ts` (torch `grid_sample`,
  * `align_corners=True`); 2D runs as 3D with a depth of 1.
@@ -264,5 +264,27 @@ export function jsWarpKernels(backendName: string): tf.KernelConfig[] {
         );
       },
     },
+    // one gradient alone: the same computation, the other written to a scratch array
+    ...(['RegkitWarpImageGrad', 'RegkitWarpFieldGrad'] as const).map((kernelName) => ({
+      kernelName,
+      backendName,
+      kernelFunc: (({ inputs, backend, attrs }) => {
+        const { dy, image, field } = inputs as RegkitWarpGradInputs;
+        const d = dims(image, field);
+        const wantImage = kernelName === 'RegkitWarpImageGrad';
+        const other = new Float32Array(
+          (wantImage ? field.shape : image.shape).reduce((a, b) => a * b, 1),
+        );
+        return runFloatKernel(
+          backend as KernelBackendLike,
+          [dy, image, field],
+          [wantImage ? [...image.shape] : [...field.shape]],
+          ([g, img, u], [out]) =>
+            wantImage
+              ? warpBackward(d, g!, img!, u!, attrs as unknown as RegkitWarpAttrs, out!, other)
+              : warpBackward(d, g!, img!, u!, attrs as unknown as RegkitWarpAttrs, other, out!),
+        )[0]!;
+      }) as tf.KernelFunc,
+    })),
   ];
 }

@@ -10,7 +10,9 @@ import {
   cubicBSplineField,
   gaussianSmooth,
   integrateVelocity,
+  integrateVelocityWithVjp,
   jacobianDeterminant,
+  PORTABLE_OPS_FLAG,
   resizeField,
   resizeLinear,
   spatialGradient,
@@ -18,7 +20,7 @@ import {
   type WarpOptions,
   warp,
 } from '@regkit/core';
-import { afterEach, beforeAll, describe, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BACKEND_PATHS, expectClose, loadCases, tensorOf, useBackend } from './helpers.js';
 
 const TOL = 1e-4;
@@ -72,6 +74,37 @@ describe.each(BACKEND_PATHS)('fixtures on %s (%s ops)', (backend, path) => {
       const dV = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(integrateVelocity(a, { steps }), dy)))(v);
       expectClose(dV, c.outputs.dV!, TOL);
     });
+  });
+
+  it.each(loadCases('integrateVelocity'))('integrateVelocityWithVjp $name', (c) => {
+    const before = tf.memory().numTensors;
+    tf.tidy(() => {
+      const v = tensorOf(c.inputs.v!);
+      const dy = tensorOf(c.inputs.dy!);
+      const steps = c.params.steps as number;
+      const run = integrateVelocityWithVjp(v, { steps });
+      expectClose(run.value, c.outputs.out!, TOL);
+      const once = run.vjp(dy);
+      expectClose(once, c.outputs.dV!, TOL);
+      // callable again, and linear in dy
+      const twice = run.vjp(tf.mul(dy, 2));
+      expect(tf.max(tf.abs(tf.sub(twice, tf.mul(once, 2)))).dataSync()[0]).toBeLessThan(1e-5);
+      run.dispose();
+      expect(() => run.vjp(dy)).toThrow(
+        /integrateVelocityWithVjp\(\): vjp\(\) called after dispose\(\)/,
+      );
+      // the portable composite (tfjs autodiff through warp's composite) gives the same gradient
+      const wasPortable = tf.env().getBool(PORTABLE_OPS_FLAG);
+      tf.env().set(PORTABLE_OPS_FLAG, true);
+      try {
+        const portable = integrateVelocityWithVjp(v, { steps });
+        expectClose(portable.vjp(dy), c.outputs.dV!, TOL);
+        portable.dispose();
+      } finally {
+        tf.env().set(PORTABLE_OPS_FLAG, wasPortable);
+      }
+    });
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   it.each(loadCases('spatialGradient'))('$name', (c) => {

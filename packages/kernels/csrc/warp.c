@@ -35,6 +35,10 @@ __attribute__((export_name("heap_base"))) size_t heap_base(void) {
 /* Mode bits of the exported functions. */
 #define MODE_NEAREST 1
 #define MODE_BORDER 2
+/* backward only: skip the image gradient (dimg unused) or the field gradient (d_field and
+   the image unused) */
+#define MODE_NO_IMAGE 4
+#define MODE_NO_FIELD 8
 
 /** One axis of a linear sample: clamped corner indices, weights and weight derivatives. */
 typedef struct {
@@ -250,7 +254,8 @@ INLINE void forward4(const float *img, const float *field, float *out, int z, in
 
 INLINE void backward4(const float *dy, const float *img, const float *field, float *dimg,
                       float *d_field, int z, int y, int x, int D, int H, int W, const int nd,
-                      const int border, const v128_t nshift) {
+                      const int border, const v128_t nshift, const int want_img,
+                      const int want_field) {
   v128_t pz, py, px;
   positions4(field, z, y, x, nd, &pz, &py, &px);
   const v128_t g = wasm_v128_load(dy);
@@ -261,13 +266,16 @@ INLINE void backward4(const float *dy, const float *img, const float *field, flo
   const v128_t y0 = I4(wasm_i32x4_mul(ay.i0, Wv), xp.bx), y1 = I4(wasm_i32x4_mul(ay.i1, Wv), xp.bx);
   v128_t m0, m1;
   if (nd == 2) {
+    if (want_img) {
+      const v128_t gy0 = F4(g, ay.w0), gy1 = F4(g, ay.w1);
+      scatter_pairs4(dimg, I4(y0, nshift), F4(gy0, xp.lo), F4(gy0, xp.hi));
+      scatter_pairs4(dimg, I4(y1, nshift), F4(gy1, xp.lo), F4(gy1, xp.hi));
+    }
+    if (!want_field) return;
     load_pairs4(img, y0, &m0, &m1);
     const v128_t r0 = A4(F4(xp.lo, m0), F4(xp.hi, m1)), e0 = A4(F4(xp.dlo, m0), F4(xp.dhi, m1));
     load_pairs4(img, y1, &m0, &m1);
     const v128_t r1 = A4(F4(xp.lo, m0), F4(xp.hi, m1)), e1 = A4(F4(xp.dlo, m0), F4(xp.dhi, m1));
-    const v128_t gy0 = F4(g, ay.w0), gy1 = F4(g, ay.w1);
-    scatter_pairs4(dimg, I4(y0, nshift), F4(gy0, xp.lo), F4(gy0, xp.hi));
-    scatter_pairs4(dimg, I4(y1, nshift), F4(gy1, xp.lo), F4(gy1, xp.hi));
     const v128_t gy = F4(g, A4(F4(ay.d0, r0), F4(ay.d1, r1)));
     const v128_t gx = F4(g, A4(F4(ay.w0, e0), F4(ay.w1, e1)));
     wasm_v128_store(d_field, wasm_i32x4_shuffle(gy, gx, 0, 4, 1, 5));
@@ -279,21 +287,25 @@ INLINE void backward4(const float *dy, const float *img, const float *field, flo
     v128_t a[2], ey[2], ex[2];
     for (int k = 0; k < 2; k++) {
       const v128_t zk = k ? z1 : z0;
-      const v128_t wz = F4(g, k ? az.w1 : az.w0);
       const v128_t b0 = I4(zk, y0), b1 = I4(zk, y1);
+      if (want_img) {
+        const v128_t wz = F4(g, k ? az.w1 : az.w0);
+        const v128_t wzy0 = F4(wz, ay.w0), wzy1 = F4(wz, ay.w1);
+        scatter_pairs4(dimg, I4(b0, nshift), F4(wzy0, xp.lo), F4(wzy0, xp.hi));
+        scatter_pairs4(dimg, I4(b1, nshift), F4(wzy1, xp.lo), F4(wzy1, xp.hi));
+      }
+      if (!want_field) continue;
       load_pairs4(img, b0, &m0, &m1);
       const v128_t r0 = A4(F4(xp.lo, m0), F4(xp.hi, m1));
       const v128_t e0 = A4(F4(xp.dlo, m0), F4(xp.dhi, m1));
       load_pairs4(img, b1, &m0, &m1);
       const v128_t r1 = A4(F4(xp.lo, m0), F4(xp.hi, m1));
       const v128_t e1 = A4(F4(xp.dlo, m0), F4(xp.dhi, m1));
-      const v128_t wzy0 = F4(wz, ay.w0), wzy1 = F4(wz, ay.w1);
-      scatter_pairs4(dimg, I4(b0, nshift), F4(wzy0, xp.lo), F4(wzy0, xp.hi));
-      scatter_pairs4(dimg, I4(b1, nshift), F4(wzy1, xp.lo), F4(wzy1, xp.hi));
       a[k] = A4(F4(ay.w0, r0), F4(ay.w1, r1));
       ey[k] = A4(F4(ay.d0, r0), F4(ay.d1, r1));
       ex[k] = A4(F4(ay.w0, e0), F4(ay.w1, e1));
     }
+    if (!want_field) return;
     const v128_t gz = F4(g, A4(F4(az.d0, a[0]), F4(az.d1, a[1])));
     const v128_t gy = F4(g, A4(F4(az.w0, ey[0]), F4(az.w1, ey[1])));
     const v128_t gx = F4(g, A4(F4(az.w0, ex[0]), F4(az.w1, ex[1])));
@@ -432,11 +444,11 @@ INLINE void backward_linear(const float *restrict dy, const float *restrict img,
                             const float *restrict field, float *restrict dimg,
                             float *restrict d_field, int D, int H, int W, int C, int Ho, int Wo,
                             const int nd, const int border, const int C1, int r0, int r1,
-                            size_t shift) {
+                            size_t shift, const int want_img, const int want_field) {
   if (C1) C = 1;
   const size_t plane = (size_t)H * W;
   field += (size_t)r0 * Wo * nd;
-  d_field += (size_t)r0 * Wo * nd;
+  d_field += want_field ? (size_t)r0 * Wo * nd : 0;
   dy += (size_t)r0 * Wo * C;
 #if WARP_SIMD
   const v128_t nshift = wasm_i32x4_splat(-(int)shift);
@@ -446,10 +458,11 @@ INLINE void backward_linear(const float *restrict dy, const float *restrict img,
     int x = 0;
 #if WARP_SIMD
     if (C1 && W >= 2)
-      for (; x + 4 <= Wo; x += 4, field += 4 * nd, d_field += 4 * nd, dy += 4)
-        backward4(dy, img, field, dimg, d_field, z, y, x, D, H, W, nd, border, nshift);
+      for (; x + 4 <= Wo; x += 4, field += 4 * nd, d_field += want_field ? 4 * nd : 0, dy += 4)
+        backward4(dy, img, field, dimg, d_field, z, y, x, D, H, W, nd, border, nshift, want_img,
+                  want_field);
 #endif
-    for (; x < Wo; x++, field += nd, d_field += nd, dy += C) {
+    for (; x < Wo; x++, field += nd, d_field += want_field ? nd : 0, dy += C) {
       const axis_t ay = linear_axis((float)y + field[nd - 2], H, border);
       const axis_t ax = linear_axis((float)x + field[nd - 1], W, border);
       const size_t y0 = (size_t)ay.i0 * W, y1 = (size_t)ay.i1 * W;
@@ -464,15 +477,20 @@ INLINE void backward_linear(const float *restrict dy, const float *restrict img,
         float *d10 = dimg + (o10 - shift), *d11 = dimg + (o11 - shift);
         for (int c = 0; c < C; c++) {
           const float g = dy[c];
-          g00 += g * img[o00 + c];
-          g01 += g * img[o01 + c];
-          g10 += g * img[o10 + c];
-          g11 += g * img[o11 + c];
-          d00[c] += w00 * g;
-          d01[c] += w01 * g;
-          d10[c] += w10 * g;
-          d11[c] += w11 * g;
+          if (want_field) {
+            g00 += g * img[o00 + c];
+            g01 += g * img[o01 + c];
+            g10 += g * img[o10 + c];
+            g11 += g * img[o11 + c];
+          }
+          if (want_img) {
+            d00[c] += w00 * g;
+            d01[c] += w01 * g;
+            d10[c] += w10 * g;
+            d11[c] += w11 * g;
+          }
         }
+        if (!want_field) continue;
         d_field[0] = ay.d0 * (ax.w0 * g00 + ax.w1 * g01) + ay.d1 * (ax.w0 * g10 + ax.w1 * g11);
         d_field[1] = ay.w0 * (ax.d0 * g00 + ax.d1 * g01) + ay.w1 * (ax.d0 * g10 + ax.d1 * g11);
       } else {
@@ -485,14 +503,17 @@ INLINE void backward_linear(const float *restrict dy, const float *restrict img,
         const float w10 = ay.w1 * ax.w0, w11 = ay.w1 * ax.w1;
         for (int c = 0; c < C; c++) {
           const float g = dy[c];
-          g000 += g * img[s0 + o00 + c];
-          g001 += g * img[s0 + o01 + c];
-          g010 += g * img[s0 + o10 + c];
-          g011 += g * img[s0 + o11 + c];
-          g100 += g * img[s1 + o00 + c];
-          g101 += g * img[s1 + o01 + c];
-          g110 += g * img[s1 + o10 + c];
-          g111 += g * img[s1 + o11 + c];
+          if (want_field) {
+            g000 += g * img[s0 + o00 + c];
+            g001 += g * img[s0 + o01 + c];
+            g010 += g * img[s0 + o10 + c];
+            g011 += g * img[s0 + o11 + c];
+            g100 += g * img[s1 + o00 + c];
+            g101 += g * img[s1 + o01 + c];
+            g110 += g * img[s1 + o10 + c];
+            g111 += g * img[s1 + o11 + c];
+          }
+          if (!want_img) continue;
           const float g0 = az.w0 * g, g1 = az.w1 * g;
           t0[o00 + c] += w00 * g0;
           t0[o01 + c] += w01 * g0;
@@ -503,6 +524,7 @@ INLINE void backward_linear(const float *restrict dy, const float *restrict img,
           t1[o10 + c] += w10 * g1;
           t1[o11 + c] += w11 * g1;
         }
+        if (!want_field) continue;
         /* bilinear sums of the corner products over y, x for each z slice, and the
            derivatives of those sums along y and x */
         const float a0 = w00 * g000 + w01 * g001 + w10 * g010 + w11 * g011;
@@ -584,7 +606,9 @@ __attribute__((export_name("warp_touched"))) void warp_touched(const float *fiel
  * Backward pass of output rows r0 <= r < r1 of one batch item ([Do, Ho] rows; image, dy,
  * field and d_field point at the batch item): d_field rows are written, the image gradient
  * is scattered into the slab `dimg` of the outer units lo..hi (zeroed here first; shift =
- * lo · unit elements, unit = H W C in 3D and W C in 2D).
+ * lo · unit elements, unit = H W C in 3D and W C in 2D). With MODE_NO_IMAGE only d_field is
+ * written (dimg unused: pass lo > hi); with MODE_NO_FIELD only the slab (d_field and image
+ * unused).
  */
 __attribute__((export_name("warp_backward_rows"))) void warp_backward_rows(
     const float *dy, const float *image, const float *field, float *dimg, float *d_field, int D,
@@ -596,15 +620,17 @@ __attribute__((export_name("warp_backward_rows"))) void warp_backward_rows(
   const size_t unit = (nd == 3 ? (size_t)H * W : (size_t)W) * C;
   if (hi >= lo) zero(dimg, (size_t)(hi - lo + 1) * unit);
   const size_t shift = (size_t)(hi >= lo ? lo : 0) * unit;
+  const int want_img = !(mode & MODE_NO_IMAGE), want_field = !(mode & MODE_NO_FIELD);
   if (mode & MODE_NEAREST) {
-    zero(d_field + (size_t)r0 * Wo * nd, (size_t)(r1 - r0) * Wo * nd);
+    if (want_field) zero(d_field + (size_t)r0 * Wo * nd, (size_t)(r1 - r0) * Wo * nd);
+    if (!want_img) return;
     if (nd == 2) backward_nearest(dy, field, dimg, 1, H, W, C, Ho, Wo, 2, border, r0, r1, shift);
     else backward_nearest(dy, field, dimg, D, H, W, C, Ho, Wo, 3, border, r0, r1, shift);
     return;
   }
 #define BWD(ND, BORDER, C1)                                                                  \
   backward_linear(dy, image, field, dimg, d_field, D, H, W, C, Ho, Wo, ND, BORDER, C1, r0, r1, \
-                  shift)
+                  shift, want_img, want_field)
   if (nd == 2) {
     if (C == 1) border ? BWD(2, 1, 1) : BWD(2, 0, 1);
     else border ? BWD(2, 1, 0) : BWD(2, 0, 0);

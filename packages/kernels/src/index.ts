@@ -2,6 +2,7 @@
  * @regkit/kernels — WebAssembly-SIMD kernels for regkit's hot ops on the TensorFlow.js
  * `cpu` and `wasm` backends. They replace the JavaScript kernels of `@regkit/core` and
  * `@regkit/losses` under the same names and contracts (`RegkitWarp`, `RegkitWarpGrad`,
+ * `RegkitWarpImageGrad`, `RegkitWarpFieldGrad`,
  * `RegkitResizeLinear`, `RegkitResizeLinearGrad`, `RegkitLocalNcc`, `RegkitMindSsc`, `RegkitMindSscGrad`,
  * `RegkitParzenJoint`, `RegkitParzenJointGrad`, `RegkitJacobianDet`, `RegkitJacobianDetGrad`),
  * so `warp()`, `resizeField()`, `localNccLoss()`, `mindSsc()`, the mutual information losses,
@@ -36,7 +37,9 @@ import {
   RegkitResizeLinear,
   RegkitResizeLinearGrad,
   RegkitWarp,
+  RegkitWarpFieldGrad,
   RegkitWarpGrad,
+  RegkitWarpImageGrad,
   replaceKernel,
   tf,
 } from '@regkit/core';
@@ -53,7 +56,9 @@ import { parzenJointGradKernelFunc, parzenJointKernelFunc, parzenKernelConfigs }
 import {
   resizeLinearGradKernelFunc,
   resizeLinearKernelFunc,
+  warpFieldGradKernelFunc,
   warpGradKernelFunc,
+  warpImageGradKernelFunc,
   warpKernelConfigs,
   warpKernelFunc,
 } from './warp.js';
@@ -88,7 +93,9 @@ export {
 export {
   resizeLinearGradKernelFunc,
   resizeLinearKernelFunc,
+  warpFieldGradKernelFunc,
   warpGradKernelFunc,
+  warpImageGradKernelFunc,
   warpKernelConfigs,
   warpKernelFunc,
 } from './warp.js';
@@ -100,6 +107,8 @@ export const KERNEL_BACKENDS = ['cpu', 'wasm'] as const;
 export const KERNEL_NAMES = [
   RegkitWarp,
   RegkitWarpGrad,
+  RegkitWarpImageGrad,
+  RegkitWarpFieldGrad,
   RegkitResizeLinear,
   RegkitResizeLinearGrad,
   RegkitLocalNcc,
@@ -145,6 +154,8 @@ export function kernelsRegistered(backendName: string = tf.getBackend()): boolea
   const ours: Array<[string, tf.KernelFunc]> = [
     [RegkitWarp, warpKernelFunc],
     [RegkitWarpGrad, warpGradKernelFunc],
+    [RegkitWarpImageGrad, warpImageGradKernelFunc],
+    [RegkitWarpFieldGrad, warpFieldGradKernelFunc],
     [RegkitResizeLinear, resizeLinearKernelFunc],
     [RegkitResizeLinearGrad, resizeLinearGradKernelFunc],
     [RegkitLocalNcc, localNccKernelFunc],

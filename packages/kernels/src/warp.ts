@@ -1,5 +1,7 @@
 /**
- * `RegkitWarp` / `RegkitWarpGrad` and `RegkitResizeLinear` / `RegkitResizeLinearGrad` kernels for the tfjs cpu and wasm backends, running
+ * `RegkitWarp` / `RegkitWarpGrad` (and the gradients alone, `RegkitWarpImageGrad`,
+ * `RegkitWarpFieldGrad`) and `RegkitResizeLinear` / `RegkitResizeLinearGrad` kernels for the
+ * tfjs cpu and wasm backends, running
  * `csrc/warp.c` (WebAssembly SIMD). Inputs are copied into the kernels' own memory,
  * computed there and copied out into tensors of the calling backend.
  */
@@ -9,8 +11,10 @@ import {
   RegkitResizeLinearGrad,
   RegkitWarp,
   type RegkitWarpAttrs,
+  RegkitWarpFieldGrad,
   RegkitWarpGrad,
   type RegkitWarpGradInputs,
+  RegkitWarpImageGrad,
   type RegkitWarpInputs,
   resizeLinearPlan,
   type tf,
@@ -38,6 +42,10 @@ function warpDims(image: tf.TensorInfo, field: tf.TensorInfo): number[] {
     ? [s[0]!, s[1]!, s[2]!, s[3]!, C, o[1]!, o[2]!, o[3]!, 3]
     : [s[0]!, 1, s[1]!, s[2]!, C, 1, o[1]!, o[2]!, 2];
 }
+
+/** Mode bits of `csrc/warp.c`'s backward: skip the image gradient, or the field gradient. */
+const MODE_NO_IMAGE = 4;
+const MODE_NO_FIELD = 8;
 
 function warpMode(attrs: tf.NamedAttrMap): number {
   const { interpolation, padding } = attrs as unknown as RegkitWarpAttrs;
@@ -174,6 +182,50 @@ export const warpGradKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) =>
 };
 
 /**
+ * Kernel function of `RegkitWarpImageGrad`: output dImage (the scatter of dy, in the chunks
+ * and slabs of the full backward pass, so it equals `RegkitWarpGrad`'s dImage bit for bit);
+ * the image values are not read, so only dy and the field are copied in.
+ */
+export const warpImageGradKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const { dy, image, field } = inputs as unknown as RegkitWarpGradInputs;
+  const dims = warpDims(image, field);
+  const mode = warpMode(attrs ?? {}) | MODE_NO_FIELD;
+  return runInWasm(backend as BackendLike, [dy, field], [[...image.shape]], ([g, u, dImg], arena) =>
+    warpBackward(arena, [g!, 0, u!, dImg!, 0], dims, mode),
+  )[0]!;
+};
+
+/**
+ * Kernel function of `RegkitWarpFieldGrad`: output dField. Every output voxel's gradient is
+ * its own (no scatter), so the rows are split over the threads directly.
+ */
+export const warpFieldGradKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const { dy, image, field } = inputs as unknown as RegkitWarpGradInputs;
+  const dims = warpDims(image, field);
+  const mode = warpMode(attrs ?? {}) | MODE_NO_IMAGE;
+  const [B, D, H, W, C, Do, Ho, Wo, nd] = dims as Dims9;
+  const rows = Do * Ho;
+  const ranges = splitRange(rows, threadsFor(B * rows * Wo * C));
+  return runInWasm(
+    backend as BackendLike,
+    [dy, image, field],
+    [[...field.shape]],
+    ([g, img, u, dU]) => {
+      for (let b = 0; b < B; b++) {
+        const [gb, imgb] = [g! + 4 * b * rows * Wo * C, img! + 4 * b * D * H * W * C];
+        const [ub, dUb] = [u! + 4 * b * rows * Wo * nd, dU! + 4 * b * rows * Wo * nd];
+        runThreaded(
+          ranges.map(([r0, r1]) => ({
+            fn: 'warp_backward_rows',
+            args: [gb, imgb, ub, 0, dUb, D, H, W, C, Do, Ho, Wo, nd, mode, r0, r1, 0, -1],
+          })),
+        );
+      }
+    },
+  )[0]!;
+};
+
+/**
  * Resizing (`adjoint` false) or its adjoint by separable passes of `resize_axis`, in the order
  * of core's `resizeLinearPlan`; intermediate results live in scratch buffers.
  */
@@ -249,6 +301,8 @@ export function warpKernelConfigs(backendName: string): tf.KernelConfig[] {
   return [
     { kernelName: RegkitWarp, backendName, kernelFunc: warpKernelFunc },
     { kernelName: RegkitWarpGrad, backendName, kernelFunc: warpGradKernelFunc },
+    { kernelName: RegkitWarpImageGrad, backendName, kernelFunc: warpImageGradKernelFunc },
+    { kernelName: RegkitWarpFieldGrad, backendName, kernelFunc: warpFieldGradKernelFunc },
     { kernelName: RegkitResizeLinear, backendName, kernelFunc: resizeLinearKernelFunc },
     { kernelName: RegkitResizeLinearGrad, backendName, kernelFunc: resizeLinearGradKernelFunc },
   ];

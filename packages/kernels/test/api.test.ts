@@ -10,7 +10,9 @@ import {
   RegkitResizeLinear,
   RegkitResizeLinearGrad,
   RegkitWarp,
+  RegkitWarpFieldGrad,
   RegkitWarpGrad,
+  RegkitWarpImageGrad,
   tf,
 } from '@regkit/core';
 import * as kernels from '@regkit/kernels';
@@ -47,6 +49,12 @@ describe('initKernels / registerKernels', () => {
       expect(kernels.kernelsRegistered(backend)).toBe(true);
       expect(tf.getKernel(RegkitWarp, backend)!.kernelFunc).toBe(kernels.warpKernelFunc);
       expect(tf.getKernel(RegkitWarpGrad, backend)!.kernelFunc).toBe(kernels.warpGradKernelFunc);
+      expect(tf.getKernel(RegkitWarpImageGrad, backend)!.kernelFunc).toBe(
+        kernels.warpImageGradKernelFunc,
+      );
+      expect(tf.getKernel(RegkitWarpFieldGrad, backend)!.kernelFunc).toBe(
+        kernels.warpFieldGradKernelFunc,
+      );
       expect(tf.getKernel(RegkitResizeLinear, backend)!.kernelFunc).toBe(
         kernels.resizeLinearKernelFunc,
       );
@@ -74,6 +82,8 @@ describe('initKernels / registerKernels', () => {
     expect(kernels.KERNEL_NAMES).toEqual([
       RegkitWarp,
       RegkitWarpGrad,
+      RegkitWarpImageGrad,
+      RegkitWarpFieldGrad,
       RegkitResizeLinear,
       RegkitResizeLinearGrad,
       RegkitLocalNcc,

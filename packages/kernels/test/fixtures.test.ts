@@ -2,7 +2,7 @@
  * The WebAssembly warp and linear resize against core's PyTorch fixtures (grid_sample,
  * interpolate + autograd), ≤ 1e-4.
  */
-import { tf, type WarpOptions, warp } from '@regkit/core';
+import { RegkitWarpGrad, tf, type WarpOptions, warp } from '@regkit/core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   BACKENDS,
@@ -35,6 +35,23 @@ describe.each(BACKENDS)('PyTorch fixtures on %s', (backend) => {
         const [, dI, dU] = warpWithGrads(image, field, tensorOf(c.inputs.dy), opts);
         expect(maxDiff(dI, c.outputs.dImage!), 'dImage').toBeLessThanOrEqual(TOL);
         expect(maxDiff(dU, c.outputs.dField!), 'dField').toBeLessThanOrEqual(TOL);
+        // one gradient alone (the single-gradient kernels), and the combined kernel
+        const dy = tensorOf(c.inputs.dy);
+        const loss = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(warp(a, b, opts), dy));
+        const onlyImage = tf.grad((a: tf.Tensor) => loss(a, field))(image);
+        const onlyField = tf.grad((b: tf.Tensor) => loss(image, b))(field);
+        expect(maxDiff(onlyImage, c.outputs.dImage!), 'dImage alone').toBeLessThanOrEqual(TOL);
+        expect(maxDiff(onlyField, c.outputs.dField!), 'dField alone').toBeLessThanOrEqual(TOL);
+        const [bI, bU] = tf.engine().runKernel(
+          RegkitWarpGrad,
+          { dy, image, field },
+          {
+            interpolation: opts.interpolation ?? 'linear',
+            padding: opts.padding ?? 'zeros',
+          },
+        ) as tf.Tensor[];
+        expect(maxDiff(bI!, c.outputs.dImage!), 'RegkitWarpGrad dImage').toBeLessThanOrEqual(TOL);
+        expect(maxDiff(bU!, c.outputs.dField!), 'RegkitWarpGrad dField').toBeLessThanOrEqual(TOL);
       }
     });
   });

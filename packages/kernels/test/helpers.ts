@@ -6,7 +6,9 @@ import {
   RegkitResizeLinear,
   RegkitResizeLinearGrad,
   RegkitWarp,
+  RegkitWarpFieldGrad,
   RegkitWarpGrad,
+  RegkitWarpImageGrad,
   registerJsKernels,
   resizeLinear,
   tf,
@@ -44,7 +46,14 @@ export async function useKernels(name: BackendName): Promise<void> {
  */
 export function withCoreJsKernels<T>(fn: () => T): T {
   for (const backend of ['cpu', 'wasm']) {
-    for (const name of [RegkitWarp, RegkitWarpGrad, RegkitResizeLinear, RegkitResizeLinearGrad]) {
+    for (const name of [
+      RegkitWarp,
+      RegkitWarpGrad,
+      RegkitWarpImageGrad,
+      RegkitWarpFieldGrad,
+      RegkitResizeLinear,
+      RegkitResizeLinearGrad,
+    ]) {
       tf.unregisterKernel(name, backend);
     }
   }

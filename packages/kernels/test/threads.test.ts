@@ -9,7 +9,9 @@ import { fileURLToPath } from 'node:url';
 import {
   RegkitResizeLinear,
   RegkitWarp,
+  RegkitWarpFieldGrad,
   RegkitWarpGrad,
+  RegkitWarpImageGrad,
   randomSmoothField,
   resizeLinear,
   tf,
@@ -70,8 +72,19 @@ function results(c: Case): Uint8Array[] {
     const [dI, dU] = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
       tf.sum(tf.mul(warp(a, b, mode), c.dy)),
     )([c.image, c.field]);
+    // the combined kernel (used when the image is the field, e.g. a squaring) gives the
+    // same gradients as the two single-gradient kernels, bit for bit
+    const both = tf
+      .engine()
+      .runKernel(
+        RegkitWarpGrad,
+        { dy: c.dy, image: c.image, field: c.field },
+        { ...mode },
+      ) as tf.Tensor[];
+    expect(Buffer.compare(bytes(both[0]!), bytes(dI!)), `${c.name} dImage`).toBe(0);
+    expect(Buffer.compare(bytes(both[1]!), bytes(dU!)), `${c.name} dField`).toBe(0);
     out.push(bytes(y), bytes(dI!), bytes(dU!));
-    tf.dispose([y, dI!, dU!]);
+    tf.dispose([y, dI!, dU!, ...both]);
   }
   const to = c.image.shape.slice(1, -1).map((s) => Math.round(s * 1.3) + 1);
   const r = resizeLinear(c.image, to);
@@ -103,7 +116,7 @@ describe.each(BACKENDS)('worker threads on %s', (backend) => {
     await expect(setKernelThreads(-1)).rejects.toThrow(/integer >= 0/);
   });
 
-  it('warp (all modes, forward and both gradients) and resize are bit-identical at 1, 2 and 3 threads', async () => {
+  it('warp (all modes, forward and both gradients, combined and single kernels) and resize are bit-identical at 1, 2 and 3 threads', async () => {
     for (const c of all) {
       const byThreads: Uint8Array[][] = [];
       for (const n of THREADS) {
@@ -319,6 +332,10 @@ describe.each(BACKENDS)('worker threads on %s', (backend) => {
       const grads = tf
         .engine()
         .runKernel(RegkitWarpGrad, { dy, image, field }, attrs) as tf.Tensor[];
+      grads.push(
+        tf.engine().runKernel(RegkitWarpImageGrad, { dy, image, field }, attrs) as tf.Tensor,
+        tf.engine().runKernel(RegkitWarpFieldGrad, { dy, image, field }, attrs) as tf.Tensor,
+      );
       const r = tf
         .engine()
         .runKernel(RegkitResizeLinear, { x: image }, { shape: [31, 17, 50] }) as tf.Tensor;

@@ -15,9 +15,9 @@ import {
 import {
   imagePyramid,
   levelLoss,
-  PointImage,
   levelSchedule,
   levelShape,
+  PointImage,
   type SimilarityName,
   similarityName,
   stageExtractor,

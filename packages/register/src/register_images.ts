@@ -6,6 +6,7 @@ import {
   fmtShape,
   gaussianSmooth,
   integrateVelocity,
+  integrateVelocityWithVjp,
   type RegistrationOutput,
   RegkitError,
   resizeField,
@@ -31,8 +32,8 @@ import {
   levelLoss,
   levelSchedule,
   levelShape,
-  type SimilarityName,
   PointImage,
+  type SimilarityName,
   sampleVoxels,
   similarityName,
   stageExtractor,
@@ -397,11 +398,31 @@ export async function registerImages(
     // level grid's displacement is that field upsampled (exactly), so the level grid holds a
     // single dense field (and its gradient) instead of four
     const onGrid = affine ? affineOnGrid(affine, spatial, pShape) : null;
-    /** The displacement on the parameter grid: smoothing, integration, the affine. */
-    const onParamGrid = (q: tf.Tensor): tf.Tensor => {
+    /**
+     * The displacement on the parameter grid (smoothing, integration, the affine) and its
+     * vector–Jacobian product, the forward run once: g ↦ ∂/∂q ⟨d(q), g⟩.
+     */
+    const onParamGrid = (
+      q: tf.Tensor,
+    ): { d: tf.Tensor; vjp: (g: tf.Tensor) => tf.Tensor; dispose: () => void } => {
       const smooth = smoothing > 0 ? gaussianSmooth(q, smoothing) : q;
-      const v = model === 'velocity' ? integrateVelocity(smooth, { steps }) : smooth;
-      return onGrid ? addAffine(v, onGrid) : v;
+      const flow = model === 'velocity' ? integrateVelocityWithVjp(smooth, { steps }) : null;
+      const v = flow ? flow.value : smooth;
+      const d = onGrid ? addAffine(v, onGrid) : v;
+      return {
+        d,
+        vjp: (g) =>
+          tf.tidy(() => {
+            // the affine part is x ↦ field + x Lᵀ per voxel: its adjoint is g L
+            const gV = onGrid ? addAffineAdjoint(g, onGrid) : g;
+            const gSmooth = flow ? flow.vjp(gV) : gV;
+            return smoothing > 0
+              ? vjp((x) => gaussianSmooth(x, smoothing), [q], gSmooth)[0]!
+              : gSmooth;
+          }),
+        // the fields kept for the integration's backward pass
+        dispose: () => flow?.dispose(),
+      };
     };
     const sameGrid = pShape.every((s, k) => s === shape[k]);
     let simValue = Number.NaN;
@@ -420,10 +441,12 @@ export async function registerImages(
       // parameter grid are never held at once (tfjs keeps every intermediate gradient of a
       // backward pass until it ends): (1) g = ∂sim/∂d for the level-grid displacement d;
       // (2) back through the upsampling (linear, so its adjoint) and the parameter-grid chain
-      // as the gradient of ⟨d(q), g⟩; (3) plus λ·∂reg/∂q. The same gradient as one pass.
+      // (its forward kept from (1): the integration's fields, on the coarser parameter grid);
+      // (3) plus λ·∂reg/∂q. The same gradient as one pass.
       tf.tidy(() => {
         // (each in its own tidy: no intermediate outlives its stage)
-        const dParam = tf.tidy(() => onParamGrid(p));
+        const chain = onParamGrid(p);
+        const dParam = chain.d;
         const d = sameGrid ? dParam : resizeField(dParam, shape);
         const [sim, gLevel] = tf.tidy(() => {
           // a sampled (pointwise) similarity: only the sampled voxels are interpolated
@@ -443,10 +466,8 @@ export async function registerImages(
           gParam = tf.tidy(() => vjp((x) => resizeField(x, shape), [dParam], gLevel)[0]!);
           gLevel.dispose();
         }
-        if (dParam !== p) dParam.dispose();
-        const gChain = tf.tidy(() =>
-          tf.grad((q: tf.Tensor) => tf.sum(tf.mul(onParamGrid(q), gParam)))(p),
-        );
+        const gChain = chain.vjp(gParam);
+        chain.dispose();
         gParam.dispose();
         const grad = tf.tidy(() => tf.add(gChain, tf.mul(tf.grad(diffusionLoss)(p), lambda)));
         gChain.dispose();
@@ -566,6 +587,14 @@ function addAffine(u: tf.Tensor, grid: { field: tf.Tensor; linear: tf.Tensor }):
     const nd = u.shape[u.rank - 1]!;
     const au = tf.matMul(tf.reshape(u, [-1, nd]), grid.linear, false, true);
     return tf.add(grid.field, tf.reshape(au, u.shape));
+  });
+}
+
+/** The adjoint of {@link addAffine} in u: g ↦ g L (per voxel; the constant field drops out). */
+function addAffineAdjoint(g: tf.Tensor, grid: { linear: tf.Tensor }): tf.Tensor {
+  return tf.tidy(() => {
+    const nd = g.shape[g.rank - 1]!;
+    return tf.reshape(tf.matMul(tf.reshape(g, [-1, nd]), grid.linear), g.shape);
   });
 }
 
