@@ -11,9 +11,11 @@
  */
 import './register_gradients.js';
 import './mind_ssc_grad.js';
+import { installGradTargets } from './grad_targets.js';
 import { registerJsKernels } from './register_kernels.js';
 
 registerJsKernels();
+installGradTargets();
 
 export {
   type BackendName,

@@ -3,7 +3,9 @@ import {
   hasKernels,
   PORTABLE_OPS_FLAG,
   RegkitWarp,
+  RegkitWarpFieldGrad,
   RegkitWarpGrad,
+  RegkitWarpImageGrad,
   randomSmoothField,
   tf,
   warp,
@@ -34,6 +36,43 @@ describe.each(BACKENDS)('warp kernel vs portable composite on %s', (backend) => 
     tf.env().set(PORTABLE_OPS_FLAG, true);
     expect(hasKernels(RegkitWarp, RegkitWarpGrad)).toBe(false);
     tf.env().set(PORTABLE_OPS_FLAG, false);
+  });
+
+  it('runs the gradient kernels the differentiated inputs need: one combined, or one alone', async () => {
+    const image = uniform([1, 9, 8, 7, 1], 0, 1, 1);
+    const field = randomSmoothField([9, 8, 7], { maxDisplacement: 2, controlSpacing: 4, seed: 3 });
+    const dy = uniform([1, 9, 8, 7, 1], -1, 1, 2);
+    const loss = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(warp(a, b), dy));
+    const kernelsOf = async (f: () => tf.TensorContainer) => {
+      const info = await tf.profile(() => {
+        const r = f();
+        return r as tf.Tensor;
+      });
+      return info.kernelNames.filter((k) => k.startsWith('RegkitWarp') && k !== RegkitWarp);
+    };
+    // a fixed image (registration, training on data): the field's gradient alone
+    expect(await kernelsOf(() => tf.grad((b: tf.Tensor) => loss(image, b))(field))).toEqual([
+      RegkitWarpFieldGrad,
+    ]);
+    // a fixed field: the image's alone
+    expect(await kernelsOf(() => tf.grad((a: tf.Tensor) => loss(a, field))(image))).toEqual([
+      RegkitWarpImageGrad,
+    ]);
+    // both differentiated, directly or through other ops: one combined kernel
+    expect(await kernelsOf(() => tf.grads(loss)([image, field]))).toEqual([RegkitWarpGrad]);
+    expect(
+      await kernelsOf(() =>
+        tf.grads((a: tf.Tensor, b: tf.Tensor) => loss(tf.mul(a, 2), tf.add(b, 0.5)))([
+          image,
+          field,
+        ]),
+      ),
+    ).toEqual([RegkitWarpGrad]);
+    // an image computed from constants only (not from the xs): the field's alone
+    expect(
+      await kernelsOf(() => tf.grad((b: tf.Tensor) => loss(tf.mul(image, 3), b))(field)),
+    ).toEqual([RegkitWarpFieldGrad]);
+    tf.dispose([image, field, dy]);
   });
 
   it.each([

@@ -2,7 +2,8 @@
 /**
  * Thread-count benchmark of the threaded kernels (wasm backend, this package's kernels):
  * median ms of warp forward + backward (tf.grads of sum(warp(image, field) · dy): linear,
- * zeros, C = 1, the random smooth field of bench/run.mjs, max displacement 3), local NCC
+ * zeros, C = 1, the random smooth field of bench/run.mjs, max displacement 3; warp_fwd_bwd_field:
+ * the gradient w.r.t. the field only, the image being data, as in registration), local NCC
  * forward + backward (localNccLoss, window 9, gradients w.r.t. both images; a and b
  * independent uniform [0, 1] images as packages/losses/bench) and a U-Net layer, conv3d
  * 3×3×3 stride 2 'same', 32 → 32 channels on the half-resolution grid (forward + both
@@ -30,6 +31,7 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const OPS = [
   'warp_fwd_bwd',
+  'warp_fwd_bwd_field',
   'lncc_fwd_bwd',
   'conv3d_s2_32_fwd_bwd',
   'jacobian_determinant',
@@ -52,7 +54,7 @@ async function one(op, size) {
   kernels.registerKernels();
   const spatial = size.split('x').map(Number);
   let fn;
-  if (op === 'warp_fwd_bwd') {
+  if (op === 'warp_fwd_bwd' || op === 'warp_fwd_bwd_field') {
     const field = core.randomSmoothField(spatial, {
       maxDisplacement: 3,
       controlSpacing: 16,
@@ -60,7 +62,10 @@ async function one(op, size) {
     });
     const image = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 2);
     const dy = tf.randomUniform([1, ...spatial, 1], -1, 1, 'float32', 3);
-    fn = () => tf.grads((a, b) => tf.sum(tf.mul(core.warp(a, b), dy)))([image, field]);
+    fn =
+      op === 'warp_fwd_bwd'
+        ? () => tf.grads((a, b) => tf.sum(tf.mul(core.warp(a, b), dy)))([image, field])
+        : () => tf.grad((b) => tf.sum(tf.mul(core.warp(image, b), dy)))(field);
   } else if (op === 'lncc_fwd_bwd') {
     const a = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 1);
     const b = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 2);

@@ -11,6 +11,8 @@ runs after a warm-up run, within REGKIT_BENCH_SECONDS (default 20 s).
   * warp_fwd_bwd: grid_sample (trilinear, zeros, align_corners=True) of a uniform image with
     a smooth random displacement (at most ~3 voxels: a 6x7x6 random grid upsampled
     trilinearly), forward + backward w.r.t. image and field (dy uniform [-1, 1]);
+  * warp_fwd_bwd_field: the same, backward w.r.t. the field only (the image is data, as in
+    registration and in training a network);
   * lncc_fwd_bwd: local NCC, window 9, in the fastest PyTorch form measured here: box sums by
     cumulative sums along each axis (O(1) per voxel, zero padding), cc = cross^2 /
     (I_var J_var + 1e-5), loss = -mean(cc), forward + backward w.r.t. both images;
@@ -40,6 +42,7 @@ import time
 
 OPS = [
     "warp_fwd_bwd",
+    "warp_fwd_bwd_field",
     "lncc_fwd_bwd",
     "lncc_sep_fwd_bwd",
     "lncc_conv9_fwd_bwd",
@@ -113,8 +116,9 @@ def run_one(op, size, threads):
     torch.manual_seed(1234)
     shape = tuple(int(s) for s in size.split("x"))
     f32 = torch.float32
-    if op == "warp_fwd_bwd":
-        image = torch.rand((1, 1) + shape, dtype=f32).requires_grad_(True)
+    if op in ("warp_fwd_bwd", "warp_fwd_bwd_field"):
+        # warp_fwd_bwd_field: the image is data (no gradient), as in registration and training
+        image = torch.rand((1, 1) + shape, dtype=f32).requires_grad_(op == "warp_fwd_bwd")
         coarse = (torch.rand((1, 3, 6, 7, 6), dtype=f32) * 2 - 1) * 3
         disp = F.interpolate(coarse, size=shape, mode="trilinear", align_corners=True)
         base = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=f32) for n in shape], indexing="ij"))
