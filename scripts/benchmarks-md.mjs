@@ -29,6 +29,14 @@ const STANDARD_KEYS = new Set([
   'peak_rss_mb',
   'command',
 ]);
+/** A sentence under a suite's heading, where its rows need one to be read right. */
+const SUITE_NOTES = {
+  core:
+    "These rows time `@regkit/core` alone: its plain-JavaScript kernels (and, as 'portable ops', the composites of stock tfjs ops), " +
+    'without `@regkit/kernels`. With the WebAssembly kernels installed (what `initBackend` loads, and every user of the CLI gets) ' +
+    'the same ops are in the kernels suite below (warp, Jacobian determinant: at 1 and 2 threads).',
+};
+
 const DASH = '—';
 
 function parseArgs(argv) {
@@ -312,6 +320,10 @@ function render({ commands, records, ignored }) {
     const recs = records.filter((r) => r.suite === suite);
     out.push(`## Suite: ${suite}`);
     out.push('');
+    if (SUITE_NOTES[suite]) {
+      out.push(SUITE_NOTES[suite]);
+      out.push('');
+    }
     const refs = recs.filter(isPytorch);
     if (refs.length > 0) {
       const backends = [...new Set(refs.map((r) => r.backend || DASH))].join(', ');
