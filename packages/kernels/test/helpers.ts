@@ -3,19 +3,13 @@ import {
   type BackendName,
   initBackend,
   PORTABLE_OPS_FLAG,
-  RegkitResizeLinear,
-  RegkitResizeLinearGrad,
-  RegkitWarp,
-  RegkitWarpFieldGrad,
-  RegkitWarpGrad,
-  RegkitWarpImageGrad,
   registerJsKernels,
   resizeLinear,
   tf,
   type WarpOptions,
   warp,
 } from '@regkit/core';
-import { initKernels, kernelsRegistered, registerKernels } from '@regkit/kernels';
+import { initKernels, KERNEL_NAMES, kernelsRegistered, registerKernels } from '@regkit/kernels';
 import { expect } from 'vitest';
 
 /** Backends the kernels are tested on (override with REGKIT_TEST_BACKENDS=cpu,wasm). */
@@ -46,14 +40,8 @@ export async function useKernels(name: BackendName): Promise<void> {
  */
 export function withCoreJsKernels<T>(fn: () => T): T {
   for (const backend of ['cpu', 'wasm']) {
-    for (const name of [
-      RegkitWarp,
-      RegkitWarpGrad,
-      RegkitWarpImageGrad,
-      RegkitWarpFieldGrad,
-      RegkitResizeLinear,
-      RegkitResizeLinearGrad,
-    ]) {
+    // the warp and resize kernels (those core has JavaScript versions of)
+    for (const name of KERNEL_NAMES.filter((k) => /^Regkit(Warp|ResizeLinear)/.test(k))) {
       tf.unregisterKernel(name, backend);
     }
   }
