@@ -14,6 +14,7 @@
  *
  *   node src/run.mjs --quick      # a check: 64×64, 100 steps at lr 3e-3, 2-value grids, 3 R arms
  *   node src/run.mjs              # the full protocol: 96×96, 400 steps at lr 1e-3, 3-value grids
+ *   … --optimiser paper           # every arm with INNReg's optimiser (Adam 2e-4, β1 0.5, decay)
  *
  * Writes results/results.json and results/table.md (or --out).
  */
@@ -22,7 +23,6 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { tf, warp } from '@regkit/core';
-import { createInvertibleTranslator } from '@regkit/inn';
 import { initExampleBackend } from '@regkit/example-common/backend';
 import {
   bratsProtocolDataset,
@@ -34,6 +34,7 @@ import {
   runArm,
 } from '@regkit/example-common/protocol';
 import { epochsForStepsOrExit } from '@regkit/example-common/steps';
+import { createInvertibleTranslator } from '@regkit/inn';
 import {
   barrierNmiLoss,
   diffusionLoss,
@@ -57,6 +58,7 @@ const { values: args } = parseArgs({
     arms: { type: 'string' },
     'translator-blocks': { type: 'string' },
     'learning-rate': { type: 'string' },
+    optimiser: { type: 'string', default: 'common' },
     size: { type: 'string' },
     deformations: { type: 'string' },
     seeds: { type: 'string' },
@@ -76,9 +78,42 @@ const STEPS_PER_EPOCH = 25;
 const stepsArg = args.steps ?? (args.quick ? 100 : 400);
 const epochs = epochsForStepsOrExit(stepsArg, STEPS_PER_EPOCH);
 const steps = Number(stepsArg);
-// quick: a larger rate so that the networks move within 100 steps (1e-3 barely does)
-const lr = Number(args['learning-rate'] ?? (args.quick ? 3e-3 : 1e-3));
-const BETA1 = 0.9;
+/**
+ * The optimiser of every arm (issue 21: where a paper's optimiser differs from the protocol's
+ * common one, both are shown):
+ * - `common`: Adam β1 0.9, β2 0.999, a constant rate (quick: 3e-3, so that the networks move
+ *   within 100 steps, where 1e-3 barely does; full: 1e-3), or `--learning-rate`;
+ * - `paper`: INNReg's, read in MeggieGuo/INNReg (options/train_options.py: lr 2e-4, beta1
+ *   0.5, beta2 0.999, n_epochs 150 + n_epochs_decay 150, lr_policy 'linear'; models/networks.py
+ *   get_scheduler 'linear', a LambdaLR stepped at the end of every epoch by train.py; read,
+ *   not copied): the rate is constant for the first half of training, then decays linearly
+ *   towards 0. The code's factor at 0-based epoch e is 1 − max(0, e + 1 − 150) / (150 + 1);
+ *   here the same rule runs per optimiser step over the run's `steps` (so that 100 steps are
+ *   not 4 coarse epochs): 1 for the first ⌊steps/2⌋ steps, then 1 − (k + 1 − H) / (steps − H + 1)
+ *   at step k ≥ H = ⌊steps/2⌋ (down to 1/(steps − H + 1) at the last step, as the code ends at 1/151).
+ */
+const OPTIMISERS = ['common', 'paper'];
+if (!OPTIMISERS.includes(args.optimiser)) {
+  console.error(`--optimiser: '${args.optimiser}' is not one of ${OPTIMISERS.join(', ')}`);
+  process.exit(2);
+}
+const paperOptimiser = args.optimiser === 'paper';
+if (paperOptimiser && args['learning-rate'] !== undefined) {
+  console.error('--learning-rate: the paper optimiser has its own rate (2e-4); drop one of them');
+  process.exit(2);
+}
+const lr = paperOptimiser ? 2e-4 : Number(args['learning-rate'] ?? (args.quick ? 3e-3 : 1e-3));
+const BETA1 = paperOptimiser ? 0.5 : 0.9;
+const BETA2 = 0.999;
+const DECAY_FROM = Math.floor(steps / 2);
+/** The factor of the learning rate at optimiser step k (0-based over the run). */
+const learningRateFactor = paperOptimiser
+  ? (k) => 1 - Math.max(0, k + 1 - DECAY_FROM) / (steps - DECAY_FROM + 1)
+  : undefined;
+/** The optimiser in words: the settings line, the stamp and the table headings name it. */
+const optimiserText = paperOptimiser
+  ? `Adam lr ${lr}, β1 ${BETA1}, β2 ${BETA2}, constant for ${DECAY_FROM} steps then linear decay to 0 (paper optimiser)`
+  : `Adam lr ${lr}, β1 ${BETA1} (common optimiser)`;
 const translatorBlocks = Number(args['translator-blocks'] ?? (args.quick ? 2 : 4));
 /** λ of the smoothness term diffusionLoss(u) of the displacement, the same for every arm. */
 const LAMBDA_GRID = parseGrid(args.grid, args.quick ? [0.1, 1] : [0.03, 0.3, 3]);
@@ -88,7 +123,7 @@ const smoothness = (output) => diffusionLoss(output.forward);
 const backend = await initExampleBackend(args.backend);
 const t0 = performance.now();
 console.log(
-  `backend ${backend}; ${args.quick ? 'QUICK' : 'full'} protocol: ${settings.size.join('×')}, ${steps} steps (Adam lr ${lr}, β1 ${BETA1}, every arm), seeds ${settings.seeds.join(', ')}, λ grid {${LAMBDA_GRID.join(', ')}}, ${settings.deformations} deformations per test slice; translator ${translatorBlocks} dense blocks`,
+  `backend ${backend}; ${args.quick ? 'QUICK' : 'full'} protocol: ${settings.size.join('×')}, ${steps} steps (${optimiserText}, every arm), seeds ${settings.seeds.join(', ')}, λ grid {${LAMBDA_GRID.join(', ')}}, ${settings.deformations} deformations per test slice; translator ${translatorBlocks} dense blocks`,
 );
 
 const dataset = await bratsProtocolDataset('t2w', settings.size);
@@ -136,7 +171,7 @@ console.log(
 
 const data = (seed) => (epoch, step) =>
   protocolTrainingPair(dataset, seed, epoch * STEPS_PER_EPOCH + step);
-const optimiser = { learningRate: lr, beta1: BETA1, beta2: 0.999 };
+const optimiser = { learningRate: lr, beta1: BETA1, beta2: BETA2, learningRateFactor };
 const wrap = (model) => ({
   register: (m, f) => model.apply(m, f),
   dispose: () => model.dispose(),
@@ -206,8 +241,8 @@ const innregOfficial =
       const inn = l1Loss(T.inverse(tx).output, xx);
       return tf.addN([recon, barrier, tf.mul(inn, 0.1), tf.mul(diffusionLoss(u), value)]);
     };
-    const optT = tf.train.adam(lr, BETA1, 0.999);
-    const optR = tf.train.adam(lr, BETA1, 0.999);
+    const optT = tf.train.adam(lr, BETA1, BETA2);
+    const optR = tf.train.adam(lr, BETA1, BETA2);
     const varsT = T.trainableVariables;
     const varsR = R.trainableVariables;
     for (let epoch = 0; epoch < epochs; epoch++) {
@@ -222,6 +257,13 @@ const innregOfficial =
           throw new Error(`innreg-official: the loss became ${v} at epoch ${epoch}, step ${step}`);
         }
         const pick = (vs) => Object.fromEntries(vs.map((x) => [x.name, grads[x.name]]));
+        if (learningRateFactor) {
+          // both Adams follow the schedule, as the code's schedulers do (tfjs's Adam reads its
+          // learningRate field at every applyGradients)
+          const rate = lr * learningRateFactor(epoch * STEPS_PER_EPOCH + step);
+          optT.learningRate = rate;
+          optR.learningRate = rate;
+        }
         if (updateT) optT.applyGradients(pick(varsT));
         if (updateR) optR.applyGradients(pick(varsR));
         tf.dispose([l, ...Object.values(grads), p.moving, p.fixed]);
@@ -360,9 +402,9 @@ const write = (file, text) => {
 function save(complete) {
   const minutes = (performance.now() - t0) / 60_000;
   const table = [
-    `### A. Barrier ablation, R alone (${dataset.name}, ${settings.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps)\n`,
+    `### A. Barrier ablation, R alone (${dataset.name}, ${settings.size.join('×')}, ${dataset.test.length} test slices × ${settings.deformations} deformations, ${settings.seeds.length} seeds, ${steps} steps at ${optimiserText})\n`,
     tableOf(TABLE_A, 'r-one-minus-mi'),
-    `\n### B. INNReg against VoxelMorph-MI, same smoothness term, optimiser and budget\n`,
+    `\n### B. INNReg against VoxelMorph-MI, same smoothness term, optimiser and budget (${optimiserText})\n`,
     tableOf(TABLE_B, 'vm-mi'),
     `\nMean ± standard error over seeds; Δ: paired difference against the baseline (same seeds and test pairs). Run: ${args.quick ? '--quick' : 'full protocol'}${complete ? '' : ' (INCOMPLETE: stopped before every arm ran)'}, ${minutes.toFixed(1)} min on ${backend}.\n`,
   ].join('\n');
@@ -373,8 +415,13 @@ function save(complete) {
     complete,
     settings,
     steps,
+    optimiser: args.optimiser,
     learningRate: lr,
     beta1: BETA1,
+    beta2: BETA2,
+    ...(paperOptimiser
+      ? { learningRateSchedule: `constant ${DECAY_FROM} steps, then linear decay` }
+      : {}),
     lambdaGrid: LAMBDA_GRID,
     translatorBlocks,
     unregistered: i0,

@@ -5,7 +5,8 @@
  *   node src/table.mjs <dir> [<dir> …] [--out results]
  *
  * Each <dir> holds the `results.json` of `src/run.mjs --out <dir> --arms …` with the same
- * settings (checked, as is the determinism of an arm present twice: `mergeRuns`). Writes
+ * settings (checked, as is the determinism of an arm present twice: `mergeRuns`; and the
+ * optimiser, `--optimiser common|paper` of run.mjs, a stamp without one being `common`). Writes
  * `results.json` (every arm's per-pair values and every run's stamp) and `table.md` to --out.
  */
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
@@ -25,6 +26,24 @@ const { values: args, positionals } = parseArgs({
 });
 const { stamps, identity, arms } = mergeRuns(positionals);
 const s = stamps[0];
+/** The optimiser of a run (`common` for runs stamped before `--optimiser` existed). */
+const optimiserOf = (stamp) => ({
+  name: stamp.optimiser ?? 'common',
+  beta2: stamp.beta2 ?? 0.999,
+  schedule: stamp.learningRateSchedule ?? 'constant',
+});
+for (const x of stamps) {
+  if (JSON.stringify(optimiserOf(x)) !== JSON.stringify(optimiserOf(s))) {
+    throw new Error(
+      `table.mjs: ${x.dir} ran with the ${optimiserOf(x).name} optimiser, ${s.dir} with the ${optimiserOf(s).name} one: tables never mix optimisers`,
+    );
+  }
+}
+const opt = optimiserOf(s);
+const optimiserText =
+  opt.name === 'paper'
+    ? `Adam lr ${s.learningRate}, β1 ${s.beta1}, β2 ${opt.beta2}, ${opt.schedule} to 0 (paper optimiser)`
+    : `Adam lr ${s.learningRate}, β1 ${s.beta1} (common optimiser)`;
 const priorNote = adoptPriorGrids(arms, args.prior);
 const TABLE_A = [
   'r-one-minus-mi',
@@ -60,14 +79,14 @@ const perSeed = Object.values(arms)
   })
   .join('; ');
 const slices = s.settings.deformations;
-const what = `${s.settings.size.join('×')}, ${identity.length / slices} test slices × ${slices} deformations, ${Math.max(...Object.values(arms).map((a) => a.runs.length))} seeds, ${s.steps} steps at Adam lr ${s.learningRate}, β1 ${s.beta1}`;
+const what = `${s.settings.size.join('×')}, ${identity.length / slices} test slices × ${slices} deformations, ${Math.max(...Object.values(arms).map((a) => a.runs.length))} seeds, ${s.steps} steps at ${optimiserText}`;
 const minutes = stamps.map((x) => `${x.minutes.toFixed(1)} min (${x.dir.split('/').pop()})`);
 const table = [
   `### A. Barrier ablation, R alone (BraTS T1 → T2, ${what})\n`,
   tableOf(TABLE_A, 'r-one-minus-mi'),
   `\n### B. INNReg against VoxelMorph-MI, same smoothness term, optimiser and budget (${what})\n`,
   tableOf(TABLE_B, 'vm-mi'),
-  `\nMean ± standard error over seeds; Δ: paired difference against the baseline (same seeds and test pairs). Per seed (test Dice %): ${perSeed}.${priorNote} Wall time of the ${stamps.length} parallel runs on ${s.backend}: ${minutes.join(', ')}.\n`,
+  `\nMean ± standard error over seeds; Δ: paired difference against the baseline (same seeds and test pairs). Per seed (test Dice %): ${perSeed}.${priorNote} Wall time of the ${stamps.length} runs on ${s.backend}: ${minutes.join(', ')}.\n`,
 ].join('\n');
 console.log(table);
 mkdirSync(args.out, { recursive: true });

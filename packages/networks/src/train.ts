@@ -91,6 +91,19 @@ export interface TrainingOptions<P extends TrainingProgress = TrainingProgress> 
   beta1?: number;
   beta2?: number;
   /**
+   * A learning-rate schedule: the factor (finite, ≥ 0) that multiplies every group's rate at
+   * optimiser step `step`, counted from 0 over the whole run (epoch · stepsPerEpoch + step).
+   * Default: 1 at every step (constant rates). A pure function of the step, so a resumed run
+   * follows the same schedule.
+   *
+   * @example
+   * ```ts
+   * // constant for the first half of 1000 steps, then linearly decayed towards 0
+   * learningRateFactor: (step) => 1 - Math.max(0, step + 1 - 500) / 501
+   * ```
+   */
+  learningRateFactor?: (step: number) => number;
+  /**
    * Checkpoint directory: the model, similarity and optimiser state are written atomically
    * every `checkpointEvery` epochs and at the end; an existing checkpoint there is resumed.
    */
@@ -236,6 +249,8 @@ function statefulModules(
 interface OptimiserGroup {
   prefix: string;
   optimizer: tf.AdamOptimizer;
+  /** The group's base learning rate (before {@link TrainingOptions.learningRateFactor}). */
+  learningRate: number;
   vars: Array<[string, tf.Variable]>;
 }
 
@@ -460,6 +475,7 @@ function optimiserGroups(
     out.push({
       prefix: `optimizer@${g.name}`,
       optimizer: tf.train.adam(g.learningRate, beta1, beta2),
+      learningRate: g.learningRate,
       vars: mine,
     });
   }
@@ -468,6 +484,7 @@ function optimiserGroups(
     out.unshift({
       prefix: 'optimizer',
       optimizer: tf.train.adam(learningRate, beta1, beta2),
+      learningRate,
       vars: rest,
     });
   }
@@ -603,6 +620,10 @@ export async function trainRegistration(
   });
 
   checkParameterGroups(fn, o.parameterGroups);
+  const rateFactor = o.learningRateFactor;
+  if (rateFactor !== undefined && typeof rateFactor !== 'function') {
+    fail(fn, `'learningRateFactor' must be a function (step) => factor ≥ 0`);
+  }
   const history: number[] = [];
   let startEpoch = 0;
   const t0 = Date.now();
@@ -680,6 +701,19 @@ export async function trainRegistration(
           epoch,
           step,
         );
+      }
+      if (rateFactor) {
+        const k = epoch * stepsPerEpoch + step;
+        const factor = rateFactor(k);
+        if (!(typeof factor === 'number' && Number.isFinite(factor) && factor >= 0)) {
+          tf.dispose(Object.values(grads));
+          fail(fn, `'learningRateFactor(${k})' must be a finite number ≥ 0, got ${factor}`);
+        }
+        // tfjs's Adam reads its (protected) learningRate at every applyGradients
+        for (const g of groups) {
+          (g.optimizer as unknown as { learningRate: number }).learningRate =
+            g.learningRate * factor;
+        }
       }
       for (const g of groups) {
         const part: tf.NamedTensorMap = {};

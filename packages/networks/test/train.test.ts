@@ -145,6 +145,57 @@ describe('trainRegistration', () => {
     })();
   });
 
+  it("scales every step by learningRateFactor (a schedule), which really sets Adam's rate", async () => {
+    const weights = (m: ReturnType<typeof createVoxelMorph>) =>
+      m.namedVariables().map(([, v]) => Array.from(v.dataSync()));
+    const train = async (learningRateFactor?: (step: number) => number, epochs = 2) => {
+      const model = createVoxelMorph({ ...small, seed: 3 });
+      const initial = weights(model);
+      await trainRegistration({
+        model,
+        similarity: (f, w) => mseLoss(w, f),
+        learningRate: 3e-3,
+        epochs,
+        stepsPerEpoch: 2,
+        data: () => squarePair(),
+        learningRateFactor,
+      });
+      const out = { initial, final: weights(model) };
+      model.dispose();
+      return out;
+    };
+    const plain = await train();
+    // a factor of 1 is the constant rate, bit for bit
+    expect((await train(() => 1)).final).toEqual(plain.final);
+    // a factor of 0 at every step leaves the weights where they started
+    const frozen = await train(() => 0);
+    expect(frozen.final).toEqual(frozen.initial);
+    expect(plain.final).not.toEqual(plain.initial);
+    // 1 for the first epoch, then 0 (steps 2 and 3 of 0–3): the weights of a one-epoch run
+    const oneEpoch = await train(undefined, 1);
+    expect((await train((k) => (k < 2 ? 1 : 0))).final).toEqual(oneEpoch.final);
+    // a halved rate is neither the full one nor no step
+    const half = await train(() => 0.5);
+    expect(half.final).not.toEqual(plain.final);
+    expect(half.final).not.toEqual(half.initial);
+    const model = createVoxelMorph({ ...small });
+    const sim = (f: tf.Tensor, w: tf.Tensor) => mseLoss(w, f);
+    const data = () => squarePair();
+    await expect(
+      trainRegistration({ model, similarity: sim, data, epochs: 1, learningRateFactor: () => -1 }),
+    ).rejects.toThrow(/'learningRateFactor\(0\)' must be a finite number ≥ 0, got -1/);
+    await expect(
+      trainRegistration({
+        model,
+        similarity: sim,
+        data,
+        epochs: 1,
+        learningRateFactor: 2 as never,
+      }),
+    ).rejects.toThrow(/'learningRateFactor' must be a function/);
+    model.dispose();
+  });
+
   it('explains bad options', async () => {
     const model = createVoxelMorph({ ...small });
     const data = () => squarePair();
