@@ -345,6 +345,9 @@ async function readExactly(
   }
 }
 
+/** Edge of the square blocks of the transposes in {@link decodeVoxels}. */
+const TILE = 32;
+
 /** 2^24: integers beyond it are not all exact in float32. */
 const F32_EXACT = 2 ** 24;
 
@@ -387,8 +390,9 @@ function precisionLoss(src: NumArray): { lossy: number; maxErr: number; at: numb
  * Decodes the voxels into float32 in row-major array order `[nx, ny, nz, C]` (from NIfTI's
  * i-fastest storage), applying the scaling. Integer values that float32 rounds are reported
  * in `warnings`.
+ * @internal exported for benchmarks only (not part of the package's index)
  */
-function decodeVoxels(
+export function decodeVoxels(
   p: ParsedHeader,
   bytes: Uint8Array,
   file: string,
@@ -410,12 +414,16 @@ function decodeVoxels(
   }
   const s = src as ArrayLike<number>;
   const [nx, ny, nz = 1] = p.spatial as [number, number, number?];
-  const nxy = nx * ny;
-  const nvox = nxy * nz;
+  const nvox = nx * ny * nz;
   const C = p.channels;
   const out = new Float32Array(nvox * C);
   const { slope, inter, scaled } = p;
   const [n4, n5, n6, n7] = p.blocks as [number, number, number, number];
+  // Per channel the output is an [nx][M] matrix, M = ny·nz: out[(i·M + m)·C + c] with
+  // m = j·nz + k, from storage row (j, k): s[base + nx·(j + ny·k) + i], i fastest. A plain
+  // loop strides by M·C on the output side; TILE × TILE blocks of (m, i) stay in cache.
+  const M = ny * nz;
+  const iStride = M * C;
   for (let c = 0; c < C; c++) {
     // output channel c: C order of dims 4..7; storage block: their Fortran order
     const i7 = c % n7;
@@ -423,17 +431,24 @@ function decodeVoxels(
     const i5 = Math.floor(c / (n7 * n6)) % n5;
     const i4 = Math.floor(c / (n7 * n6 * n5));
     const base = nvox * (i4 + n4 * (i5 + n5 * (i6 + n6 * i7)));
-    // output index ((i·ny + j)·nz + k)·C + c; storage base + i + nx·(j + ny·k)
-    const jStride = nz * C;
-    const iStride = ny * jStride;
-    for (let k = 0; k < nz; k++) {
-      for (let j = 0; j < ny; j++) {
-        let si = base + nx * j + nxy * k;
-        let o = j * jStride + k * C + c;
-        if (scaled) {
-          for (let i = 0; i < nx; i++, si++, o += iStride) out[o] = s[si]! * slope + inter;
-        } else {
-          for (let i = 0; i < nx; i++, si++, o += iStride) out[o] = s[si]!;
+    for (let m0 = 0; m0 < M; m0 += TILE) {
+      const m1 = Math.min(M, m0 + TILE);
+      for (let i0 = 0; i0 < nx; i0 += TILE) {
+        const i1 = Math.min(nx, i0 + TILE);
+        let j = Math.floor(m0 / nz);
+        let k = m0 - j * nz;
+        for (let m = m0; m < m1; m++) {
+          let si = base + nx * (j + ny * k) + i0;
+          let o = i0 * iStride + m * C + c;
+          if (scaled) {
+            for (let i = i0; i < i1; i++, si++, o += iStride) out[o] = s[si]! * slope + inter;
+          } else {
+            for (let i = i0; i < i1; i++, si++, o += iStride) out[o] = s[si]!;
+          }
+          if (++k === nz) {
+            k = 0;
+            j++;
+          }
         }
       }
     }

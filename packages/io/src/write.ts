@@ -164,7 +164,7 @@ function writeString(bytes: Uint8Array, offset: number, maxLen: number, s: strin
 export type ValuesSource = ArrayLike<number> | { read<T>(fn: (values: ArrayLike<number>) => T): T };
 
 /** @internal The header bytes (`vox_offset` long) and the storage layout of an encoding. */
-interface RawLayout {
+export interface RawLayout {
   header: Uint8Array;
   dtype: DatatypeInfo;
   nx: number;
@@ -176,7 +176,8 @@ interface RawLayout {
   count: number;
 }
 
-function rawLayout(
+/** @internal exported for benchmarks only (not part of the package's index) */
+export function rawLayout(
   file: string,
   input: Omit<EncodeInput, 'values'>,
   opts: EncodeNiftiOptions,
@@ -277,11 +278,15 @@ function rawLayout(
   return { header: out, dtype, nx, ny, nz, nt: dims[4]!, nv: dims[5]!, channels, count };
 }
 
+/** Edge of the square blocks of the transpose in {@link fillPlanes}. */
+const TILE = 32;
+
 /**
  * Writes storage planes [p0, p1) (plane P = k + nz·(t + nt·v): NIfTI order, x fastest) of
  * row-major `[nx, ny, nz, C]` values `src` into `storage` (plane p0 at index 0).
+ * @internal exported for benchmarks only (not part of the package's index)
  */
-function fillPlanes(
+export function fillPlanes(
   l: RawLayout,
   input: Pick<EncodeInput, 'mix'>,
   storage: { [i: number]: number },
@@ -291,34 +296,54 @@ function fillPlanes(
 ): void {
   const { nx, ny, nz, nt, channels } = l;
   const range = NIFTI_INTEGER_RANGES[l.dtype.name as NiftiWriteDatatype];
-  const jStride = nz * channels;
-  const iStride = ny * jStride;
-  for (let p = p0; p < p1; p++) {
-    const k = p % nz;
-    const b = (p - k) / nz;
+  const nxy = nx * ny;
+  const iStride = ny * nz * channels;
+  // storage[(P - p0)·nx·ny + nx·j + i] ← src[((i·ny + j)·nz + k)·C + c], P = k + nz·b. The
+  // planes k ∈ [k0, k1) of one block b are rows r = j·nk + (k - k0), nk = k1 - k0, in src
+  // order (k fastest): TILE × TILE blocks of (r, i) keep both sides in cache (a plain loop
+  // strides by ny·nz·C in src).
+  for (let pb = p0; pb < p1; ) {
+    const k0 = pb % nz;
+    const b = (pb - k0) / nz;
+    const k1 = Math.min(nz, k0 + (p1 - pb));
+    const nk = k1 - k0;
     const t = b % nt;
     const v = (b - t) / nt;
     const c = t * l.nv + v;
-    for (let j = 0; j < ny; j++) {
-      let di = (p - p0) * nx * ny + nx * j;
-      let si = j * jStride + k * channels + c;
-      if (range) {
-        const [lo, hi] = range;
-        for (let i = 0; i < nx; i++, di++, si += iStride) {
-          const x = Math.round(src[si]!);
-          storage[di] = Math.min(hi, Math.max(lo, x)); // NaN → 0 by the typed array
+    const R = ny * nk;
+    for (let r0 = 0; r0 < R; r0 += TILE) {
+      const r1 = Math.min(R, r0 + TILE);
+      for (let i0 = 0; i0 < nx; i0 += TILE) {
+        const i1 = Math.min(nx, i0 + TILE);
+        let j = Math.floor(r0 / nk);
+        let k = k0 + r0 - j * nk;
+        for (let r = r0; r < r1; r++) {
+          let di = (pb - p0 + k - k0) * nxy + nx * j + i0;
+          let si = i0 * iStride + (j * nz + k) * channels + c;
+          if (range) {
+            const [lo, hi] = range;
+            for (let i = i0; i < i1; i++, di++, si += iStride) {
+              const x = Math.round(src[si]!);
+              storage[di] = Math.min(hi, Math.max(lo, x)); // NaN → 0 by the typed array
+            }
+          } else if (input.mix) {
+            const row = input.mix[c]!;
+            for (let i = i0, s0 = si - c; i < i1; i++, di++, s0 += iStride) {
+              let acc = row[0]! * src[s0]!;
+              for (let q = 1; q < channels; q++) acc += row[q]! * src[s0 + q]!;
+              storage[di] = acc;
+            }
+          } else {
+            for (let i = i0; i < i1; i++, di++, si += iStride) storage[di] = src[si]!;
+          }
+          if (++k === k1) {
+            k = k0;
+            j++;
+          }
         }
-      } else if (input.mix) {
-        const row = input.mix[c]!;
-        for (let i = 0, s0 = si - c; i < nx; i++, di++, s0 += iStride) {
-          let acc = row[0]! * src[s0]!;
-          for (let q = 1; q < channels; q++) acc += row[q]! * src[s0 + q]!;
-          storage[di] = acc;
-        }
-      } else {
-        for (let i = 0; i < nx; i++, di++, si += iStride) storage[di] = src[si]!;
       }
     }
+    pb += nk;
   }
 }
 
