@@ -50,13 +50,19 @@ export function integrateVelocity(
   options: IntegrateVelocityOptions = {},
 ): tf.Tensor {
   const fn = 'integrateVelocity';
+  const steps = checkedSteps(fn, velocity, options);
+  if (steps === 0) return tf.tidy(() => tf.mul(velocity, 1));
+  return scalingAndSquaring(velocity, steps);
+}
+
+/** The velocity checked as a field and `options.steps` (default 7) as an integer in [0, 30]. */
+function checkedSteps(fn: string, velocity: tf.Tensor, options: IntegrateVelocityOptions): number {
   assertField(fn, 'velocity', velocity);
   const steps = options.steps ?? 7;
   if (!Number.isInteger(steps) || steps < 0 || steps > 30) {
     fail(fn, `'steps' must be an integer in [0, 30], got ${steps}`);
   }
-  if (steps === 0) return tf.tidy(() => tf.mul(velocity, 1));
-  return scalingAndSquaring(velocity, steps);
+  return steps;
 }
 
 /**
@@ -156,15 +162,8 @@ export function integrateVelocityWithVjp(
   options: IntegrateVelocityOptions = {},
 ): VelocityIntegration {
   const fn = 'integrateVelocityWithVjp';
-  assertField(fn, 'velocity', velocity);
-  const steps = options.steps ?? 7;
-  if (!Number.isInteger(steps) || steps < 0 || steps > 30) {
-    fail(fn, `'steps' must be an integer in [0, 30], got ${steps}`);
-  }
-  const { value, fields } = tf.tidy(() => {
-    const r = squareUp(velocity, steps);
-    return { value: r.value, fields: r.fields };
-  });
+  const steps = checkedSteps(fn, velocity, options);
+  const { value, fields } = tf.tidy(() => squareUp(velocity, steps));
   let live = true;
   return {
     value,
@@ -180,7 +179,7 @@ export function integrateVelocityWithVjp(
     },
     dispose: () => {
       live = false;
-      tf.dispose(fields.filter((f) => f !== velocity));
+      tf.dispose(fields);
     },
   };
 }
