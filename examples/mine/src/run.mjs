@@ -80,7 +80,7 @@ const OPTIMISERS = {
 const ALPHA_GRID = Object.fromEntries(
   ['ncc', 'mi', 'mine-local', 'mine-global'].map((k) => [
     k,
-    parseGrid(args.grid, args.quick ? [1, 10] : [1, 3, 10]),
+    parseGrid(args.grid, args.quick ? [1, 10] : [3, 10, 30]),
   ]),
 );
 const LABEL = {
