@@ -12,6 +12,18 @@ import { join } from 'node:path';
 const MUST_AGREE = ['settings', 'steps', 'learningRate', 'beta1', 'task', 'quick', 'warmSteps'];
 
 /**
+ * The `[key, arm]` pairs of one `results.json`: INNReg layout `arms.{name}` (key `name`), MINE
+ * layout `results.{optimiser}[]` (key `optimiser/name`).
+ */
+function armEntries(r) {
+  return r.arms
+    ? Object.entries(r.arms)
+    : Object.entries(r.results ?? {}).flatMap(([o, list]) =>
+        list.map((x) => [`${o}/${x.name}`, x]),
+      );
+}
+
+/**
  * Reads `dir/results.json` of every dir and returns `{ stamps, identity, arms }`: `arms` maps
  * an arm key to its arm (INNReg layout: `arms.{name}`; MINE layout: `results.{optimiser}[]`,
  * keyed `optimiser/name`). An arm split by seed over runs (`--seeds`) gets the runs of every
@@ -43,11 +55,7 @@ export function mergeRuns(dirs) {
       identity = id;
     }
     stamps.push({ dir, ...stamp, warmStart });
-    const found = a
-      ? Object.entries(a)
-      : Object.entries(results ?? {}).flatMap(([o, list]) =>
-          list.map((x) => [`${o}/${x.name}`, x]),
-        );
+    const found = armEntries(r);
     for (const [key, arm] of found) {
       const have = arms[key];
       if (!have) {
@@ -99,4 +107,39 @@ export function adoptPriorGrids(arms, priorDirs) {
   return priorUsed
     ? ` ‡ Weight grid from the earlier run (${priorDirs.join(', ')}) on the same validation pairs: this run reproduces its validation Dice at the chosen weight (seed 1), so its choice stands.`
     : '';
+}
+
+/**
+ * `--grid-runs dir…`: runs of an arm at its other grid values (seed 1, the same validation
+ * pairs), split over processes. Their validation entries join the arm's grid (sorted by
+ * value); afterwards every arm's weight must be its grid's best on validation. Mutates
+ * `arms`; throws when a run's identity rows differ from `identity` or an arm was run at a
+ * weight that is not its grid's best.
+ * @param {Record<string, any>} arms from `mergeRuns`
+ * @param {unknown} identity from `mergeRuns`
+ * @param {string[]} dirs
+ */
+export function joinGridRuns(arms, identity, dirs) {
+  for (const dir of dirs) {
+    const r = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8'));
+    if (JSON.stringify(r.identity) !== JSON.stringify(identity)) {
+      throw new Error(`--grid-runs ${dir}: other identity rows than the merged runs`);
+    }
+    for (const [key, g] of armEntries(r)) {
+      const a = arms[key];
+      if (!a) continue;
+      for (const entry of g.grid) {
+        if (!a.grid.some((x) => x.value === entry.value)) a.grid = [...a.grid, entry];
+      }
+      a.grid.sort((x, y) => x.value - y.value);
+    }
+  }
+  for (const a of Object.values(arms)) {
+    const best = a.grid.reduce((p, q) => (q.validationDice > p.validationDice ? q : p));
+    if (best.value !== a.chosen) {
+      throw new Error(
+        `${a.name}: run at ${a.chosen}, but ${best.value} is the grid's best on validation`,
+      );
+    }
+  }
 }

@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
-import { adoptPriorGrids, mergeRuns } from '../src/merge.mjs';
+import { adoptPriorGrids, joinGridRuns, mergeRuns } from '../src/merge.mjs';
 import {
   ASEG_GROUPS,
   BRATS_GROUPS,
@@ -175,4 +175,46 @@ it('pairs an arm with the baseline on the seeds both have', () => {
   const line = table.split('\n').find((l) => l.startsWith('| x |'));
   assert.match(line, /\| 10\.0 ± 0\.0 \| 10\.0 ± 0\.0 \|$/);
   assert.match(line, /λ = 1 \(fixed, not tuned\)/);
+});
+
+it('joins grid runs split over processes and checks the weight is the grid best', () => {
+  const gridRun = (value, validationDice, chosen = value) => {
+    const dir = mkdtempSync(join(tmpdir(), 'regkit-grid-'));
+    writeFileSync(
+      join(dir, 'results.json'),
+      JSON.stringify({
+        settings: { size: [64, 64], seeds: [1] },
+        steps: 100,
+        identity: [{ dice: 0.4 }],
+        arms: {
+          x: {
+            name: 'x',
+            label: 'x',
+            gridName: 'λ',
+            grid: [{ value, validationDice }],
+            chosen,
+            runs: [{ seed: 1, rows: [{ dice: 0.5 }] }],
+          },
+        },
+      }),
+    );
+    return dir;
+  };
+  const main = gridRun(1, 0.5);
+  const { arms, identity } = mergeRuns([main]);
+  joinGridRuns(arms, identity, [gridRun(3, 0.45), gridRun(0.1, 0.3)]);
+  assert.deepEqual(
+    arms.x.grid.map((g) => [g.value, g.validationDice]),
+    [
+      [0.1, 0.3],
+      [1, 0.5],
+      [3, 0.45],
+    ],
+  );
+  // a grid value that beats the chosen weight on validation is refused
+  const again = mergeRuns([main]);
+  assert.throws(
+    () => joinGridRuns(again.arms, again.identity, [gridRun(3, 0.6)]),
+    /3 is the grid's best/,
+  );
 });

@@ -2,7 +2,7 @@
 /**
  * The INNReg tables from protocol runs split over several processes:
  *
- *   node src/table.mjs <dir> [<dir> …] [--out results]
+ *   node src/table.mjs <dir> [<dir> …] [--grid-runs <dir> …] [--out results]
  *
  * Each <dir> holds the `results.json` of `src/run.mjs --out <dir> --arms …` with the same
  * settings (checked, as is the determinism of an arm present twice: `mergeRuns`; and the
@@ -10,10 +10,10 @@
  * `results.json` (every arm's per-pair values and every run's stamp) and `table.md` to --out.
  */
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { adoptPriorGrids, mergeRuns } from '@regkit/example-common/merge';
+import { adoptPriorGrids, joinGridRuns, mergeRuns } from '@regkit/example-common/merge';
 import { protocolTable, valuesOf } from '@regkit/example-common/protocol';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -22,6 +22,7 @@ const { values: args, positionals } = parseArgs({
   options: {
     out: { type: 'string', default: join(here, '../results') },
     prior: { type: 'string', multiple: true, default: [] },
+    'grid-runs': { type: 'string', multiple: true, default: [] },
   },
 });
 const { stamps, identity, arms } = mergeRuns(positionals);
@@ -44,6 +45,8 @@ const optimiserText =
   opt.name === 'paper'
     ? `Adam lr ${s.learningRate}, β1 ${s.beta1}, β2 ${opt.beta2}, ${opt.schedule} to 0 (paper optimiser)`
     : `Adam lr ${s.learningRate}, β1 ${s.beta1} (common optimiser)`;
+// `--grid-runs dir`: an arm's other grid values (seed 1) run in other processes
+joinGridRuns(arms, identity, args['grid-runs']);
 const priorNote = adoptPriorGrids(arms, args.prior);
 const TABLE_A = [
   'r-one-minus-mi',
@@ -80,7 +83,7 @@ const perSeed = Object.values(arms)
   .join('; ');
 const slices = s.settings.deformations;
 const what = `${s.settings.size.join('×')}, ${identity.length / slices} test slices × ${slices} deformations, ${Math.max(...Object.values(arms).map((a) => a.runs.length))} seeds, ${s.steps} steps at ${optimiserText}`;
-const minutes = stamps.map((x) => `${x.minutes.toFixed(1)} min (${x.dir.split('/').pop()})`);
+const minutes = stamps.map((x) => `${x.minutes.toFixed(1)} min (${basename(x.dir)})`);
 const table = [
   `### A. Barrier ablation, R alone (BraTS T1 → T2, ${what})\n`,
   tableOf(TABLE_A, 'r-one-minus-mi'),

@@ -30,8 +30,8 @@ import {
   evaluateIdentity,
   parseGrid,
   protocolSettings,
-  protocolTable,
   protocolSplit,
+  protocolTable,
   protocolTrainingPair,
   runArm,
 } from '@regkit/example-common/protocol';

@@ -9,11 +9,11 @@
  * per optimiser, paired differences against VM-NCC of the same optimiser. Writes
  * `results.json` and `table.md` to --out.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { adoptPriorGrids, mergeRuns } from '@regkit/example-common/merge';
+import { adoptPriorGrids, joinGridRuns, mergeRuns } from '@regkit/example-common/merge';
 import {
   ASEG_GROUPS,
   BRATS_GROUPS,
@@ -38,35 +38,7 @@ const s = stamps[0];
  * validation Dice at that weight (seed 1, to 0.05 points): then the arm shows the earlier grid,
  * marked ‡.
  */
-/**
- * `--grid-runs dir`: runs of an arm at its other grid values (seed 1, same validation pairs),
- * split over processes: their validation entries join the arm's grid, and the arm's weight
- * must be the grid's best (checked).
- */
-for (const dir of args['grid-runs']) {
-  const r = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8'));
-  if (JSON.stringify(r.identity) !== JSON.stringify(identity)) {
-    throw new Error(`--grid-runs ${dir}: other identity rows than the merged runs`);
-  }
-  for (const [o, list] of Object.entries(r.results)) {
-    for (const g of list) {
-      const a = arms[`${o}/${g.name}`];
-      if (!a) continue;
-      for (const entry of g.grid) {
-        if (!a.grid.some((x) => x.value === entry.value)) a.grid = [...a.grid, entry];
-      }
-      a.grid.sort((x, y) => x.value - y.value);
-    }
-  }
-}
-for (const a of Object.values(arms)) {
-  const best = a.grid.reduce((p, q) => (q.validationDice > p.validationDice ? q : p));
-  if (best.value !== a.chosen) {
-    throw new Error(
-      `${a.name}: run at ${a.chosen}, but ${best.value} is the grid's best on validation`,
-    );
-  }
-}
+joinGridRuns(arms, identity, args['grid-runs']);
 const priorNote = adoptPriorGrids(arms, args.prior);
 const task = s.task ?? 'brats-flair';
 const groups = task === 'vxm-remap' ? ASEG_GROUPS : BRATS_GROUPS;
@@ -101,7 +73,7 @@ for (const [o, opt] of Object.entries(optimisers)) {
 const warm = stamps
   .flatMap((x) => x.warmStart ?? [])
   .map((w) => `${w.name} seed ${w.seed}: ${w.before.toFixed(3)} → ${w.after.toFixed(3)} nats`);
-const minutes = stamps.map((x) => `${x.minutes.toFixed(1)} min (${x.dir.split('/').pop()})`);
+const minutes = stamps.map((x) => `${x.minutes.toFixed(1)} min (${basename(x.dir)})`);
 const table = `${tables.join('\n')}
 Mean ± standard error over seeds; Δ: paired difference against VM-NCC of the same optimiser (same seeds and test pairs).${priorNote}
 
