@@ -15,6 +15,7 @@
  *   node src/run.mjs                # the full protocol: 96×96, 10 deformations, 3-value grids
  *   node src/run.mjs --groups fire --size 64 --deformations 5 --grids small --fire-steps 75
  *   node src/run.mjs --groups voxelmorph --vxm-steps 200 --size 64 --grids small
+ *   node src/run.mjs --table-only --merge dir1 --merge dir2 --out results   # arms run elsewhere
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -33,6 +34,7 @@ import { pairedRuns, pm } from '@regkit/example-common/stats';
 import { epochsForSteps } from '@regkit/example-common/steps';
 import { loadMasrNet } from '@regkit/networks';
 import { ADAM, ARMS, GROUPS, IO_COMMON, VOXELMORPH_ADAM } from './combinations.mjs';
+import { mergeGroupRuns } from './merge.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -41,6 +43,7 @@ const { values: args } = parseArgs({
     'table-only': { type: 'boolean', default: false },
     groups: { type: 'string', default: Object.keys(GROUPS).join(',') },
     arms: { type: 'string' },
+    merge: { type: 'string', multiple: true, default: [] },
     size: { type: 'string' },
     deformations: { type: 'string' },
     'validation-deformations': { type: 'string' },
@@ -200,57 +203,53 @@ for (const group of groups) {
       }),
     );
   }
-  let minutes = (performance.now() - g0) / 60_000;
+  const minutes = (performance.now() - g0) / 60_000;
   const file = join(args.out, `${group}.json`);
+  let result = {
+    group,
+    title: GROUPS[group].title,
+    baseline: GROUPS[group].baseline,
+    dataset: dataset.name,
+    backend,
+    quick,
+    settings: groupSettings,
+    gridKind,
+    steps: groupSteps,
+    learningRate: isIo || isFire ? undefined : (isVxm ? VOXELMORPH_ADAM : ADAM).learningRate,
+    stepsPerEpoch: STEPS_PER_EPOCH,
+    warmSteps: group === 'sitreg' ? warmSteps : undefined,
+    ioIterations: isIo ? ioIterations : undefined,
+    masr: masrMetadata.description,
+    minutes,
+    date: new Date().toISOString(),
+    warmStart: warmLog,
+    identity,
+    arms,
+  };
+  // `--arms` adds its arms to the group's file (same settings only), so arms can run one
+  // after another into one folder; an arm run again replaces its earlier result
   if (onlyArms && existsSync(file)) {
-    // `--arms` adds its arms to the group's file (same settings only), so arms can run in
-    // separate processes; an arm run again replaces its earlier result
-    const previous = JSON.parse(readFileSync(file, 'utf8'));
-    const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
-    if (
-      !same(previous.settings, groupSettings) ||
-      previous.steps !== groupSteps ||
-      previous.gridKind !== gridKind
-    ) {
-      throw new Error(`${file} holds a run with other settings: use another --out`);
-    }
-    const mine = new Set(arms.map((a) => a.name));
-    arms.unshift(...previous.arms.filter((a) => !mine.has(a.name)));
-    const order = Object.keys(ARMS);
-    arms.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
-    minutes += previous.minutes;
+    result = mergeGroupRuns(JSON.parse(readFileSync(file, 'utf8')), result, file);
   }
-  write(
-    file,
-    `${JSON.stringify(
-      {
-        group,
-        title: GROUPS[group].title,
-        baseline: GROUPS[group].baseline,
-        dataset: dataset.name,
-        backend,
-        quick,
-        settings: groupSettings,
-        gridKind,
-        steps: groupSteps,
-        learningRate: isIo || isFire ? undefined : (isVxm ? VOXELMORPH_ADAM : ADAM).learningRate,
-        stepsPerEpoch: STEPS_PER_EPOCH,
-        warmSteps: group === 'sitreg' ? warmSteps : undefined,
-        ioIterations: isIo ? ioIterations : undefined,
-        masr: masrMetadata.description,
-        minutes,
-        date: new Date().toISOString(),
-        warmStart: warmLog,
-        identity,
-        arms,
-      },
-      null,
-      1,
-    )}\n`,
-  );
+  write(file, `${JSON.stringify(result, null, 1)}\n`);
   console.log(`  ${group}: ${minutes.toFixed(1)} min`);
 }
 masr?.dispose();
+
+// `--merge dir…`: group files of runs in other folders (arms split over processes) join
+// `--out`'s, with the checks of mergeGroupRuns
+for (const dir of args.merge) {
+  for (const g of Object.keys(GROUPS)) {
+    const from = join(dir, `${g}.json`);
+    if (!existsSync(from)) continue;
+    const file = join(args.out, `${g}.json`);
+    const b = JSON.parse(readFileSync(from, 'utf8'));
+    const merged = existsSync(file)
+      ? mergeGroupRuns(JSON.parse(readFileSync(file, 'utf8')), b, `${file} (merging ${from})`)
+      : b;
+    write(file, `${JSON.stringify(merged, null, 1)}\n`);
+  }
+}
 
 /** The Markdown of one group file: heading with its settings, the protocol table, train times. */
 export function groupMarkdown(r) {

@@ -12,6 +12,7 @@ import { initExampleBackend } from '@regkit/example-common/backend';
 import { itkPairDataset, trainingPair } from '@regkit/example-common/slices';
 import { loadMasrNet } from '@regkit/networks';
 import { ARMS, dnsSimilarity, GROUPS } from '../src/combinations.mjs';
+import { mergeGroupRuns } from '../src/merge.mjs';
 
 const SIZE = [32, 32];
 let dataset;
@@ -128,5 +129,39 @@ describe('dnsSimilarity', () => {
     const norm = tf.norm(g).dataSync()[0];
     assert.ok(Number.isFinite(norm) && norm > 0, `gradient norm ${norm}`);
     tf.dispose([shifted, g]);
+  });
+});
+
+describe('mergeGroupRuns', () => {
+  const group = (arms, extra = {}) => ({
+    group: 'voxelmorph',
+    settings: { size: [96, 96], seeds: [1, 2, 3] },
+    steps: 600,
+    gridKind: 'full',
+    quick: false,
+    identity: [{ dice: 0.5 }],
+    minutes: 2,
+    warmStart: [],
+    arms: arms.map((name) => ({ name, runs: [] })),
+    ...extra,
+  });
+  it('joins arms in ARMS order, the later run winning, and adds the minutes', () => {
+    const m = mergeGroupRuns(group(['vxm-dns', 'vxm-mi']), group(['vxm-ncc', 'vxm-mi']), 'x');
+    assert.deepEqual(
+      m.arms.map((a) => a.name),
+      ['vxm-mi', 'vxm-ncc', 'vxm-dns'],
+    );
+    assert.equal(m.minutes, 4);
+  });
+  it('refuses runs with other settings, naming the field', () => {
+    assert.throws(
+      () => mergeGroupRuns(group(['vxm-mi']), group(['vxm-ncc'], { steps: 200 }), 'f.json'),
+      /f\.json holds a run with another 'steps'/,
+    );
+    assert.throws(
+      () =>
+        mergeGroupRuns(group(['vxm-mi']), group(['vxm-ncc'], { identity: [{ dice: 0.4 }] }), 'f'),
+      /'identity'/,
+    );
   });
 });
