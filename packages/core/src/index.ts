@@ -73,6 +73,8 @@ export {
   type RegkitBoxSumAttrs,
   RegkitJacobianDet,
   RegkitJacobianDetGrad,
+  RegkitLeakyReluGrad,
+  type RegkitLeakyReluGradAttrs,
   RegkitLocalNcc,
   type RegkitLocalNccAttrs,
   RegkitMaxPool,

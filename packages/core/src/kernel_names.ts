@@ -53,6 +53,18 @@ export interface RegkitUpsampleAttrs {
   factor: number;
 }
 
+/**
+ * Gradient of tfjs's `LeakyRelu`, inputs `dy` and `x` (same shape, float32), attrs
+ * {@link RegkitLeakyReluGradAttrs}: dx = x > 0 ? dy : alpha·dy, tfjs's
+ * select(x > 0, dy, alpha·dy) in one pass. Core registers no kernel of its own: without one
+ * (no `@regkit/kernels`, or another backend) the gradient runs tfjs's ops.
+ */
+export const RegkitLeakyReluGrad = 'RegkitLeakyReluGrad';
+/** Attributes of {@link RegkitLeakyReluGrad}: the slope for x ≤ 0, as tfjs's `LeakyRelu`. */
+export interface RegkitLeakyReluGradAttrs {
+  alpha: number;
+}
+
 /** `maxPool` of whole windows: window = stride = `size` along every spatial axis of `x` `[B, ...S, C]`. */
 export const RegkitMaxPool = 'RegkitMaxPool';
 /** Gradient of {@link RegkitMaxPool}: `dy` goes to the first maximum of each window of `x`. */

@@ -144,6 +144,19 @@ function conv2dFilterGradient(
 }
 
 /**
+ * True when the current backend is cpu or wasm with its stock Conv2DBackpropInput (a scalar
+ * loop): then stride-1 2D convolutions take {@link conv2dStride1}. With `@regkit/kernels`
+ * registered, tfjs's own conv2d and its gradients run the threaded WebAssembly kernels, with
+ * the padding inside the kernel (no padded copies, flipped filters or transposes).
+ */
+function stockConv2dBackpropInput(): boolean {
+  const backend = tf.getBackend();
+  return (
+    (backend === 'cpu' || backend === 'wasm') && isInitialKernel('Conv2DBackpropInput', backend)
+  );
+}
+
+/**
  * Stride-1 2D convolution whose input gradient is itself a convolution (of the padded dy
  * with the flipped, transposed kernel): tfjs-backend-wasm's Conv2DBackpropInput is a scalar
  * loop ~10× slower than its XNNPACK Conv2D (docs/tfjs-pitfalls.md).
@@ -277,7 +290,7 @@ export class Conv extends Module {
       const kernel =
         this.dilation > 1 ? dilateKernel(this.kernel, this.ndim, this.dilation) : this.kernel;
       const fast =
-        this.ndim === 2 && this.stride === 1
+        this.ndim === 2 && this.stride === 1 && stockConv2dBackpropInput()
           ? stride1Pads(this.padding, kernel.shape[0]!, kernel.shape[1]!)
           : null;
       let y: tf.Tensor;

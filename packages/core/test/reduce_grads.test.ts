@@ -2,11 +2,12 @@
  * The Sum and Mean gradients core registers in place of tfjs-core's (the ones come from the
  * backend's Fill kernel): against the closed form dL/dx = broadcast(dy) (Sum) and
  * broadcast(dy)/n (Mean), computed here in plain JavaScript, on cpu and wasm, for full,
- * single, multiple and negative axes, with and without keepDims.
+ * single, multiple and negative axes, with and without keepDims; and the LeakyRelu gradient
+ * (x > 0 ? dy : alpha·dy, tfjs ops without a RegkitLeakyReluGrad kernel, that kernel with one).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../src/index.js';
-import { meanGradConfig, sumGradConfig } from '../src/register_gradients.js';
+import { leakyReluGradConfig, meanGradConfig, sumGradConfig } from '../src/register_gradients.js';
 
 const shape = [2, 3, 4, 5];
 const size = shape.reduce((a, b) => a * b, 1);
@@ -69,5 +70,68 @@ describe.each(['cpu', 'wasm'] as const)('Sum and Mean gradients on %s', (backend
     }
     x.dispose();
     expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
+describe.each(['cpu', 'wasm'] as const)('LeakyRelu gradient on %s', (backend) => {
+  beforeAll(async () => {
+    expect(await initBackend(backend)).toBe(backend);
+  });
+
+  it('is the one core registered, and without a RegkitLeakyReluGrad kernel it is x > 0 ? dy : alpha·dy', async () => {
+    expect(tf.getGradient('LeakyRelu')).toBe(leakyReluGradConfig);
+    const { RegkitLeakyReluGrad } = await import('../src/index.js');
+    // core's own tests run without @regkit/kernels: the tfjs-ops branch
+    expect(tf.getKernel(RegkitLeakyReluGrad, backend)).toBeUndefined();
+    const xs = [-2, -0.5, 0, 0.25, 3, -1e-3];
+    const gs = [1, -2, 3, 0.5, -1, 7];
+    const dx = tf.tidy(() =>
+      tf
+        .grad((t: tf.Tensor) => tf.leakyRelu(t, 0.1))(tf.tensor1d(xs), tf.tensor1d(gs))
+        .dataSync(),
+    );
+    const a = Math.fround(0.1);
+    expect(Array.from(dx)).toEqual(xs.map((x, i) => (x > 0 ? gs[i]! : Math.fround(a * gs[i]!))));
+  });
+
+  it('runs a registered RegkitLeakyReluGrad kernel with dy, x and alpha', async () => {
+    const { RegkitLeakyReluGrad } = await import('../src/index.js');
+    const seen: Array<{ alpha: number; shapes: number[][] }> = [];
+    tf.registerKernel({
+      kernelName: RegkitLeakyReluGrad,
+      backendName: backend,
+      kernelFunc: ({ inputs, attrs, backend: b }) => {
+        const { dy, x } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
+        seen.push({
+          alpha: (attrs as unknown as { alpha: number }).alpha,
+          shapes: [dy.shape, x.shape],
+        });
+        // a marker value, so the test sees this kernel's output
+        const out = tf.fill(x.shape, 42) as tf.Tensor;
+        const info = { dataId: out.dataId, shape: out.shape, dtype: out.dtype };
+        (b as unknown as { incRef(id: object): void }).incRef(out.dataId);
+        out.dispose();
+        return info;
+      },
+    });
+    try {
+      const dx = tf.tidy(() =>
+        tf
+          .grad((t: tf.Tensor) => tf.leakyRelu(t, 0.3))(tf.tensor2d([[-1, 2]]))
+          .dataSync(),
+      );
+      expect(Array.from(dx)).toEqual([42, 42]);
+      expect(seen).toEqual([
+        {
+          alpha: 0.3,
+          shapes: [
+            [1, 2],
+            [1, 2],
+          ],
+        },
+      ]);
+    } finally {
+      tf.unregisterKernel(RegkitLeakyReluGrad, backend);
+    }
   });
 });

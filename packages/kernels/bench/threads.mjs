@@ -9,7 +9,9 @@
  * 3×3×3 stride 2 'same', 32 → 32 channels on the half-resolution grid (forward + both
  * gradients), jacobianDeterminant (forward, the field of warp_fwd_bwd) and MIND-SSC forward +
  * backward (mindSsc, radius 1, dilation 2, of a uniform [0, 1] image: tf.grad of
- * sum(mindSsc(image) · dy), dy uniform [−1, 1], 12 channels), at each thread count of
+ * sum(mindSsc(image) · dy), dy uniform [−1, 1], 12 channels) and LeakyReLU forward +
+ * backward (slope 0.2, x [1, ...S, 16] uniform [−1, 1], dy likewise: a full-resolution U-Net
+ * activation), at each thread count of
  * --threads (REGKIT_THREADS in a child process per
  * measurement, so peak RSS is per measurement). The PyTorch rows of the same ops at 1 and
  * at all threads: bench/threads_pytorch.py.
@@ -36,6 +38,7 @@ const OPS = [
   'conv3d_s2_32_fwd_bwd',
   'jacobian_determinant',
   'mind_ssc_fwd_bwd',
+  'leaky_relu_fwd_bwd',
 ];
 
 function arg(name, fallback) {
@@ -86,6 +89,10 @@ async function one(op, size) {
     const image = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 1);
     const dy = tf.randomUniform([1, ...spatial, 12], -1, 1, 'float32', 2);
     fn = () => tf.grad((x) => tf.sum(tf.mul(mindSsc(x, { radius: 1, dilation: 2 }), dy)))(image);
+  } else if (op === 'leaky_relu_fwd_bwd') {
+    const x = tf.randomUniform([1, ...spatial, 16], -1, 1, 'float32', 1);
+    const dy = tf.randomUniform([1, ...spatial, 16], -1, 1, 'float32', 2);
+    fn = () => tf.grad((t) => tf.leakyRelu(t, 0.2))(x, dy);
   } else throw new Error(`unknown op ${op}`);
   // the wasm backend runs kernels synchronously: the outputs are complete when the op returns.
   // Reading them back (dataSync: tfjs copies them off its heap into a fresh ArrayBuffer, on

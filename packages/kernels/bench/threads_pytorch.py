@@ -25,7 +25,10 @@ runs after a warm-up run, within REGKIT_BENCH_SECONDS (default 20 s).
     (edge_order=1) and the closed-form 3x3 det (as packages/core/bench/pytorch_bench.py);
   * mind_ssc_fwd_bwd: Heinrich's MINDSSC (mindssc of packages/losses/bench/pytorch_bench.py:
     ConvexAdam / voxelmorph++), radius 1, dilation 2, 12 channels, of a uniform image,
-    forward + backward w.r.t. the image of sum(MIND * dy), dy uniform [-1, 1].
+    forward + backward w.r.t. the image of sum(MIND * dy), dy uniform [-1, 1];
+  * leaky_relu_fwd_bwd: F.leaky_relu (slope 0.2) of x [1, 16, *S] uniform [-1, 1] (the
+    activation of a full-resolution 16-channel U-Net layer), forward + backward of
+    sum(y * dy), dy uniform [-1, 1].
 
 Prints one JSON line per measurement; --save appends them to bench/results/threads_pytorch.jsonl.
 """
@@ -49,6 +52,7 @@ OPS = [
     "conv3d_s2_32_fwd_bwd",
     "jacobian_determinant",
     "mind_ssc_fwd_bwd",
+    "leaky_relu_fwd_bwd",
 ]
 
 
@@ -171,6 +175,13 @@ def run_one(op, size, threads):
         def fn():
             image.grad = None
             (mindssc(image, radius=1, dilation=2) * dy).sum().backward()
+    elif op == "leaky_relu_fwd_bwd":
+        x = (torch.rand((1, 16) + shape, dtype=f32) * 2 - 1).requires_grad_(True)
+        dy = torch.rand((1, 16) + shape, dtype=f32) * 2 - 1
+
+        def fn():
+            x.grad = None
+            F.leaky_relu(x, 0.2).backward(dy)
     else:
         raise ValueError(f"unknown op {op!r}")
     budget = float(os.environ.get("REGKIT_BENCH_SECONDS", "20"))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the kernel module src/wasm/warp.wasm from csrc/warp.c, lncc.c, mind.c, parzen.c,
-# conv.c and jacobian.c (freestanding C, no libc). Needs clang >= 14 with the wasm32 target and wasm-ld
+# conv.c, jacobian.c and elementwise.c (freestanding C, no libc). Needs clang >= 14 with the wasm32 target and wasm-ld
 # (Debian: apt-get install clang lld).
 #
 #   scripts/build-wasm.sh            # writes src/wasm/*.wasm
@@ -27,5 +27,5 @@ CLANG="${CLANG:-clang}"
   -Wl,--import-memory -Wl,--shared-memory -Wl,--max-memory=4294967296 \
   -Wl,--initial-memory=2097152 -Wl,--export=__stack_pointer \
   -o "$out_dir/warp.wasm" csrc/warp.c csrc/lncc.c csrc/mind.c csrc/parzen.c csrc/conv.c \
-  csrc/jacobian.c
+  csrc/jacobian.c csrc/elementwise.c
 chmod 644 "$out_dir/warp.wasm"

@@ -4,12 +4,15 @@
  * `@regkit/losses` under the same names and contracts (`RegkitWarp`, `RegkitWarpGrad`,
  * `RegkitWarpImageGrad`, `RegkitWarpFieldGrad`,
  * `RegkitResizeLinear`, `RegkitResizeLinearGrad`, `RegkitLocalNcc`, `RegkitMindSsc`, `RegkitMindSscGrad`,
- * `RegkitParzenJoint`, `RegkitParzenJointGrad`, `RegkitJacobianDet`, `RegkitJacobianDetGrad`),
+ * `RegkitParzenJoint`, `RegkitParzenJointGrad`, `RegkitJacobianDet`, `RegkitJacobianDetGrad`,
+ * `RegkitLeakyReluGrad`, `RegkitMaxPool`, `RegkitMaxPoolGrad`),
  * so `warp()`, `resizeField()`, `localNccLoss()`, `mindSsc()`, the mutual information losses,
  * `jacobianDeterminant()` and everything built on them (`composeFields`,
  * `integrateVelocity`, training loops) get faster with no code change, and
  * the stock tfjs `Conv3D`, `Conv3DBackpropInputV2`, `Conv3DBackpropFilterV2`,
- * `Conv2DBackpropFilter` and `UnsortedSegmentSum` kernels (slow, missing or wrong on wasm).
+ * `Conv2D`, `Conv2DBackpropInput`, `Conv2DBackpropFilter`, `LeakyRelu`, `UnsortedSegmentSum`, and
+ * `Sum` (over leading axes), `Concat` and `SplitV` (along the last axis) kernels (slow,
+ * single-threaded, missing or wrong on wasm).
  *
  * The compiled kernels are embedded in this bundle: no network, no file paths.
  *
@@ -29,7 +32,10 @@
 import {
   RegkitJacobianDet,
   RegkitJacobianDetGrad,
+  RegkitLeakyReluGrad,
   RegkitLocalNcc,
+  RegkitMaxPool,
+  RegkitMaxPoolGrad,
   RegkitMindSsc,
   RegkitMindSscGrad,
   RegkitParzenJoint,
@@ -43,6 +49,7 @@ import {
   replaceKernel,
   tf,
 } from '@regkit/core';
+import { activationKernelConfigs, leakyReluGradKernelFunc } from './activation.js';
 import { CONV_KERNEL_NAMES, createConvKernels } from './conv.js';
 import {
   jacobianDetGradKernelFunc,
@@ -53,6 +60,8 @@ import { localNccKernelConfig, localNccKernelFunc } from './lncc.js';
 import { kernelsReady } from './loader.js';
 import { mindSscGradKernelFunc, mindSscKernelConfigs, mindSscKernelFunc } from './mind.js';
 import { parzenJointGradKernelFunc, parzenJointKernelFunc, parzenKernelConfigs } from './parzen.js';
+import { maxPoolGradKernelFunc, maxPoolKernelConfigs, maxPoolKernelFunc } from './pool.js';
+import { ROW_KERNEL_NAMES, rowKernelConfigs } from './rows.js';
 import {
   resizeLinearGradKernelFunc,
   resizeLinearKernelFunc,
@@ -63,6 +72,7 @@ import {
   warpKernelFunc,
 } from './warp.js';
 
+export { activationKernelConfigs, leakyReluGradKernelFunc } from './activation.js';
 export { CONV_KERNEL_NAMES, type ConvExports, createConvKernels } from './conv.js';
 export {
   jacobianDetGradKernelFunc,
@@ -90,6 +100,8 @@ export {
   parzenJointKernelFunc,
   parzenKernelConfigs,
 } from './parzen.js';
+export { maxPoolGradKernelFunc, maxPoolKernelConfigs, maxPoolKernelFunc } from './pool.js';
+export { ROW_KERNEL_NAMES, rowKernelConfigs } from './rows.js';
 export {
   resizeLinearGradKernelFunc,
   resizeLinearKernelFunc,
@@ -118,6 +130,11 @@ export const KERNEL_NAMES = [
   RegkitParzenJointGrad,
   RegkitJacobianDet,
   RegkitJacobianDetGrad,
+  RegkitLeakyReluGrad,
+  RegkitMaxPool,
+  RegkitMaxPoolGrad,
+  'LeakyRelu',
+  ...ROW_KERNEL_NAMES,
   ...CONV_KERNEL_NAMES,
 ] as const;
 
@@ -139,6 +156,9 @@ export function registerKernels(): void {
     for (const config of mindSscKernelConfigs(backendName)) replaceKernel(config);
     for (const config of parzenKernelConfigs(backendName)) replaceKernel(config);
     for (const config of jacobianKernelConfigs(backendName)) replaceKernel(config);
+    for (const config of activationKernelConfigs(backendName)) replaceKernel(config);
+    for (const config of maxPoolKernelConfigs(backendName)) replaceKernel(config);
+    for (const config of rowKernelConfigs(backendName)) replaceKernel(config);
   }
   if (!convRegistered) {
     convRegistered = true;
@@ -165,6 +185,9 @@ export function kernelsRegistered(backendName: string = tf.getBackend()): boolea
     [RegkitParzenJointGrad, parzenJointGradKernelFunc],
     [RegkitJacobianDet, jacobianDetKernelFunc],
     [RegkitJacobianDetGrad, jacobianDetGradKernelFunc],
+    [RegkitLeakyReluGrad, leakyReluGradKernelFunc],
+    [RegkitMaxPool, maxPoolKernelFunc],
+    [RegkitMaxPoolGrad, maxPoolGradKernelFunc],
   ];
   return ours.every(([name, func]) => tf.getKernel(name, backendName)?.kernelFunc === func);
 }

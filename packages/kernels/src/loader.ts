@@ -24,6 +24,13 @@ export interface WarpExports {
   memory: WebAssembly.Memory;
   __stack_pointer: WebAssembly.Global;
   heap_base(): number;
+  leaky_relu(x: number, y: number, alpha: number, i0: number, i1: number): void;
+  leaky_relu_grad(dy: number, x: number, dx: number, alpha: number, i0: number, i1: number): void;
+  max_pool(...args: number[]): void;
+  max_pool_grad(...args: number[]): void;
+  sum_rows_chunks(...args: number[]): void;
+  sum_rows_finish(...args: number[]): void;
+  concat_rows(...args: number[]): void;
   warp_forward(
     image: number,
     field: number,
@@ -259,6 +266,13 @@ const THREADED_FUNCTIONS = [
   'jacobian_det',
   'jacobian_cofactors',
   'jacobian_gather',
+  'leaky_relu',
+  'leaky_relu_grad',
+  'max_pool',
+  'max_pool_grad',
+  'sum_rows_chunks',
+  'sum_rows_finish',
+  'concat_rows',
 ] as const;
 
 /** Options of {@link initKernels}. */

@@ -2,7 +2,10 @@
 import {
   RegkitJacobianDet,
   RegkitJacobianDetGrad,
+  RegkitLeakyReluGrad,
   RegkitLocalNcc,
+  RegkitMaxPool,
+  RegkitMaxPoolGrad,
   RegkitMindSsc,
   RegkitMindSscGrad,
   RegkitParzenJoint,
@@ -34,9 +37,10 @@ describe('initKernels / registerKernels', () => {
   });
 
   it('initKernels() is idempotent and then registerKernels() replaces core kernels', async () => {
+    const replaced = [...kernels.CONV_KERNEL_NAMES, ...kernels.ROW_KERNEL_NAMES, 'LeakyRelu'];
     const before = Object.fromEntries(
       kernels.KERNEL_BACKENDS.flatMap((b) =>
-        kernels.CONV_KERNEL_NAMES.map((k) => [`${b}/${k}`, tf.getKernel(k, b)?.kernelFunc]),
+        replaced.map((k) => [`${b}/${k}`, tf.getKernel(k, b)?.kernelFunc]),
       ),
     );
     const p = kernels.initKernels();
@@ -78,6 +82,13 @@ describe('initKernels / registerKernels', () => {
       expect(tf.getKernel(RegkitJacobianDetGrad, backend)!.kernelFunc).toBe(
         kernels.jacobianDetGradKernelFunc,
       );
+      expect(tf.getKernel(RegkitLeakyReluGrad, backend)!.kernelFunc).toBe(
+        kernels.leakyReluGradKernelFunc,
+      );
+      expect(tf.getKernel(RegkitMaxPool, backend)!.kernelFunc).toBe(kernels.maxPoolKernelFunc);
+      expect(tf.getKernel(RegkitMaxPoolGrad, backend)!.kernelFunc).toBe(
+        kernels.maxPoolGradKernelFunc,
+      );
     }
     expect(kernels.KERNEL_NAMES).toEqual([
       RegkitWarp,
@@ -93,11 +104,16 @@ describe('initKernels / registerKernels', () => {
       RegkitParzenJointGrad,
       RegkitJacobianDet,
       RegkitJacobianDetGrad,
+      RegkitLeakyReluGrad,
+      RegkitMaxPool,
+      RegkitMaxPoolGrad,
+      'LeakyRelu',
+      ...kernels.ROW_KERNEL_NAMES,
       ...kernels.CONV_KERNEL_NAMES,
     ]);
-    // the convolution kernels replace the stock ones (and core's cpu delegates on wasm)
+    // the convolution, row and LeakyRelu kernels replace the stock ones (and core's on wasm)
     for (const backend of kernels.KERNEL_BACKENDS) {
-      for (const k of kernels.CONV_KERNEL_NAMES) {
+      for (const k of replaced) {
         expect(tf.getKernel(k, backend)!.kernelFunc, `${backend}/${k}`).not.toBe(
           before[`${backend}/${k}`],
         );

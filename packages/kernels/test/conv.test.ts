@@ -470,6 +470,100 @@ describe.each(BACKENDS)('conv2d filter gradient on %s', (backend) => {
   });
 });
 
+interface Fixture2d {
+  name: string;
+  xShape: [number, number, number, number];
+  filterShape: [number, number, number, number];
+  strides: [number, number];
+  pad: 'same' | 'valid' | [[number, number], [number, number]];
+  dilation: number;
+  x: number[];
+  filter: number[];
+  dy: number[];
+  y: number[];
+  dx: number[];
+  dfilter: number[];
+}
+
+const FIXTURES_2D: Fixture2d[] = (
+  JSON.parse(readFileSync(new URL('./fixtures/conv2d_fixtures.json', import.meta.url), 'utf8')) as {
+    cases: Fixture2d[];
+  }
+).cases;
+
+describe.each(BACKENDS)('conv2d forward and gradients on %s (PyTorch fixtures)', (backend) => {
+  beforeAll(async () => {
+    expect(await initBackend(backend)).toBe(backend);
+  });
+
+  it('runs our Conv2D and Conv2DBackpropInput kernels', () => {
+    const ours = (name: string) =>
+      ourConfigs.find((c) => c.kernelName === name && c.backendName === backend)!.kernelFunc;
+    expect(tf.getKernel('Conv2D', backend)?.kernelFunc).toBe(ours('Conv2D'));
+    expect(tf.getKernel('Conv2DBackpropInput', backend)?.kernelFunc).toBe(
+      ours('Conv2DBackpropInput'),
+    );
+  });
+
+  it.each(FIXTURES_2D.map((f) => [f.name, f] as const))('%s', (_n, f) => {
+    const pad =
+      typeof f.pad === 'string'
+        ? f.pad
+        : ([[0, 0], f.pad[0], f.pad[1], [0, 0]] as [
+            [number, number],
+            [number, number],
+            [number, number],
+            [number, number],
+          ]);
+    const outs = tf.tidy(() => {
+      const x = tf.tensor4d(f.x, f.xShape);
+      const w = tf.tensor4d(f.filter, f.filterShape);
+      const conv = (a: tf.Tensor, k: tf.Tensor) =>
+        tf.conv2d(a as tf.Tensor4D, k as tf.Tensor4D, f.strides, pad, 'NHWC', f.dilation);
+      const y = conv(x, w);
+      if (f.dilation > 1) return [y]; // tfjs's conv2d has no gradient for dilation > 1
+      const [dx, dw] = tf.grads(conv)([x, w], tf.tensor(f.dy, y.shape));
+      return [y, dx!, dw!];
+    });
+    const [y, dx, dw] = outs.map((t) => {
+      const d = t.dataSync() as Float32Array;
+      t.dispose();
+      return d;
+    });
+    expect(maxDiff(y!, f.y)).toBeLessThan(TOL);
+    if (f.dilation === 1) {
+      expect(maxDiff(dx!, f.dx)).toBeLessThan(TOL);
+      expect(maxDiff(dw!, f.dfilter)).toBeLessThan(TOL);
+    }
+  });
+
+  it('conv2dTranspose (the input-gradient kernel) is the input gradient of conv2d', () => {
+    const f = FIXTURES_2D.find((c) => c.name === 's2_same_3_5')!;
+    const got = tf.tidy(() => {
+      const w = tf.tensor4d(f.filter, f.filterShape);
+      const info = tf.backend_util.computeConv2DInfo(f.xShape, f.filterShape, f.strides, 1, 'same');
+      const dy = tf.tensor4d(f.dy, info.outShape);
+      return tf.conv2dTranspose(dy, w, f.xShape, f.strides, 'same').dataSync() as Float32Array;
+    });
+    expect(maxDiff(got, f.dx)).toBeLessThan(TOL);
+  });
+
+  it('handles empty batches and releases no tensors', () => {
+    const before = tf.memory().numTensors;
+    const y = tf.tidy(() =>
+      tf.conv2d(
+        tf.zeros([0, 6, 6, 3]) as tf.Tensor4D,
+        tf.ones([3, 3, 3, 4]) as tf.Tensor4D,
+        1,
+        'same',
+      ),
+    );
+    expect(y.shape).toEqual([0, 6, 6, 4]);
+    y.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
 describe.each(BACKENDS)('unsortedSegmentSum on %s', (backend) => {
   beforeAll(async () => {
     expect(await initBackend(backend)).toBe(backend);

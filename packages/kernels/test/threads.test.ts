@@ -256,18 +256,29 @@ describe.each(BACKENDS)('worker threads on %s', (backend) => {
       }
       tf.dispose([x, w, dy]);
     }
-    // conv2d filter gradient (Conv2DBackpropFilter runs the 3D filter-gradient engine)
+    // conv2d forward and both gradients (Conv2D, Conv2DBackpropInput and
+    // Conv2DBackpropFilter run the 3D engines with a depth of 1), strides 1 and 2
     const x2 = tf.randomUniform([2, 90, 80, 16], -1, 1, 'float32', 4) as tf.Tensor4D;
     const w2 = tf.randomUniform([3, 3, 16, 16], -1, 1, 'float32', 5) as tf.Tensor4D;
-    const dw2: Uint8Array[] = [];
-    for (const n of THREADS) {
-      await setKernelThreads(n);
-      const g = tf.grad((k: tf.Tensor) => tf.sum(tf.conv2d(x2, k as tf.Tensor4D, 1, 'same')))(w2);
-      dw2.push(bytes(g));
-      g.dispose();
-    }
-    for (let t = 1; t < THREADS.length; t++) {
-      expect(Buffer.compare(dw2[t]!, dw2[0]!), `conv2d dw, ${THREADS[t]} threads`).toBe(0);
+    for (const stride of [1, 2]) {
+      const by: Uint8Array[][] = [];
+      for (const n of THREADS) {
+        await setKernelThreads(n);
+        const y = tf.conv2d(x2, w2, stride, 'same');
+        const [dx, dw] = tf.grads((a: tf.Tensor, k: tf.Tensor) =>
+          tf.sum(tf.square(tf.conv2d(a as tf.Tensor4D, k as tf.Tensor4D, stride, 'same'))),
+        )([x2, w2]);
+        by.push([bytes(y), bytes(dx!), bytes(dw!)]);
+        tf.dispose([y, dx!, dw!]);
+      }
+      for (let t = 1; t < THREADS.length; t++) {
+        by[t]!.forEach((r, i) => {
+          expect(
+            Buffer.compare(r, by[0]![i]!),
+            `conv2d stride ${stride}, result ${i}, ${THREADS[t]} threads`,
+          ).toBe(0);
+        });
+      }
     }
     tf.dispose([x2, w2]);
   });
