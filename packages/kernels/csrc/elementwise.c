@@ -203,3 +203,60 @@ __attribute__((export_name("concat_rows"))) void concat_rows(const int *table, i
     }
   }
 }
+
+/*
+ * Nearest upsampling by an integer factor (f along H and W, fd along D: f in 3D, 1 in 2D) of
+ * x [B, D, H, W, C], and its adjoint (block sums). The adjoint adds a block's values in raster
+ * order (kz, ky, kx) in float32 from 0, as core's JavaScript kernel: the same bits.
+ */
+
+/** y [B, D·fd, H·f, W·f, C], output rows (b, oz, oy) [r0, r1). */
+__attribute__((export_name("upsample_nearest"))) void upsample_nearest(const float *x, float *y,
+                                                                       int D, int H, int W, int C,
+                                                                       int fd, int f, int r0,
+                                                                       int r1) {
+  const int Do = D * fd, Ho = H * f, Wo = W * f;
+  const size_t bytes = (size_t)C * sizeof(float);
+  for (int r = r0; r < r1; r++) {
+    const int oy = r % Ho, oz = (r / Ho) % Do, b = r / (Ho * Do);
+    const float *src = x + (((size_t)b * D + oz / fd) * H + oy / f) * (size_t)W * C;
+    float *out = y + (size_t)r * Wo * C;
+    for (int ix = 0; ix < W; ix++)
+      for (int kx = 0; kx < f; kx++)
+        __builtin_memcpy(out + ((size_t)ix * f + kx) * C, src + (size_t)ix * C, bytes);
+  }
+}
+
+/** dx [B, D, H, W, C] = the block sums of dy [B, D·fd, H·f, W·f, C], input rows [r0, r1). */
+__attribute__((export_name("upsample_nearest_grad"))) void upsample_nearest_grad(
+    const float *dy, float *dx, int D, int H, int W, int C, int fd, int f, int r0, int r1) {
+  const int Do = D * fd, Ho = H * f, Wo = W * f;
+  for (int r = r0; r < r1; r++) {
+    const int iy = r % H, iz = (r / H) % D, b = r / (H * D);
+    float *out = dx + (size_t)r * W * C;
+    for (int ix = 0; ix < W; ix++) {
+      int c = 0;
+      for (; c + 4 <= C; c += 4) {
+        v128_t acc = wasm_f32x4_splat(0.0f);
+        for (int kz = 0; kz < fd; kz++)
+          for (int ky = 0; ky < f; ky++) {
+            const float *g = dy + ((((size_t)b * Do + (size_t)iz * fd + kz) * Ho +
+                                    (size_t)iy * f + ky) * Wo + (size_t)ix * f) * C + c;
+            for (int kx = 0; kx < f; kx++)
+              acc = wasm_f32x4_add(acc, wasm_v128_load(g + (size_t)kx * C));
+          }
+        wasm_v128_store(out + (size_t)ix * C + c, acc);
+      }
+      for (; c < C; c++) {
+        float acc = 0.0f;
+        for (int kz = 0; kz < fd; kz++)
+          for (int ky = 0; ky < f; ky++) {
+            const float *g = dy + ((((size_t)b * Do + (size_t)iz * fd + kz) * Ho +
+                                    (size_t)iy * f + ky) * Wo + (size_t)ix * f) * C + c;
+            for (int kx = 0; kx < f; kx++) acc += g[(size_t)kx * C];
+          }
+        out[(size_t)ix * C + c] = acc;
+      }
+    }
+  }
+}

@@ -5,7 +5,8 @@
  * `RegkitWarpImageGrad`, `RegkitWarpFieldGrad`,
  * `RegkitResizeLinear`, `RegkitResizeLinearGrad`, `RegkitLocalNcc`, `RegkitMindSsc`, `RegkitMindSscGrad`,
  * `RegkitParzenJoint`, `RegkitParzenJointGrad`, `RegkitJacobianDet`, `RegkitJacobianDetGrad`,
- * `RegkitLeakyReluGrad`, `RegkitMaxPool`, `RegkitMaxPoolGrad`),
+ * `RegkitLeakyReluGrad`, `RegkitMaxPool`, `RegkitMaxPoolGrad`, `RegkitUpsampleNearest`,
+ * `RegkitUpsampleNearestGrad`),
  * so `warp()`, `resizeField()`, `localNccLoss()`, `mindSsc()`, the mutual information losses,
  * `jacobianDeterminant()` and everything built on them (`composeFields`,
  * `integrateVelocity`, training loops) get faster with no code change, and
@@ -42,6 +43,8 @@ import {
   RegkitParzenJointGrad,
   RegkitResizeLinear,
   RegkitResizeLinearGrad,
+  RegkitUpsampleNearest,
+  RegkitUpsampleNearestGrad,
   RegkitWarp,
   RegkitWarpFieldGrad,
   RegkitWarpGrad,
@@ -60,7 +63,13 @@ import { localNccKernelConfig, localNccKernelFunc } from './lncc.js';
 import { kernelsReady } from './loader.js';
 import { mindSscGradKernelFunc, mindSscKernelConfigs, mindSscKernelFunc } from './mind.js';
 import { parzenJointGradKernelFunc, parzenJointKernelFunc, parzenKernelConfigs } from './parzen.js';
-import { maxPoolGradKernelFunc, maxPoolKernelConfigs, maxPoolKernelFunc } from './pool.js';
+import {
+  maxPoolGradKernelFunc,
+  maxPoolKernelConfigs,
+  maxPoolKernelFunc,
+  upsampleNearestGradKernelFunc,
+  upsampleNearestKernelFunc,
+} from './pool.js';
 import { ROW_KERNEL_NAMES, rowKernelConfigs } from './rows.js';
 import {
   resizeLinearGradKernelFunc,
@@ -100,7 +109,13 @@ export {
   parzenJointKernelFunc,
   parzenKernelConfigs,
 } from './parzen.js';
-export { maxPoolGradKernelFunc, maxPoolKernelConfigs, maxPoolKernelFunc } from './pool.js';
+export {
+  maxPoolGradKernelFunc,
+  maxPoolKernelConfigs,
+  maxPoolKernelFunc,
+  upsampleNearestGradKernelFunc,
+  upsampleNearestKernelFunc,
+} from './pool.js';
 export { ROW_KERNEL_NAMES, rowKernelConfigs } from './rows.js';
 export {
   resizeLinearGradKernelFunc,
@@ -133,6 +148,8 @@ export const KERNEL_NAMES = [
   RegkitLeakyReluGrad,
   RegkitMaxPool,
   RegkitMaxPoolGrad,
+  RegkitUpsampleNearest,
+  RegkitUpsampleNearestGrad,
   'LeakyRelu',
   ...ROW_KERNEL_NAMES,
   ...CONV_KERNEL_NAMES,
@@ -188,6 +205,8 @@ export function kernelsRegistered(backendName: string = tf.getBackend()): boolea
     [RegkitLeakyReluGrad, leakyReluGradKernelFunc],
     [RegkitMaxPool, maxPoolKernelFunc],
     [RegkitMaxPoolGrad, maxPoolGradKernelFunc],
+    [RegkitUpsampleNearest, upsampleNearestKernelFunc],
+    [RegkitUpsampleNearestGrad, upsampleNearestGradKernelFunc],
   ];
   return ours.every(([name, func]) => tf.getKernel(name, backendName)?.kernelFunc === func);
 }

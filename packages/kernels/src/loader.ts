@@ -31,6 +31,8 @@ export interface WarpExports {
   sum_rows_chunks(...args: number[]): void;
   sum_rows_finish(...args: number[]): void;
   concat_rows(...args: number[]): void;
+  upsample_nearest(...args: number[]): void;
+  upsample_nearest_grad(...args: number[]): void;
   warp_forward(
     image: number,
     field: number,
@@ -273,6 +275,8 @@ const THREADED_FUNCTIONS = [
   'sum_rows_chunks',
   'sum_rows_finish',
   'concat_rows',
+  'upsample_nearest',
+  'upsample_nearest_grad',
 ] as const;
 
 /** Options of {@link initKernels}. */

@@ -1,18 +1,31 @@
 /**
- * The WebAssembly max pooling (`RegkitMaxPool`, `RegkitMaxPoolGrad`, run by core's `maxPool`):
+ * The WebAssembly max pooling (`RegkitMaxPool`, `RegkitMaxPoolGrad`, run by core's `maxPool`)
+ * and nearest upsampling (`RegkitUpsampleNearest`, `RegkitUpsampleNearestGrad`, core's
+ * `upsampleNearest`; the same checks without NaN):
  * against PyTorch (core's layer fixtures: F.max_pool2d / F.max_pool3d and their gradients,
  * packages/core/test/fixtures/make_layer_fixtures.py), bit-identical to core's JavaScript
  * kernels on random data with ties, on NaN and on odd channel counts, bit-identical at 1, 2 and
  * 3 threads, memory flat over 1000 calls.
  */
 import { readFileSync } from 'node:fs';
-import { maxPool, RegkitMaxPool, RegkitMaxPoolGrad, registerJsKernels, tf } from '@regkit/core';
+import {
+  maxPool,
+  RegkitMaxPool,
+  RegkitMaxPoolGrad,
+  RegkitUpsampleNearest,
+  RegkitUpsampleNearestGrad,
+  registerJsKernels,
+  tf,
+  upsampleNearest,
+} from '@regkit/core';
 import {
   kernelMemoryBytes,
   maxPoolGradKernelFunc,
   maxPoolKernelFunc,
   registerKernels,
   setKernelThreads,
+  upsampleNearestGradKernelFunc,
+  upsampleNearestKernelFunc,
 } from '@regkit/kernels';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKENDS, useKernels } from './helpers.js';
@@ -31,7 +44,7 @@ interface Stored {
 interface LayerCase {
   name: string;
   op: string;
-  params: { size: number };
+  params: { size?: number; factor?: number };
   inputs: { x: Stored; r: Stored };
   outputs: { y: Stored; dx: Stored };
 }
@@ -39,7 +52,9 @@ const CASES = (
   JSON.parse(
     readFileSync(new URL('../../core/test/fixtures/layer_fixtures.json', import.meta.url), 'utf8'),
   ) as { cases: LayerCase[] }
-).cases.filter((c) => c.op === 'maxpool');
+).cases;
+const CASES_UP = CASES.filter((c) => c.op === 'upsample');
+const CASES_POOL = CASES.filter((c) => c.op === 'maxpool');
 
 /** y = maxPool(x) and dx = d sum(y · r) / dx, as arrays. */
 function poolAndGrad(x: tf.Tensor, r: tf.Tensor, size: number): [Float32Array, Float32Array] {
@@ -50,20 +65,17 @@ function poolAndGrad(x: tf.Tensor, r: tf.Tensor, size: number): [Float32Array, F
   });
 }
 
-/** Runs `fn` with core's JavaScript max-pool kernels in place of ours. */
-function withJsPool<T>(fn: () => T): T {
-  for (const backend of ['cpu', 'wasm']) {
-    tf.unregisterKernel(RegkitMaxPool, backend);
-    tf.unregisterKernel(RegkitMaxPoolGrad, backend);
-  }
+/** Runs `fn` with core's JavaScript kernels `names` in place of ours. */
+function withJsKernels<T>(names: string[], fn: () => T): T {
+  const drop = () => {
+    for (const backend of ['cpu', 'wasm']) for (const n of names) tf.unregisterKernel(n, backend);
+  };
+  drop();
   registerJsKernels();
   try {
     return fn();
   } finally {
-    for (const backend of ['cpu', 'wasm']) {
-      tf.unregisterKernel(RegkitMaxPool, backend);
-      tf.unregisterKernel(RegkitMaxPoolGrad, backend);
-    }
+    drop();
     registerKernels();
   }
 }
@@ -87,10 +99,10 @@ describe.each(BACKENDS)('max pooling on %s', (backend) => {
     expect(tf.getKernel(RegkitMaxPoolGrad, backend)?.kernelFunc).toBe(maxPoolGradKernelFunc);
   });
 
-  it.each(CASES.map((c) => [c.name, c] as const))('%s: PyTorch', (_n, c) => {
+  it.each(CASES_POOL.map((c) => [c.name, c] as const))('%s: PyTorch', (_n, c) => {
     const x = tf.tensor(c.inputs.x.data, c.inputs.x.shape);
     const r = tf.tensor(c.inputs.r.data, c.inputs.r.shape);
-    const [y, dx] = poolAndGrad(x, r, c.params.size);
+    const [y, dx] = poolAndGrad(x, r, c.params.size!);
     expect(maxAbsDiff(y, c.outputs.y.data)).toBeLessThan(1e-6);
     expect(maxAbsDiff(dx, c.outputs.dx.data)).toBeLessThan(1e-6);
     tf.dispose([x, r]);
@@ -112,7 +124,9 @@ describe.each(BACKENDS)('max pooling on %s', (backend) => {
       const x = tf.tensor(values, [...shape]);
       const yShape = shape.map((s, i) => (i === 0 || i === shape.length - 1 ? s : s / size));
       const r = tf.randomUniform(yShape, -1, 1, 'float32', 5);
-      const [yJs, dxJs] = withJsPool(() => poolAndGrad(x, r, size));
+      const [yJs, dxJs] = withJsKernels([RegkitMaxPool, RegkitMaxPoolGrad], () =>
+        poolAndGrad(x, r, size),
+      );
       for (const threads of [1, 2, 3]) {
         await setKernelThreads(threads);
         const [y, dx] = poolAndGrad(x, r, size);
@@ -123,10 +137,11 @@ describe.each(BACKENDS)('max pooling on %s', (backend) => {
     },
   );
 
-  it('1000 forward + backward calls at 3 threads keep numTensors and the kernels memory flat', async () => {
+  it('1000 pool + upsample forward + backward calls at 3 threads keep numTensors and the kernels memory flat', async () => {
     await setKernelThreads(3);
     const x = tf.randomUniform([1, 32, 32, 32, 8], -1, 1, 'float32', 1);
-    const step = () => tf.dispose(tf.grad((t: tf.Tensor) => tf.sum(maxPool(t, 2)))(x));
+    const step = () =>
+      tf.dispose(tf.grad((t: tf.Tensor) => tf.sum(upsampleNearest(maxPool(t, 2), 2)))(x));
     for (let i = 0; i < 3; i++) step();
     const tensors = tf.memory().numTensors;
     const bytes = kernelMemoryBytes();
@@ -135,4 +150,64 @@ describe.each(BACKENDS)('max pooling on %s', (backend) => {
     expect(kernelMemoryBytes()).toBe(bytes);
     x.dispose();
   }, 120_000);
+});
+
+describe.each(BACKENDS)('nearest upsampling on %s', (backend) => {
+  beforeAll(async () => {
+    await useKernels(backend);
+  });
+  afterAll(async () => {
+    await setKernelThreads(1);
+  });
+
+  it('runs our kernels', () => {
+    expect(tf.getKernel(RegkitUpsampleNearest, backend)?.kernelFunc).toBe(
+      upsampleNearestKernelFunc,
+    );
+    expect(tf.getKernel(RegkitUpsampleNearestGrad, backend)?.kernelFunc).toBe(
+      upsampleNearestGradKernelFunc,
+    );
+  });
+
+  it.each(CASES_UP.map((c) => [c.name, c] as const))('%s: PyTorch', (_n, c) => {
+    const x = tf.tensor(c.inputs.x.data, c.inputs.x.shape);
+    const r = tf.tensor(c.inputs.r.data, c.inputs.r.shape);
+    const [y, dx] = tf.tidy(() => {
+      const f = c.params.factor!;
+      const yy = upsampleNearest(x, f);
+      const g = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(upsampleNearest(t, f), r)))(x);
+      return [yy.dataSync() as Float32Array, g.dataSync() as Float32Array];
+    });
+    expect(maxAbsDiff(y!, c.outputs.y.data)).toBeLessThan(1e-6);
+    expect(maxAbsDiff(dx!, c.outputs.dx.data)).toBeLessThan(1e-5);
+    tf.dispose([x, r]);
+  });
+
+  it.each([
+    [[2, 5, 6, 7], 2],
+    [[1, 3, 4, 5, 9], 2],
+    [[1, 4, 3, 2, 4], 3],
+  ] as const)(
+    '[%s] by %s: bit-identical to core JS kernels, at 1, 2 and 3 threads',
+    async (shape, factor) => {
+      const x = tf.randomUniform([...shape], -1, 1, 'float32', 3);
+      const outShape = shape.map((s, i) => (i === 0 || i === shape.length - 1 ? s : s * factor));
+      const dy = tf.randomUniform(outShape, -1, 1, 'float32', 4);
+      const run = () =>
+        tf.tidy(() => [
+          upsampleNearest(x, factor).dataSync() as Float32Array,
+          tf
+            .grad((t: tf.Tensor) => upsampleNearest(t, factor))(x, dy)
+            .dataSync() as Float32Array,
+        ]);
+      const [yJs, dxJs] = withJsKernels([RegkitUpsampleNearest, RegkitUpsampleNearestGrad], run);
+      for (const threads of [1, 2, 3]) {
+        await setKernelThreads(threads);
+        const [y, dx] = run();
+        expect(sameBits(y!, yJs!), `y, ${threads} threads`).toBe(true);
+        expect(sameBits(dx!, dxJs!), `dx, ${threads} threads`).toBe(true);
+      }
+      tf.dispose([x, dy]);
+    },
+  );
 });
