@@ -137,6 +137,25 @@ function conv2dParams(info: tf.backend_util.Conv2DInfo): ConvParams {
   ];
 }
 
+/** tfjs's 2D geometry (channels last) of x `[B, H, W, Ci]` and a filter `[kh, kw, Ci, Co]`. */
+function conv2dInfo(
+  xShape: readonly number[],
+  filterShape: readonly number[],
+  attrs: { strides: number | [number, number]; pad: unknown; dimRoundingMode?: unknown },
+  dilations: number | [number, number] = 1,
+): tf.backend_util.Conv2DInfo {
+  return tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs.strides,
+    dilations,
+    attrs.pad as Parameters<typeof tf.backend_util.computeConv2DInfo>[4],
+    attrs.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
+    false,
+    'channelsLast',
+  );
+}
+
 /** An input of a call: a tensor of the backend (float32 or int32), copied in before the call. */
 interface CallInput {
   tensor: tf.TensorInfo;
@@ -376,19 +395,9 @@ export function createConvKernels(): tf.KernelConfig[] {
 
   const conv2d: Impl = ({ inputs, backend, attrs }, fallback) => {
     const { x, filter } = inputs as { x: tf.TensorInfo; filter: tf.TensorInfo };
-    const { strides, pad, dataFormat, dilations, dimRoundingMode } =
-      attrs as unknown as tf.Conv2DAttrs;
-    if (dataFormat === 'NCHW') return fallback();
-    const info = tf.backend_util.computeConv2DInfo(
-      x.shape as [number, number, number, number],
-      filter.shape as [number, number, number, number],
-      strides,
-      dilations ?? 1,
-      pad,
-      dimRoundingMode,
-      false,
-      'channelsLast',
-    );
+    const a = attrs as unknown as tf.Conv2DAttrs;
+    if (a.dataFormat === 'NCHW') return fallback();
+    const info = conv2dInfo(x.shape, filter.shape, a, a.dilations ?? 1);
     const b = backend as BackendLike;
     if (size(x.shape) === 0 || size(filter.shape) === 0 || size(info.outShape) === 0)
       return zeros(b, info.outShape);
@@ -397,19 +406,9 @@ export function createConvKernels(): tf.KernelConfig[] {
 
   const conv2dBackpropInput: Impl = ({ inputs, backend, attrs }, fallback) => {
     const { dy, filter } = inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
-    const { strides, pad, dataFormat, dimRoundingMode, inputShape } =
-      attrs as unknown as tf.Conv2DBackpropInputAttrs;
-    if (dataFormat === 'NCHW') return fallback();
-    const info = tf.backend_util.computeConv2DInfo(
-      inputShape,
-      filter.shape as [number, number, number, number],
-      strides,
-      1,
-      pad,
-      dimRoundingMode,
-      false,
-      'channelsLast',
-    );
+    const a = attrs as unknown as tf.Conv2DBackpropInputAttrs;
+    if (a.dataFormat === 'NCHW') return fallback();
+    const info = conv2dInfo(a.inputShape, filter.shape, a);
     const b = backend as BackendLike;
     if (size(dy.shape) === 0 || size(filter.shape) === 0 || size(info.inShape) === 0)
       return zeros(b, [...info.inShape]);
@@ -418,25 +417,13 @@ export function createConvKernels(): tf.KernelConfig[] {
 
   const conv2dBackpropFilter: Impl = ({ inputs, backend, attrs }, fallback) => {
     const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-    const { strides, pad, dataFormat, dimRoundingMode, filterShape } =
-      attrs as unknown as tf.Conv2DBackpropFilterAttrs;
-    if (dataFormat === 'NCHW') {
-      return fallback();
-    }
-    const info = tf.backend_util.computeConv2DInfo(
-      x.shape as [number, number, number, number],
-      filterShape,
-      strides,
-      1,
-      pad,
-      dimRoundingMode,
-      false,
-      'channelsLast',
-    );
+    const a = attrs as unknown as tf.Conv2DBackpropFilterAttrs;
+    if (a.dataFormat === 'NCHW') return fallback();
+    const info = conv2dInfo(x.shape, a.filterShape, a);
     const b = backend as BackendLike;
-    if (size(x.shape) === 0 || size(dy.shape) === 0 || size(filterShape) === 0)
-      return zeros(b, [...filterShape]);
-    return filterOp(b, conv2dParams(info), x, dy, [...filterShape]);
+    if (size(x.shape) === 0 || size(dy.shape) === 0 || size(a.filterShape) === 0)
+      return zeros(b, [...a.filterShape]);
+    return filterOp(b, conv2dParams(info), x, dy, [...a.filterShape]);
   };
 
   const unsortedSegmentSum: Impl = ({ inputs, backend, attrs }, fallback) => {
