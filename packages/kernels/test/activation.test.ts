@@ -8,7 +8,7 @@
 import { RegkitLeakyReluGrad, tf } from '@regkit/core';
 import { kernelMemoryBytes, setKernelThreads } from '@regkit/kernels';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BACKENDS, useKernels } from './helpers.js';
+import { BACKENDS, expectSameBits, useKernels } from './helpers.js';
 
 /** Values with exact zeros, ±0, tiny and large magnitudes and both signs. */
 function values(n: number, seed: number): Float32Array {
@@ -20,17 +20,6 @@ function values(n: number, seed: number): Float32Array {
     a[i] = i % 17 === 0 ? 0 : i % 29 === 0 ? -0 : u * 10 ** ((i % 7) - 3);
   }
   return a;
-}
-
-const bits = (a: ArrayLike<number>) => new Uint32Array(Float32Array.from(a).buffer);
-
-function expectBitIdentical(got: ArrayLike<number>, want: ArrayLike<number>, what: string) {
-  const g = bits(got);
-  const w = bits(want);
-  expect(g.length).toBe(w.length);
-  let first = -1;
-  for (let i = 0; i < g.length && first < 0; i++) if (g[i] !== w[i]) first = i;
-  expect(first, `${what}: first difference at ${first}`).toBe(-1);
 }
 
 describe.each(BACKENDS)('LeakyRelu and its gradient on %s', (backend) => {
@@ -58,7 +47,7 @@ describe.each(BACKENDS)('LeakyRelu and its gradient on %s', (backend) => {
       const dy = tf.tensor(gv, [...shape]);
       // tfjs's gradient ops, as tfjs-core's LeakyRelu_grad
       const stock = tf.tidy(() => tf.where(tf.greater(x, 0), dy, tf.mul(dy, alpha)).dataSync());
-      expectBitIdentical(stock, dxRef, 'stock ops vs closed form');
+      expectSameBits(stock, dxRef, 'stock ops vs closed form');
       for (const threads of [1, 2, 3]) {
         await setKernelThreads(threads);
         const [y, dx] = tf.tidy(() => [
@@ -67,8 +56,8 @@ describe.each(BACKENDS)('LeakyRelu and its gradient on %s', (backend) => {
             .grad((t: tf.Tensor) => tf.leakyRelu(t, alpha))(x, dy)
             .dataSync(),
         ]);
-        expectBitIdentical(y!, yRef, `forward, ${threads} threads`);
-        expectBitIdentical(dx!, dxRef, `gradient, ${threads} threads`);
+        expectSameBits(y!, yRef, `forward, ${threads} threads`);
+        expectSameBits(dx!, dxRef, `gradient, ${threads} threads`);
       }
       tf.dispose([x, dy]);
     },
@@ -90,8 +79,8 @@ describe.each(BACKENDS)('LeakyRelu and its gradient on %s', (backend) => {
     y.dispose();
   });
 
-  it('1000 forward + backward calls at 3 threads keep numTensors and the kernels memory flat', async () => {
-    await setKernelThreads(3);
+  it('1000 forward + backward calls at 2 threads keep numTensors and the kernels memory flat', async () => {
+    await setKernelThreads(2);
     const x = tf.randomUniform([1, 40, 40, 40, 2], -1, 1, 'float32', 1);
     const step = () => tf.dispose(tf.grad((t: tf.Tensor) => tf.leakyRelu(t, 0.2))(x));
     for (let i = 0; i < 3; i++) step();
@@ -101,5 +90,5 @@ describe.each(BACKENDS)('LeakyRelu and its gradient on %s', (backend) => {
     expect(tf.memory().numTensors).toBe(tensors);
     expect(kernelMemoryBytes()).toBe(bytes);
     x.dispose();
-  }, 120_000);
+  }, 300_000);
 });

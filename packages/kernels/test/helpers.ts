@@ -125,3 +125,20 @@ export function loadCoreCases(op: string): FixtureCase[] {
 export function tensorOf(a: ArrayFixture): tf.Tensor {
   return tf.tensor(a.data, a.shape, 'float32');
 }
+
+/**
+ * Expects `got` and `want` to hold the same float32 values bit for bit (NaN payloads and the
+ * sign of zero included), naming the first index that differs.
+ */
+export function expectSameBits(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  what: string,
+): void {
+  const g = new Uint32Array(Float32Array.from(got).buffer);
+  const w = new Uint32Array(Float32Array.from(want).buffer);
+  expect(g.length, what).toBe(w.length);
+  let first = -1;
+  for (let i = 0; i < g.length && first < 0; i++) if (g[i] !== w[i]) first = i;
+  expect(first, `${what}: first difference at ${first}`).toBe(-1);
+}

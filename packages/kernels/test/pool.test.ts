@@ -28,7 +28,7 @@ import {
   upsampleNearestKernelFunc,
 } from '@regkit/kernels';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BACKENDS, useKernels } from './helpers.js';
+import { BACKENDS, expectSameBits, useKernels } from './helpers.js';
 
 const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   expect(a.length).toBe(b.length);
@@ -80,12 +80,6 @@ function withJsKernels<T>(names: string[], fn: () => T): T {
   }
 }
 
-const sameBits = (a: Float32Array, b: Float32Array) =>
-  Buffer.compare(
-    Buffer.from(a.buffer, a.byteOffset, a.byteLength),
-    Buffer.from(b.buffer, b.byteOffset, b.byteLength),
-  ) === 0;
-
 describe.each(BACKENDS)('max pooling on %s', (backend) => {
   beforeAll(async () => {
     await useKernels(backend);
@@ -130,16 +124,16 @@ describe.each(BACKENDS)('max pooling on %s', (backend) => {
       for (const threads of [1, 2, 3]) {
         await setKernelThreads(threads);
         const [y, dx] = poolAndGrad(x, r, size);
-        expect(sameBits(y, yJs), `y, ${threads} threads`).toBe(true);
-        expect(sameBits(dx, dxJs), `dx, ${threads} threads`).toBe(true);
+        expectSameBits(y, yJs, `y, ${threads} threads`);
+        expectSameBits(dx, dxJs, `dx, ${threads} threads`);
       }
       tf.dispose([x, r]);
     },
   );
 
-  it('1000 pool + upsample forward + backward calls at 3 threads keep numTensors and the kernels memory flat', async () => {
-    await setKernelThreads(3);
-    const x = tf.randomUniform([1, 32, 32, 32, 8], -1, 1, 'float32', 1);
+  it('1000 pool + upsample forward + backward calls at 2 threads keep numTensors and the kernels memory flat', async () => {
+    await setKernelThreads(2);
+    const x = tf.randomUniform([1, 24, 24, 24, 8], -1, 1, 'float32', 1);
     const step = () =>
       tf.dispose(tf.grad((t: tf.Tensor) => tf.sum(upsampleNearest(maxPool(t, 2), 2)))(x));
     for (let i = 0; i < 3; i++) step();
@@ -149,7 +143,7 @@ describe.each(BACKENDS)('max pooling on %s', (backend) => {
     expect(tf.memory().numTensors).toBe(tensors);
     expect(kernelMemoryBytes()).toBe(bytes);
     x.dispose();
-  }, 120_000);
+  }, 300_000);
 });
 
 describe.each(BACKENDS)('nearest upsampling on %s', (backend) => {
@@ -204,8 +198,8 @@ describe.each(BACKENDS)('nearest upsampling on %s', (backend) => {
       for (const threads of [1, 2, 3]) {
         await setKernelThreads(threads);
         const [y, dx] = run();
-        expect(sameBits(y!, yJs!), `y, ${threads} threads`).toBe(true);
-        expect(sameBits(dx!, dxJs!), `dx, ${threads} threads`).toBe(true);
+        expectSameBits(y!, yJs!, `y, ${threads} threads`);
+        expectSameBits(dx!, dxJs!, `dx, ${threads} threads`);
       }
       tf.dispose([x, dy]);
     },
