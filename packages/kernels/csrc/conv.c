@@ -21,7 +21,8 @@
  * transposed and flipped (stride s: voxels of the same residue class share taps); the
  * filter gradient runs the forward geometry with the voxels of a run as the reduction.
  * For stride-1, undilated 3x3x3 filters all three use Winograd F(2x2x2, 3x3x3) instead
- * (27/8 fewer multiplies; the input gradient is then a stride-1 convolution of dy with the
+ * (27/8 fewer multiplies), and 1x3x3 filters (2D convolutions) F(2x2, 3x3) on each depth
+ * slice (9/4 fewer; the input gradient is then a stride-1 convolution of dy with the
  * flipped, transposed filter; the filter gradient is the adjoint of the forward transform),
  * except where few channels make the transforms cost more than they save (see
  * winograd_applies).
@@ -547,7 +548,7 @@ static void gather_conv(geom_t *g, const float *src, const float *wp, float *out
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* Winograd F(2x2x2, 3x3x3) for stride 1, 3x3x3, dilation 1.                             */
+/* Winograd F(2x2x2, 3x3x3) (and F(2x2, 3x3) for 1x3x3) for stride 1, dilation 1.          */
 
 /*
  * 1D: y = A^T [(G g) . (B^T d)] for 4 inputs d, 3 taps g, 2 outputs (correlation), applied
@@ -565,9 +566,10 @@ static const float WG[4][3] = {{1.0f, 0.0f, 0.0f},
                                {0.0f, 0.0f, 1.0f}};
 
 /*
- * Stride 1, 3x3x3, dilation 1, and worth it: the transforms cost about as much as the
- * products, so with few reduction channels (C < 4) or output lanes (L <= 4) the direct
- * method is faster (measured on 48^3 volumes).
+ * Stride 1, 3x3x3 or 1x3x3 (a 2D convolution: F(2x2, 3x3) on every depth slice, 16
+ * transform points instead of 64), dilation 1, and worth it: the transforms cost about as
+ * much as the products, so with few reduction channels (C < 4) or output lanes (L <= 4) the
+ * direct method is faster (measured on 48^3 volumes).
  */
 static int winograd_applies(const int *P, int op) {
 #ifdef NO_WINOGRAD /* for measurements: direct method only */
@@ -575,9 +577,9 @@ static int winograd_applies(const int *P, int op) {
 #endif
   const int C = op != OP_BWD_INPUT ? P[P_CI] : P[P_CO];
   const int L = op != OP_BWD_INPUT ? P[P_CO] : P[P_CI];
-  return C >= (op == OP_BWD_FILTER ? 8 : 4) && L > 4 && P[P_KD] == 3 && P[P_KH] == 3 &&
-         P[P_KW] == 3 && P[P_SD] == 1 && P[P_SH] == 1 && P[P_SW] == 1 && P[P_DD] == 1 &&
-         P[P_DH] == 1 && P[P_DW] == 1;
+  return C >= (op == OP_BWD_FILTER ? 8 : 4) && L > 4 &&
+         (P[P_KD] == 3 ? P[P_DD] == 1 : P[P_KD] == 1) && P[P_KH] == 3 && P[P_KW] == 3 &&
+         P[P_SD] == 1 && P[P_SH] == 1 && P[P_SW] == 1 && P[P_DH] == 1 && P[P_DW] == 1;
 }
 
 #ifndef WINO_BUDGET
@@ -590,26 +592,31 @@ INLINE int winograd_batch(int C4, int L4) {
   return T < 12 ? 12 : T;
 }
 
-/* Transformed filter U, chunk after chunk: [64 points][C][CW] (zero padding lanes). */
-static void winograd_filter(const float *w, float *U, int C, int L, int transpose) {
+/*
+ * Transformed filter U, chunk after chunk: [NP points][C][CW] (zero padding lanes); w [KD,
+ * 3, 3, C, L] with KD = 3 (NP = 64) or KD = 1 (NP = 16, no transform along z).
+ */
+static void winograd_filter(const float *w, float *U, int C, int L, int KD, int transpose) {
+  const int NP = KD == 3 ? 64 : 16;
   for (int off = 0; off < L; off += CHUNK) {
     const int CW = chunk_width(L, off);
-    float *Uc = U + (size_t)64 * C * off;
-    for (int xi = 0; xi < 64; xi++) {
-      const int a = xi >> 4, b = (xi >> 2) & 3, c = xi & 3;
+    float *Uc = U + (size_t)NP * C * off;
+    for (int xi = 0; xi < NP; xi++) {
+      const int a = KD == 3 ? xi >> 4 : 0, b = (xi >> 2) & 3, c = xi & 3;
       for (int r = 0; r < C; r++) {
         float *dst = Uc + ((size_t)xi * C + r) * CW;
         for (int l = 0; l < CW; l++) {
           float s = 0.0f;
           if (off + l < L) {
-            for (int i = 0; i < 3; i++)
+            for (int i = 0; i < KD; i++)
               for (int j = 0; j < 3; j++)
                 for (int k = 0; k < 3; k++) {
-                  const float gg = WG[a][i] * WG[b][j] * WG[c][k];
+                  const float gg = (KD == 3 ? WG[a][i] : 1.0f) * WG[b][j] * WG[c][k];
                   if (gg == 0.0f) continue;
                   const float wv =
                       transpose
-                          ? w[((size_t)(((2 - i) * 3 + (2 - j)) * 3 + (2 - k)) * L + off + l) *
+                          ? w[((size_t)(((KD - 1 - i) * 3 + (2 - j)) * 3 + (2 - k)) * L + off +
+                               l) *
                                   C +
                               r]
                           : w[((size_t)((i * 3 + j) * 3 + k) * C + r) * L + off + l];
@@ -673,9 +680,13 @@ DEFINE_WGEMM_LOOP(4, WGEMM_NB4)
 typedef void (*wgemm_fn)(const float *, int, int, const float *, float *, int, int);
 static const wgemm_fn WGEMM[4] = {wgemm_1, wgemm_2, wgemm_3, wgemm_4};
 
-/* Geometry of a Winograd call: source (C channels) and target (L channels) volumes. */
+/*
+ * Geometry of a Winograd call: source (C channels) and target (L channels) volumes; KD the
+ * filter depth (3: tiles of 2x2x2 outputs, NP = 64 transform points; 1: tiles of 1x2x2
+ * outputs, NP = 16, the 2D transform on each depth slice).
+ */
 typedef struct {
-  int B, Ds, Hs, Ws, C, C4, L, L4, Dt, Ht, Wt, pf, pt, pl, T, nTz, nTy, nTx;
+  int B, Ds, Hs, Ws, C, C4, L, L4, Dt, Ht, Wt, pf, pt, pl, T, nTz, nTy, nTx, KD, NP;
 } wgeom_t;
 
 INLINE void tile_of(const wgeom_t *g, long id, int *b, int *tz, int *ty, int *tx) {
@@ -688,16 +699,18 @@ INLINE void tile_of(const wgeom_t *g, long id, int *b, int *tz, int *ty, int *tx
 }
 
 /* Input transform of tiles [t0, t0 + nt): V[xi][t][C4] = (B^T d B)[xi] (zero outside). */
-static void winograd_input(const wgeom_t *g, const float *src, long t0, int nt, float *V,
-                           float *tb, float *raw) {
+INLINE void winograd_input_nz(const wgeom_t *g, const float *src, long t0, int nt, float *V,
+                              float *tb, float *raw, const int NZ) {
   const int Ds = g->Ds, Hs = g->Hs, Ws = g->Ws, C = g->C, C4 = g->C4, T = g->T;
   const int pf = g->pf, pt = g->pt, pl = g->pl;
+  /* NZ: source block depth (transform points along z), a constant of each instance */
+  const int ZD = NZ == 4 ? 2 : 1; /* tile depth */
   for (int t = 0; t < nt; t++) {
     int b, tz, ty, tx;
     tile_of(g, t0 + t, &b, &tz, &ty, &tx);
-    const int z0 = 2 * tz - pf, y0 = 2 * ty - pt, x0 = 2 * tx - pl;
+    const int z0 = ZD * tz - pf, y0 = 2 * ty - pt, x0 = 2 * tx - pl;
     const float *sb = src + (size_t)b * Ds * Hs * Ws * C;
-    const int inside = z0 >= 0 && y0 >= 0 && x0 >= 0 && z0 + 4 <= Ds && y0 + 4 <= Hs &&
+    const int inside = z0 >= 0 && y0 >= 0 && x0 >= 0 && z0 + NZ <= Ds && y0 + 4 <= Hs &&
                        x0 + 4 <= Ws && C == C4;
     /* the 4x4x4 block: straight from the source, or gathered with zeros into raw */
     const float *blk;
@@ -706,7 +719,7 @@ static void winograd_input(const wgeom_t *g, const float *src, long t0, int nt, 
       blk = sb + (((size_t)z0 * Hs + y0) * Ws + x0) * C;
       zs = (size_t)Hs * Ws * C, ys = (size_t)Ws * C, xs = C;
     } else {
-      for (int i = 0; i < 4; i++)
+      for (int i = 0; i < NZ; i++)
         for (int j = 0; j < 4; j++)
           for (int k = 0; k < 4; k++) {
             const int z = z0 + i, y = y0 + j, x = x0 + k;
@@ -724,10 +737,12 @@ static void winograd_input(const wgeom_t *g, const float *src, long t0, int nt, 
       zs = (size_t)16 * C4, ys = (size_t)4 * C4, xs = C4;
     }
     for (int v = 0; v < C4; v += 4) {
-      /* along x then y, slice by slice, rows kept in registers; into tb[i][j][k] */
-      for (int i = 0; i < 4; i++) {
+      /* along x then y, slice by slice, rows kept in registers; into tb[i][j][k] (3D) or
+         straight into V[jk][t] (2D: no transform along z) */
+      for (int i = 0; i < NZ; i++) {
         f4 r0[4], r1[4];
-        float *d = tb + (size_t)i * 16 * C4 + v;
+        float *d = NZ == 4 ? tb + (size_t)i * 16 * C4 + v : V + (size_t)t * C4 + v;
+        const size_t ps = NZ == 4 ? (size_t)C4 : (size_t)T * C4; /* point stride */
         for (int j = 0; j < 4; j++) {
           const float *q = blk + i * zs + j * ys + v;
           const f4 a0 = wasm_v128_load(q), a1 = wasm_v128_load(q + xs);
@@ -743,15 +758,16 @@ static void winograd_input(const wgeom_t *g, const float *src, long t0, int nt, 
             } else if (j == 1) {
               r1[k] = r[k];
             } else if (j == 2) {
-              wasm_v128_store(d + k * C4, wasm_f32x4_sub(r0[k], r[k]));
-              wasm_v128_store(d + (4 + k) * C4, wasm_f32x4_add(r1[k], r[k]));
-              wasm_v128_store(d + (8 + k) * C4, wasm_f32x4_sub(r[k], r1[k]));
+              wasm_v128_store(d + k * ps, wasm_f32x4_sub(r0[k], r[k]));
+              wasm_v128_store(d + (4 + k) * ps, wasm_f32x4_add(r1[k], r[k]));
+              wasm_v128_store(d + (8 + k) * ps, wasm_f32x4_sub(r[k], r1[k]));
             } else {
-              wasm_v128_store(d + (12 + k) * C4, wasm_f32x4_sub(r1[k], r[k]));
+              wasm_v128_store(d + (12 + k) * ps, wasm_f32x4_sub(r1[k], r[k]));
             }
           }
         }
       }
+      if (NZ == 1) continue;
       for (int jk = 0; jk < 16; jk++) { /* along z, to V */
         const float *q = tb + (size_t)jk * C4 + v;
         const int st = 16 * C4;
@@ -768,9 +784,26 @@ static void winograd_input(const wgeom_t *g, const float *src, long t0, int nt, 
   }
 }
 
+/* The two instances (loops over z fully unrolled in each), chosen by the filter depth. */
+NOINLINE void winograd_input_3d(const wgeom_t *g, const float *src, long t0, int nt, float *V,
+                                float *tb, float *raw) {
+  winograd_input_nz(g, src, t0, nt, V, tb, raw, 4);
+}
+NOINLINE void winograd_input_2d(const wgeom_t *g, const float *src, long t0, int nt, float *V,
+                                float *tb, float *raw) {
+  winograd_input_nz(g, src, t0, nt, V, tb, raw, 1);
+}
+static void winograd_input(const wgeom_t *g, const float *src, long t0, int nt, float *V,
+                           float *tb, float *raw) {
+  if (g->KD == 3)
+    winograd_input_3d(g, src, t0, nt, V, tb, raw);
+  else
+    winograd_input_2d(g, src, t0, nt, V, tb, raw);
+}
+
 /* Scratch floats of one thread of a Winograd call (V, M or Y, tb, raw). */
 INLINE size_t winograd_thread_floats(const wgeom_t *g) {
-  return (size_t)64 * g->T * (g->C4 + g->L4) + (size_t)128 * g->C4;
+  return (size_t)g->NP * g->T * (g->C4 + g->L4) + (size_t)128 * g->C4;
 }
 
 /*
@@ -778,25 +811,26 @@ INLINE size_t winograd_thread_floats(const wgeom_t *g) {
  * each tile writes its own 2x2x2 outputs only, and its result does not depend on the
  * batches it is computed in, so any split of the tiles gives the same bits.
  */
-static void winograd_conv(const wgeom_t *gp, const float *src, const float *U, float *out,
-                          long T0, long NT, char *scratch) {
+INLINE void winograd_conv_nz(const wgeom_t *gp, const float *src, const float *U, float *out,
+                             long T0, long NT, char *scratch, const int NZ) {
   const wgeom_t g = *gp;
   const int C = g.C, C4 = g.C4, L = g.L, L4 = g.L4, T = g.T;
-  const int Dt = g.Dt, Ht = g.Ht, Wt = g.Wt;
-  float *V = bump(&scratch, 4 * (size_t)64 * T * C4);
-  float *M = bump(&scratch, 4 * (size_t)64 * T * L4);
+  const int Dt = g.Dt, Ht = g.Ht, Wt = g.Wt, NP = g.NP;
+  const int ZD = NZ == 4 ? 2 : 1;
+  float *V = bump(&scratch, 4 * (size_t)NP * T * C4);
+  float *M = bump(&scratch, 4 * (size_t)NP * T * L4);
   float *tb = bump(&scratch, 4 * (size_t)64 * C4);
   float *raw = bump(&scratch, 4 * (size_t)64 * C4);
   for (long t0 = T0; t0 < NT; t0 += T) {
     const int nt = NT - t0 < T ? (int)(NT - t0) : T;
     winograd_input(&g, src, t0, nt, V, tb, raw);
     /* products: M[xi][t][L4] = V[xi][t][:C] x U[xi][:C][L4] */
-    for (int xi = 0; xi < 64; xi++) {
+    for (int xi = 0; xi < NP; xi++) {
       const float *Vx = V + (size_t)xi * T * C4;
       float *Mx = M + (size_t)xi * T * L4;
       for (int off = 0; off < L; off += CHUNK) {
         const int CW = chunk_width(L, off);
-        const float *Uc = U + (size_t)64 * C * off + (size_t)xi * C * CW;
+        const float *Uc = U + (size_t)NP * C * off + (size_t)xi * C * CW;
         WGEMM[CW / 4 - 1](Vx, C4, C, Uc, Mx + off, L4, nt);
       }
     }
@@ -804,12 +838,12 @@ static void winograd_conv(const wgeom_t *gp, const float *src, const float *U, f
     for (int t = 0; t < nt; t++) {
       int b, tz, ty, tx;
       tile_of(&g, t0 + t, &b, &tz, &ty, &tx);
-      const int zc = imin(2, Dt - 2 * tz), yc = imin(2, Ht - 2 * ty), xc = imin(2, Wt - 2 * tx);
+      const int zc = imin(ZD, Dt - ZD * tz), yc = imin(2, Ht - 2 * ty), xc = imin(2, Wt - 2 * tx);
       for (int v = 0; v < L4; v += 4) {
         f4 y[2][2][2];
         const size_t ms = (size_t)T * L4;
         const float *mp = M + (size_t)t * L4 + v;
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < NZ; i++) { /* 2D: i = 0 only, y[0] = r */
           f4 r[2][2];
           for (int j = 0; j < 4; j++) {
             const float *q = mp + (size_t)(i * 4 + j) * 4 * ms;
@@ -855,7 +889,7 @@ static void winograd_conv(const wgeom_t *gp, const float *src, const float *U, f
           for (int j = 0; j < yc; j++)
             for (int k = 0; k < xc; k++) {
               float *o =
-                  out + ((((size_t)b * Dt + 2 * tz + i) * Ht + 2 * ty + j) * Wt + 2 * tx + k) * L +
+                  out + ((((size_t)b * Dt + ZD * tz + i) * Ht + 2 * ty + j) * Wt + 2 * tx + k) * L +
                   v;
               if (nl == 4) {
                 wasm_v128_store(o, y[i][j][k]);
@@ -870,6 +904,22 @@ static void winograd_conv(const wgeom_t *gp, const float *src, const float *U, f
   }
 }
 
+NOINLINE void winograd_conv_3d(const wgeom_t *g, const float *src, const float *U, float *out,
+                               long T0, long NT, char *scratch) {
+  winograd_conv_nz(g, src, U, out, T0, NT, scratch, 4);
+}
+NOINLINE void winograd_conv_2d(const wgeom_t *g, const float *src, const float *U, float *out,
+                               long T0, long NT, char *scratch) {
+  winograd_conv_nz(g, src, U, out, T0, NT, scratch, 1);
+}
+static void winograd_conv(const wgeom_t *g, const float *src, const float *U, float *out,
+                          long T0, long NT, char *scratch) {
+  if (g->KD == 3)
+    winograd_conv_3d(g, src, U, out, T0, NT, scratch);
+  else
+    winograd_conv_2d(g, src, U, out, T0, NT, scratch);
+}
+
 /*
  * Filter gradient, the adjoint of winograd_conv's forward: with Yh_t = A dy_t A^T (each
  * 2-point axis expanded to 4: (d0, d0 + d1, d0 - d1, -d1)),
@@ -878,16 +928,16 @@ static void winograd_conv(const wgeom_t *gp, const float *src, const float *U, f
  * x is the source (C = Ci), dy the target (L = Co); dy outside the target counts as 0.
  */
 /* dU (zeroed first) = the transformed filter gradient summed over the tiles [T0, NT). */
-static void winograd_filter_grad(const wgeom_t *gp, const float *x, const float *dy, float *dU,
-                                 long T0, long NT, char *scratch) {
+INLINE void winograd_filter_grad_zd(const wgeom_t *gp, const float *x, const float *dy,
+                                    float *dU, long T0, long NT, char *scratch, const int ZD) {
   const wgeom_t g = *gp;
   const int C = g.C, C4 = g.C4, L = g.L, L4 = g.L4, T = g.T;
-  const int Dt = g.Dt, Ht = g.Ht, Wt = g.Wt;
-  float *V = bump(&scratch, 4 * (size_t)64 * T * C4);
-  float *Y = bump(&scratch, 4 * (size_t)64 * T * L4);
+  const int Dt = g.Dt, Ht = g.Ht, Wt = g.Wt, NP = g.NP;
+  float *V = bump(&scratch, 4 * (size_t)NP * T * C4);
+  float *Y = bump(&scratch, 4 * (size_t)NP * T * L4);
   float *tb = bump(&scratch, 4 * (size_t)64 * C4);
   float *raw = bump(&scratch, 4 * (size_t)64 * C4);
-  zero_f32(dU, (size_t)64 * C * L4);
+  zero_f32(dU, (size_t)NP * C * L4);
   for (long t0 = T0; t0 < NT; t0 += T) {
     const int nt = NT - t0 < T ? (int)(NT - t0) : T;
     winograd_input(&g, x, t0, nt, V, tb, raw);
@@ -897,10 +947,10 @@ static void winograd_filter_grad(const wgeom_t *gp, const float *x, const float 
       tile_of(&g, t0 + t, &b, &tz, &ty, &tx);
       for (int v = 0; v < L4; v += 4) {
         f4 e[2][2][2];
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < ZD; i++)
           for (int j = 0; j < 2; j++)
             for (int k = 0; k < 2; k++) {
-              const int z = 2 * tz + i, y = 2 * ty + j, xx = 2 * tx + k;
+              const int z = ZD * tz + i, y = 2 * ty + j, xx = 2 * tx + k;
               if (z >= Dt || y >= Ht || xx >= Wt) {
                 e[i][j][k] = wasm_f32x4_splat(0.0f);
                 continue;
@@ -915,7 +965,7 @@ static void winograd_filter_grad(const wgeom_t *gp, const float *x, const float 
               }
             }
         f4 ex[2][2][4];
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < ZD; i++)
           for (int j = 0; j < 2; j++) {
             const f4 a0 = e[i][j][0], a1 = e[i][j][1];
             ex[i][j][0] = a0;
@@ -927,12 +977,16 @@ static void winograd_filter_grad(const wgeom_t *gp, const float *x, const float 
         float *o = Y + (size_t)t * L4 + v;
         for (int k = 0; k < 4; k++) {
           f4 ey[2][4];
-          for (int i = 0; i < 2; i++) {
+          for (int i = 0; i < ZD; i++) {
             const f4 a0 = ex[i][0][k], a1 = ex[i][1][k];
             ey[i][0] = a0;
             ey[i][1] = wasm_f32x4_add(a0, a1);
             ey[i][2] = wasm_f32x4_sub(a0, a1);
             ey[i][3] = wasm_f32x4_neg(a1);
+          }
+          if (ZD == 1) { /* 2D: the points are (j, k) */
+            for (int j = 0; j < 4; j++) wasm_v128_store(o + (size_t)(j * 4 + k) * ys, ey[0][j]);
+            continue;
           }
           for (int j = 0; j < 4; j++) {
             const f4 a0 = ey[0][j], a1 = ey[1][j];
@@ -945,13 +999,13 @@ static void winograd_filter_grad(const wgeom_t *gp, const float *x, const float 
       }
     }
     /* products, summed over the tiles: dU[xi][c][:] += V[xi][t][c] * Y[xi][t][:] */
-    for (int xi = 0; xi < 64; xi++) {
+    for (int xi = 0; xi < NP; xi++) {
       const float *Vx = V + (size_t)xi * T * C4;
       const float *Yx = Y + (size_t)xi * T * L4;
       for (int off = 0; off < L; off += CHUNK) {
         const int CW = chunk_width(L, off);
         const int CV = CW / 4;
-        float *dUc = dU + (size_t)64 * C * off + (size_t)xi * C * CW;
+        float *dUc = dU + (size_t)NP * C * off + (size_t)xi * C * CW;
         const int J = FILTER_J[CV - 1];
         int c = 0;
         for (; c + J <= C; c += J)
@@ -963,20 +1017,41 @@ static void winograd_filter_grad(const wgeom_t *gp, const float *x, const float 
   }
 }
 
-/* dw[k][c][l] = sum_xi G3[xi][k] dU[xi][c][l]: dw [3, 3, 3, C, L] from dU (chunked). */
-static void winograd_filter_finish(const float *dU, float *dw, int C, int L) {
+NOINLINE void winograd_filter_grad_3d(const wgeom_t *g, const float *x, const float *dy,
+                                      float *dU, long T0, long NT, char *scratch) {
+  winograd_filter_grad_zd(g, x, dy, dU, T0, NT, scratch, 2);
+}
+NOINLINE void winograd_filter_grad_2d(const wgeom_t *g, const float *x, const float *dy,
+                                      float *dU, long T0, long NT, char *scratch) {
+  winograd_filter_grad_zd(g, x, dy, dU, T0, NT, scratch, 1);
+}
+static void winograd_filter_grad(const wgeom_t *g, const float *x, const float *dy, float *dU,
+                                 long T0, long NT, char *scratch) {
+  if (g->KD == 3)
+    winograd_filter_grad_3d(g, x, dy, dU, T0, NT, scratch);
+  else
+    winograd_filter_grad_2d(g, x, dy, dU, T0, NT, scratch);
+}
+
+/*
+ * dw[k][c][l] = sum_xi G3[xi][k] dU[xi][c][l]: dw [KD, 3, 3, C, L] from dU (chunked); KD = 1:
+ * G2 = G x G over the 16 points.
+ */
+static void winograd_filter_finish(const float *dU, float *dw, int C, int L, int KD) {
+  const int NP = KD == 3 ? 64 : 16;
   for (int off = 0; off < L; off += CHUNK) {
     const int CW = chunk_width(L, off);
     const int nv = imin(CW, L - off);
-    const float *dUc = dU + (size_t)64 * C * off;
-    for (int kz = 0; kz < 3; kz++)
+    const float *dUc = dU + (size_t)NP * C * off;
+    for (int kz = 0; kz < KD; kz++)
       for (int ky = 0; ky < 3; ky++)
         for (int kx = 0; kx < 3; kx++)
           for (int c = 0; c < C; c++) {
             f4 acc[CHUNK / 4];
             for (int v = 0; v < CW / 4; v++) acc[v] = wasm_f32x4_splat(0.0f);
-            for (int xi = 0; xi < 64; xi++) {
-              const float gg = WG[xi >> 4][kz] * WG[(xi >> 2) & 3][ky] * WG[xi & 3][kx];
+            for (int xi = 0; xi < NP; xi++) {
+              const float gg = (KD == 3 ? WG[xi >> 4][kz] : 1.0f) * WG[(xi >> 2) & 3][ky] *
+                               WG[xi & 3][kx];
               if (gg == 0.0f) continue;
               const f4 gv = wasm_f32x4_splat(gg);
               const float *q = dUc + ((size_t)xi * C + c) * CW;
@@ -1066,11 +1141,13 @@ static void wgeom_of(const int *P, int op, wgeom_t *g) {
   g->Dt = bwd ? P[P_D] : P[P_DO];
   g->Ht = bwd ? P[P_H] : P[P_HO];
   g->Wt = bwd ? P[P_W] : P[P_WO];
-  g->pf = bwd ? 2 - P[P_PF] : P[P_PF];
+  g->KD = P[P_KD];
+  g->NP = g->KD == 3 ? 64 : 16;
+  g->pf = bwd ? g->KD - 1 - P[P_PF] : P[P_PF];
   g->pt = bwd ? 2 - P[P_PT] : P[P_PT];
   g->pl = bwd ? 2 - P[P_PL] : P[P_PL];
   g->T = winograd_batch(g->C4, g->L4);
-  g->nTz = (g->Dt + 1) / 2;
+  g->nTz = g->KD == 3 ? (g->Dt + 1) / 2 : g->Dt;
   g->nTy = (g->Ht + 1) / 2;
   g->nTx = (g->Wt + 1) / 2;
 }
@@ -1103,7 +1180,8 @@ __attribute__((export_name("conv_units"))) double conv_units(const int *P, int o
 
 /** Floats of one filter-gradient partial (packed filter, or its Winograd transform). */
 __attribute__((export_name("conv_partial_floats"))) size_t conv_partial_floats(const int *P) {
-  if (winograd_applies(P, OP_BWD_FILTER)) return (size_t)64 * P[P_CI] * ((P[P_CO] + 3) & ~3);
+  if (winograd_applies(P, OP_BWD_FILTER))
+    return (size_t)(P[P_KD] == 3 ? 64 : 16) * P[P_CI] * ((P[P_CO] + 3) & ~3);
   return packed_floats(P, OP_BWD_FILTER);
 }
 
@@ -1130,7 +1208,7 @@ __attribute__((export_name("conv_shared_bytes"))) size_t conv_shared_bytes(const
   if (winograd_applies(P, op)) {
     wgeom_t g;
     wgeom_of(P, op, &g);
-    return 4 * (size_t)64 * g.C * g.L4;
+    return 4 * (size_t)g.NP * g.C * g.L4;
   }
   return 4 * packed_floats(P, op);
 }
@@ -1161,7 +1239,7 @@ __attribute__((export_name("conv_prepare"))) void conv_prepare(const float *w, c
   if (winograd_applies(P, op)) {
     wgeom_t g;
     wgeom_of(P, op, &g);
-    winograd_filter(w, shared, g.C, g.L, op == OP_BWD_INPUT);
+    winograd_filter(w, shared, g.C, g.L, g.KD, op == OP_BWD_INPUT);
   } else if (op == OP_FWD) {
     pack_forward(w, shared, P[P_KD] * P[P_KH] * P[P_KW], P[P_CI], P[P_CO]);
   } else {
@@ -1240,7 +1318,7 @@ __attribute__((export_name("conv_filter_finish"))) void conv_filter_finish(const
                                                                            const int *P) {
   const int K3 = P[P_KD] * P[P_KH] * P[P_KW], Ci = P[P_CI], Co = P[P_CO];
   if (winograd_applies(P, OP_BWD_FILTER)) {
-    winograd_filter_finish(shared, dw, Ci, Co);
+    winograd_filter_finish(shared, dw, Ci, Co, P[P_KD]);
     return;
   }
   for (int off = 0; off < Co; off += CHUNK) {

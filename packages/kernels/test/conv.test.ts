@@ -222,6 +222,20 @@ const CASES_3D: Case3d[] = [
     pad: 'valid',
   },
   {
+    name: '1x3x3 s1 same 8->12 (2D Winograd on each depth slice)',
+    xShape: [1, 5, 9, 8, 8],
+    wShape: [1, 3, 3, 8, 12],
+    strides: [1, 1, 1],
+    pad: 'same',
+  },
+  {
+    name: '1x3x3 s1 valid 12->6 batch 2 (2D Winograd, partial lanes)',
+    xShape: [2, 4, 7, 10, 12],
+    wShape: [1, 3, 3, 12, 6],
+    strides: [1, 1, 1],
+    pad: 'valid',
+  },
+  {
     name: '2x3x1 mixed strides 4->6',
     xShape: [1, 7, 9, 6, 4],
     wShape: [2, 3, 1, 4, 6],
