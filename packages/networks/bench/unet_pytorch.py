@@ -3,10 +3,10 @@
 createUnet: 3x3(x3) convolutions with padding 1 and LeakyReLU(0.2), 2x max pooling after each
 encoder level, nearest 2x upsampling and concatenation in the decoder, encoder [16, 32, 32, 32],
 decoder [32, 32, 32, 32, 32, 16, 16], 2 input channels) at batch 1, 2D or 3D by the size:
-  unet_fwd    one forward under torch.no_grad() (inference), after a warm-up at 32^ndim;
-  unet_train  one training step: forward, loss mean(y^2), backward, Adam (lr 1e-4) step,
-              after one warm-up step.
-Median of up to 5 runs within REGKIT_BENCH_SECONDS (default 20 s). Threads: --threads (comma
+  unet_fwd    one forward under torch.no_grad() (inference);
+  unet_train  one training step: forward, loss mean(y^2), backward, Adam (lr 1e-4) step.
+Each after one warm-up run at the measured size, then the median of 3 to 5 runs (5 while
+within REGKIT_BENCH_SECONDS, default 20 s), as bench/unet.mjs. Threads: --threads (comma
 list; "all" = every core), one child process per measurement so peak RSS is per measurement.
 Prints JSON lines; --save appends them to bench/results/pytorch.jsonl.
 
@@ -96,9 +96,9 @@ def one(op, size, threads):
         return (time.perf_counter() - t0) * 1000
 
     net.eval() if op == "unet_fwd" else net.train()
-    step([32] * ndim)
+    step(spatial)
     times, start = [], time.perf_counter()
-    while len(times) < 5 and (not times or time.perf_counter() - start < BUDGET_S):
+    while len(times) < 5 and (len(times) < 3 or time.perf_counter() - start < BUDGET_S):
         times.append(step(spatial))
     times.sort()
     return {"suite": "networks", "impl": "pytorch", "backend": "torch-cpu", "threads": threads,
