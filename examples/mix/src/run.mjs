@@ -16,6 +16,8 @@
  *   node src/run.mjs --groups fire --size 64 --deformations 5 --grids small --fire-steps 75
  *   node src/run.mjs --groups voxelmorph --vxm-steps 200 --size 64 --grids small
  *   node src/run.mjs --table-only --merge dir1 --merge dir2 --out results   # arms run elsewhere
+ *   node src/run.mjs --arms vxm-mi --grid 30 --seeds 1 --out ext              # a grid extension
+ *   node src/run.mjs --table-only --grid-runs ext --out results               # … joined
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -25,6 +27,7 @@ import { initExampleBackend } from '@regkit/example-common/backend';
 import {
   bratsProtocolDataset,
   evaluateIdentity,
+  parseGrid,
   protocolSettings,
   protocolTable,
   protocolTrainingPair,
@@ -34,7 +37,7 @@ import { pairedRuns, pm } from '@regkit/example-common/stats';
 import { epochsForSteps } from '@regkit/example-common/steps';
 import { loadMasrNet } from '@regkit/networks';
 import { ADAM, ARMS, GROUPS, IO_COMMON, VOXELMORPH_ADAM } from './combinations.mjs';
-import { mergeGroupRuns } from './merge.mjs';
+import { joinGroupGridRuns, mergeGroupRuns } from './merge.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -44,6 +47,9 @@ const { values: args } = parseArgs({
     groups: { type: 'string', default: Object.keys(GROUPS).join(',') },
     arms: { type: 'string' },
     merge: { type: 'string', multiple: true, default: [] },
+    'grid-runs': { type: 'string', multiple: true, default: [] },
+    grid: { type: 'string' },
+    seeds: { type: 'string' },
     size: { type: 'string' },
     deformations: { type: 'string' },
     'validation-deformations': { type: 'string' },
@@ -59,7 +65,14 @@ const { values: args } = parseArgs({
   },
 });
 const quick = args.quick;
-const base = protocolSettings({ quick });
+const base = protocolSettings({ quick, seeds: args.seeds });
+// `--grid v1,v2`: other weights for the arms of `--arms` (a grid extension, joined to the full
+// run with `--grid-runs`)
+const gridValues = args.grid === undefined ? null : parseGrid(args.grid, null);
+if (gridValues && !args.arms) {
+  console.error('--grid needs --arms (the arms whose grid it replaces)');
+  process.exit(2);
+}
 const size = args.size ? [Number(args.size), Number(args.size)] : base.size;
 const deformations = Number(args.deformations ?? (quick ? 2 : base.deformations));
 const settings = {
@@ -196,7 +209,7 @@ for (const group of groups) {
         name,
         label: spec.label,
         gridName: spec.gridName,
-        grid: spec.grid[gridKind],
+        grid: gridValues ?? spec.grid[gridKind],
         train,
         dataset,
         settings: groupSettings,
@@ -213,7 +226,7 @@ for (const group of groups) {
     backend,
     quick,
     settings: groupSettings,
-    gridKind,
+    gridKind: gridValues ? 'custom' : gridKind,
     steps: groupSteps,
     learningRate: isIo || isFire ? undefined : (isVxm ? VOXELMORPH_ADAM : ADAM).learningRate,
     stepsPerEpoch: STEPS_PER_EPOCH,
@@ -281,6 +294,22 @@ export function groupMarkdown(r) {
     ? `Δ Dice against the other parent: ${others.join('; ')}.\n\n`
     : '';
   return `### ${r.title}: ${r.dataset} (${r.settings.size.join('×')}, ${r.settings.deformations} deformations per test slice, ${budget}; ${r.quick ? '--quick check' : `grids '${r.gridKind}'`})\n\n${protocolTable(r.arms, { baseline: r.baseline, identity: r.identity })}\n\n${otherLine}${times.trim()}${times ? ' ' : ''}Group wall time ${r.minutes.toFixed(1)} min on ${r.backend}, ${r.date.slice(0, 16)} UTC.\n`;
+}
+
+// `--grid-runs dir…`: grid extensions of some arms (see joinGroupGridRuns) join `--out`'s groups
+for (const dir of args['grid-runs']) {
+  for (const g of Object.keys(GROUPS)) {
+    const from = join(dir, `${g}.json`);
+    const file = join(args.out, `${g}.json`);
+    if (!existsSync(from)) continue;
+    if (!existsSync(file)) throw new Error(`--grid-runs ${from}: no ${file} to join it to`);
+    const joined = joinGroupGridRuns(
+      JSON.parse(readFileSync(file, 'utf8')),
+      JSON.parse(readFileSync(from, 'utf8')),
+      `${file} (joining ${from})`,
+    );
+    write(file, `${JSON.stringify(joined, null, 1)}\n`);
+  }
 }
 
 const files = Object.keys(GROUPS)

@@ -12,7 +12,7 @@ import { initExampleBackend } from '@regkit/example-common/backend';
 import { itkPairDataset, trainingPair } from '@regkit/example-common/slices';
 import { loadMasrNet } from '@regkit/networks';
 import { ARMS, dnsSimilarity, GROUPS } from '../src/combinations.mjs';
-import { mergeGroupRuns } from '../src/merge.mjs';
+import { joinGroupGridRuns, mergeGroupRuns } from '../src/merge.mjs';
 
 const SIZE = [32, 32];
 let dataset;
@@ -163,5 +163,81 @@ describe('mergeGroupRuns', () => {
         mergeGroupRuns(group(['vxm-mi']), group(['vxm-ncc'], { identity: [{ dice: 0.4 }] }), 'f'),
       /'identity'/,
     );
+  });
+});
+
+describe('joinGroupGridRuns', () => {
+  const run = (seed) => ({ seed, trainSeconds: 1, rows: [{ dice: 0.7 + seed / 100 }] });
+  const arm = (name, grid, chosen, seeds) => ({
+    name,
+    grid: grid.map(([value, validationDice]) => ({ value, validationDice, validationFolding: 0 })),
+    chosen,
+    runs: seeds.map(run),
+  });
+  const group = (arms, seeds = [1, 2, 3], extra = {}) => ({
+    group: 'voxelmorph',
+    settings: { size: [96, 96], deformations: 10, validationDeformations: 4, seeds },
+    steps: 600,
+    gridKind: 'full',
+    quick: false,
+    identity: [{ dice: 0.5 }],
+    date: '2026-12-07T23:00:00Z',
+    arms,
+    ...extra,
+  });
+  const full = () =>
+    group([
+      arm(
+        'vxm-mi',
+        [
+          [1, 0.6],
+          [3, 0.62],
+          [10, 0.65],
+        ],
+        10,
+        [1, 2, 3],
+      ),
+      arm(
+        'vxm-ncc',
+        [
+          [1, 0.6],
+          [3, 0.64],
+          [10, 0.63],
+        ],
+        3,
+        [1, 2, 3],
+      ),
+    ]);
+  it('adds the extension to the grid (sorted) and keeps the runs when the choice stands', () => {
+    const ext = group([arm('vxm-mi', [[30, 0.64]], 30, [1])], [1], { gridKind: 'custom' });
+    const j = joinGroupGridRuns(full(), ext, 'f');
+    const mi = j.arms.find((a) => a.name === 'vxm-mi');
+    assert.deepEqual(
+      mi.grid.map((g) => g.value),
+      [1, 3, 10, 30],
+    );
+    assert.equal(mi.chosen, 10);
+    assert.deepEqual(mi.runs, full().arms[0].runs);
+    assert.deepEqual(j.arms[1], full().arms[1]);
+  });
+  it('refuses an extension that wins without runs on every seed, naming the command', () => {
+    const ext = group([arm('vxm-mi', [[30, 0.7]], 30, [1])], [1]);
+    assert.throws(
+      () => joinGroupGridRuns(full(), ext, 'f.json'),
+      /f\.json.*vxm-mi ran at 10, but 30 is its grid's best.*--arms vxm-mi --grid 30/,
+    );
+  });
+  it('takes the runs of an extension that wins and ran every seed', () => {
+    const ext = group([arm('vxm-mi', [[30, 0.7]], 30, [1, 2, 3])]);
+    const mi = joinGroupGridRuns(full(), ext, 'f').arms[0];
+    assert.equal(mi.chosen, 30);
+    assert.deepEqual(
+      mi.grid.map((g) => g.value),
+      [1, 3, 10, 30],
+    );
+  });
+  it('refuses extensions with other settings', () => {
+    const ext = group([arm('vxm-mi', [[30, 0.6]], 30, [1])], [1], { steps: 200 });
+    assert.throws(() => joinGroupGridRuns(full(), ext, 'f'), /another 'steps'/);
   });
 });
