@@ -11,6 +11,7 @@
 // of sigma = (mm/spacing - 1) / 2 voxels, then resampled trilinearly; the labels are resampled
 // with nearest neighbour. With --mm 1 the files are copies of the 1 mm originals (181x217x181).
 
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { gaussianSmooth, tf } from '@regkit/core';
 import { defaultHeader, readNifti, resampleToReference, volumeLike, writeNifti } from '@regkit/io';
@@ -23,6 +24,7 @@ function arg(name, fallback) {
 
 const mm = Number(arg('mm', '2'));
 const outDir = arg('out-dir', '.');
+mkdirSync(outDir, { recursive: true });
 if (!(mm >= 1 && mm <= 8)) {
   process.stderr.write(`colin27_grid: --mm must be in [1, 8], got ${arg('mm')}\n`);
   process.exit(2);
