@@ -175,7 +175,10 @@ describe.each(BACKENDS)('INNReg on %s', (backend) => {
       'registration/out0/skip/kernel',
       'registration/flow/kernel',
       'translator/block1/F/conv2/kernel',
-      'translator/block2/G/attention/bases',
+      // not 'translator/block2/G/attention/bases': its directional derivative here (≈ 1.2e-3)
+      // is within a few float32 ulps of the loss over the step, so central differences give
+      // 0.95e-3 to 1.2e-3 by rounding alone; its gradient is checked against PyTorch autograd
+      // above and by kink-free finite differences in packages/inn (logdet_gradients.test.ts)
       'translator/block2/H/conv5/kernel',
       'translator/block1/invconv/lower',
       'translator/block2/invconv/logScale',
