@@ -302,6 +302,31 @@ describe.each(BACKENDS)('worker threads on %s', (backend) => {
     tf.dispose([x, w]);
   });
 
+  it('1000 Winograd conv3d and conv2d forward + backward calls at 2 threads keep numTensors and the kernels memory flat', async () => {
+    await setKernelThreads(2);
+    // stride 1, 3x3x3 and 3x3, 8 -> 8 channels: the F(2x2x2, 3x3x3) and F(2x2, 3x3) paths
+    const x3 = tf.randomUniform([1, 6, 7, 8, 8], -1, 1, 'float32', 1) as tf.Tensor5D;
+    const w3 = tf.randomUniform([3, 3, 3, 8, 8], -1, 1, 'float32', 2) as tf.Tensor5D;
+    const x2 = tf.randomUniform([2, 11, 9, 8], -1, 1, 'float32', 3) as tf.Tensor4D;
+    const w2 = tf.randomUniform([3, 3, 8, 8], -1, 1, 'float32', 4) as tf.Tensor4D;
+    const step = () => {
+      const g3 = tf.grads((a: tf.Tensor, k: tf.Tensor) =>
+        tf.sum(tf.conv3d(a as tf.Tensor5D, k as tf.Tensor5D, 1, 'same')),
+      )([x3, w3]);
+      const g2 = tf.grads((a: tf.Tensor, k: tf.Tensor) =>
+        tf.sum(tf.conv2d(a as tf.Tensor4D, k as tf.Tensor4D, 1, 'same')),
+      )([x2, w2]);
+      tf.dispose([...g3, ...g2]);
+    };
+    for (let i = 0; i < 3; i++) step();
+    const tensors = tf.memory().numTensors;
+    const size = kernelMemoryBytes();
+    for (let i = 0; i < 1000; i++) step();
+    expect(tf.memory().numTensors).toBe(tensors);
+    expect(kernelMemoryBytes()).toBe(size);
+    tf.dispose([x3, w3, x2, w2]);
+  }, 300_000);
+
   it('at 3 threads warp still matches core JavaScript kernel (linear, forward and gradients)', async () => {
     await setKernelThreads(3);
     // the 3D cases: positions below 128, where float32 (ours) and float64 (core) positions
