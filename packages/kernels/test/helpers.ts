@@ -9,7 +9,13 @@ import {
   type WarpOptions,
   warp,
 } from '@regkit/core';
-import { initKernels, KERNEL_NAMES, kernelsRegistered, registerKernels } from '@regkit/kernels';
+import {
+  initKernels,
+  KERNEL_NAMES,
+  kernelMemoryBytes,
+  kernelsRegistered,
+  registerKernels,
+} from '@regkit/kernels';
 import { expect } from 'vitest';
 
 /** Backends the kernels are tested on (override with REGKIT_TEST_BACKENDS=cpu,wasm). */
@@ -141,4 +147,17 @@ export function expectSameBits(
   let first = -1;
   for (let i = 0; i < g.length && first < 0; i++) if (g[i] !== w[i]) first = i;
   expect(first, `${what}: first difference at ${first}`).toBe(-1);
+}
+
+/**
+ * Runs `step` 3 times (warm-up), then `calls` times, and expects `tf.memory().numTensors` and
+ * `kernelMemoryBytes()` to end where the warm-up left them.
+ */
+export function expectMemoryFlat(step: () => void, calls = 1000): void {
+  for (let i = 0; i < 3; i++) step();
+  const tensors = tf.memory().numTensors;
+  const size = kernelMemoryBytes();
+  for (let i = 0; i < calls; i++) step();
+  expect(tf.memory().numTensors).toBe(tensors);
+  expect(kernelMemoryBytes()).toBe(size);
 }

@@ -17,11 +17,10 @@ import {
 import {
   jacobianDetGradKernelFunc,
   jacobianDetKernelFunc,
-  kernelMemoryBytes,
   setKernelThreads,
 } from '@regkit/kernels';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BACKENDS, maxDiff, useKernels, withPortableOps } from './helpers.js';
+import { BACKENDS, expectMemoryFlat, maxDiff, useKernels, withPortableOps } from './helpers.js';
 
 interface JacobianCase {
   name: string;
@@ -181,12 +180,7 @@ describe.each(BACKENDS)('Jacobian determinant kernels on %s', (backend) => {
       const du = tf.engine().runKernel(RegkitJacobianDetGrad, { dy, field: u }) as tf.Tensor;
       tf.dispose([det, du]);
     };
-    for (let i = 0; i < 3; i++) step();
-    const tensors = tf.memory().numTensors;
-    const size = kernelMemoryBytes();
-    for (let i = 0; i < 1000; i++) step();
-    expect(tf.memory().numTensors).toBe(tensors);
-    expect(kernelMemoryBytes()).toBe(size);
+    expectMemoryFlat(step);
     tf.dispose([u, dy]);
   });
 });

@@ -107,17 +107,17 @@ describe.each(BACKENDS)('Sum, Concat and SplitV on %s', (backend) => {
       expect(y.shape).toEqual([1, 30, 31, 32, total]);
       expectSameBits(y.dataSync(), want, `concat, ${threads} threads`);
       const back = tf.split(y, widths, 4);
-      back.forEach((b, i) =>
-        expectSameBits(b.dataSync(), arrays[i]!, `split ${i}, ${threads} threads`),
-      );
+      back.forEach((b, i) => {
+        expectSameBits(b.dataSync(), arrays[i]!, `split ${i}, ${threads} threads`);
+      });
       const dy = tf.tensor(want, y.shape);
       const grads = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.concat([a, b, c], 4))(
         parts,
         dy,
       );
-      grads.forEach((g, i) =>
-        expectSameBits(g.dataSync(), arrays[i]!, `concat's gradient ${i}, ${threads} threads`),
-      );
+      grads.forEach((g, i) => {
+        expectSameBits(g.dataSync(), arrays[i]!, `concat's gradient ${i}, ${threads} threads`);
+      });
       tf.dispose([y, dy, ...back, ...grads]);
     }
     tf.dispose(parts);

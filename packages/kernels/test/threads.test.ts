@@ -17,15 +17,10 @@ import {
   tf,
   warp,
 } from '@regkit/core';
-import {
-  kernelMemoryBytes,
-  kernelThreads,
-  kernelThreadsReason,
-  setKernelThreads,
-} from '@regkit/kernels';
+import { kernelThreads, kernelThreadsReason, setKernelThreads } from '@regkit/kernels';
 import { localNccLoss, mindSsc, mutualInformationLoss } from '@regkit/losses';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BACKENDS, MODES, useKernels, withCoreJsKernels } from './helpers.js';
+import { BACKENDS, expectMemoryFlat, MODES, useKernels, withCoreJsKernels } from './helpers.js';
 
 const DIST = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 const THREADS = [1, 2, 3];
@@ -293,12 +288,7 @@ describe.each(BACKENDS)('worker threads on %s', (backend) => {
       )([x, w]);
       tf.dispose([dx!, dw!]);
     };
-    for (let i = 0; i < 3; i++) step();
-    const tensors = tf.memory().numTensors;
-    const size = kernelMemoryBytes();
-    for (let i = 0; i < 1000; i++) step();
-    expect(tf.memory().numTensors).toBe(tensors);
-    expect(kernelMemoryBytes()).toBe(size);
+    expectMemoryFlat(step);
     tf.dispose([x, w]);
   });
 
@@ -318,12 +308,7 @@ describe.each(BACKENDS)('worker threads on %s', (backend) => {
       )([x2, w2]);
       tf.dispose([...g3, ...g2]);
     };
-    for (let i = 0; i < 3; i++) step();
-    const tensors = tf.memory().numTensors;
-    const size = kernelMemoryBytes();
-    for (let i = 0; i < 1000; i++) step();
-    expect(tf.memory().numTensors).toBe(tensors);
-    expect(kernelMemoryBytes()).toBe(size);
+    expectMemoryFlat(step);
     tf.dispose([x3, w3, x2, w2]);
   }, 300_000);
 
@@ -377,12 +362,7 @@ describe.each(BACKENDS)('worker threads on %s', (backend) => {
         .runKernel(RegkitResizeLinear, { x: image }, { shape: [31, 17, 50] }) as tf.Tensor;
       tf.dispose([y, ...grads, r]);
     };
-    for (let i = 0; i < 3; i++) step();
-    const tensors = tf.memory().numTensors;
-    const size = kernelMemoryBytes();
-    for (let i = 0; i < 1000; i++) step();
-    expect(tf.memory().numTensors).toBe(tensors);
-    expect(kernelMemoryBytes()).toBe(size);
+    expectMemoryFlat(step);
     tf.dispose([image, field, dy]);
   });
 });
