@@ -6,9 +6,9 @@
  * the SIMD width; other dtypes run the kernel registered before; memory flat over 1000 calls.
  */
 import { RegkitLeakyReluGrad, tf } from '@regkit/core';
-import { kernelMemoryBytes, setKernelThreads } from '@regkit/kernels';
+import { setKernelThreads } from '@regkit/kernels';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BACKENDS, expectSameBits, useKernels } from './helpers.js';
+import { BACKENDS, expectMemoryFlat, expectSameBits, useKernels } from './helpers.js';
 
 /** Values with exact zeros, ±0, tiny and large magnitudes and both signs. */
 function values(n: number, seed: number): Float32Array {
@@ -83,12 +83,7 @@ describe.each(BACKENDS)('LeakyRelu and its gradient on %s', (backend) => {
     await setKernelThreads(2);
     const x = tf.randomUniform([1, 40, 40, 40, 2], -1, 1, 'float32', 1);
     const step = () => tf.dispose(tf.grad((t: tf.Tensor) => tf.leakyRelu(t, 0.2))(x));
-    for (let i = 0; i < 3; i++) step();
-    const tensors = tf.memory().numTensors;
-    const bytes = kernelMemoryBytes();
-    for (let i = 0; i < 1000; i++) step();
-    expect(tf.memory().numTensors).toBe(tensors);
-    expect(kernelMemoryBytes()).toBe(bytes);
+    expectMemoryFlat(step);
     x.dispose();
   }, 300_000);
 });

@@ -19,7 +19,6 @@ import {
   upsampleNearest,
 } from '@regkit/core';
 import {
-  kernelMemoryBytes,
   maxPoolGradKernelFunc,
   maxPoolKernelFunc,
   registerKernels,
@@ -28,7 +27,7 @@ import {
   upsampleNearestKernelFunc,
 } from '@regkit/kernels';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BACKENDS, expectSameBits, useKernels } from './helpers.js';
+import { BACKENDS, expectMemoryFlat, expectSameBits, useKernels } from './helpers.js';
 
 const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   expect(a.length).toBe(b.length);
@@ -136,12 +135,7 @@ describe.each(BACKENDS)('max pooling on %s', (backend) => {
     const x = tf.randomUniform([1, 24, 24, 24, 8], -1, 1, 'float32', 1);
     const step = () =>
       tf.dispose(tf.grad((t: tf.Tensor) => tf.sum(upsampleNearest(maxPool(t, 2), 2)))(x));
-    for (let i = 0; i < 3; i++) step();
-    const tensors = tf.memory().numTensors;
-    const bytes = kernelMemoryBytes();
-    for (let i = 0; i < 1000; i++) step();
-    expect(tf.memory().numTensors).toBe(tensors);
-    expect(kernelMemoryBytes()).toBe(bytes);
+    expectMemoryFlat(step);
     x.dispose();
   }, 300_000);
 });
