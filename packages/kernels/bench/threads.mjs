@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * Thread-count benchmark of the threaded kernels (wasm backend, this package's kernels):
- * median ms of warp forward + backward (tf.grads of sum(warp(image, field) · dy): linear,
+ * median ms of warp forward (warp_fwd: 2D or 3D, the output not read back, as the PyTorch
+ * row) and forward + backward (tf.grads of sum(warp(image, field) · dy): linear,
  * zeros, C = 1, the random smooth field of bench/run.mjs, max displacement 3; warp_fwd_bwd_field:
  * the gradient w.r.t. the field only, the image being data, as in registration), local NCC
  * forward + backward (localNccLoss, window 9, gradients w.r.t. both images; a and b
@@ -22,8 +23,9 @@
  * Prints one JSON line per measurement ({"suite":"kernels","impl":"regkit","backend":"wasm",
  * "threads":N,…}); with --save also writes bench/results/threads.jsonl (--append keeps the
  * rows already there). The outputs are not read back (dataSync) inside the timing unless
- * --readback. Each measurement: warm-up calls (up to 5 within 2 s), then runs until
- * 7 runs or REGKIT_BENCH_SECONDS (default 20 s).
+ * --readback. Each measurement: warm-up calls (up to 5 within 2 s; 50 when a call takes
+ * < 5 ms), then runs until 7 samples or REGKIT_BENCH_SECONDS (default 20 s); a sample is the
+ * mean of enough calls for ~20 ms (1 call unless a call is shorter).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -32,6 +34,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const OPS = [
+  'warp_fwd',
   'warp_fwd_bwd',
   'warp_fwd_bwd_field',
   'lncc_fwd_bwd',
@@ -57,7 +60,7 @@ async function one(op, size) {
   kernels.registerKernels();
   const spatial = size.split('x').map(Number);
   let fn;
-  if (op === 'warp_fwd_bwd' || op === 'warp_fwd_bwd_field') {
+  if (op === 'warp_fwd' || op === 'warp_fwd_bwd' || op === 'warp_fwd_bwd_field') {
     const field = core.randomSmoothField(spatial, {
       maxDisplacement: 3,
       controlSpacing: 16,
@@ -66,9 +69,11 @@ async function one(op, size) {
     const image = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 2);
     const dy = tf.randomUniform([1, ...spatial, 1], -1, 1, 'float32', 3);
     fn =
-      op === 'warp_fwd_bwd'
-        ? () => tf.grads((a, b) => tf.sum(tf.mul(core.warp(a, b), dy)))([image, field])
-        : () => tf.grad((b) => tf.sum(tf.mul(core.warp(image, b), dy)))(field);
+      op === 'warp_fwd'
+        ? () => core.warp(image, field)
+        : op === 'warp_fwd_bwd'
+          ? () => tf.grads((a, b) => tf.sum(tf.mul(core.warp(a, b), dy)))([image, field])
+          : () => tf.grad((b) => tf.sum(tf.mul(core.warp(image, b), dy)))(field);
   } else if (op === 'lncc_fwd_bwd') {
     const a = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 1);
     const b = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 2);
@@ -99,20 +104,28 @@ async function one(op, size) {
   // one thread) is not timed unless REGKIT_BENCH_READBACK=1 (--readback), as in bench/conv.mjs
   // and as PyTorch's timings, which read nothing back
   const readback = process.env.REGKIT_BENCH_READBACK === '1';
-  const run = () => {
-    const t0 = performance.now();
+  const once = () => {
     const out = tf.tidy(fn);
     for (const t of [out].flat()) {
       if (readback) t.dataSync();
       t.dispose();
     }
-    return performance.now() - t0;
+  };
+  // calls per sample: 1, or enough for ~20 ms when a call is short (2D), so the median is
+  // of per-call means over ≥ 20 ms instead of single sub-millisecond calls
+  let batch = 1;
+  const run = () => {
+    const t0 = performance.now();
+    for (let i = 0; i < batch; i++) once();
+    return (performance.now() - t0) / batch;
   };
   const budget = Number(process.env.REGKIT_BENCH_SECONDS ?? 20) * 1000;
   const first = run();
   const times = first > budget / 2 ? [first] : [];
   const warm = performance.now();
-  for (let i = 1; times.length === 0 && i < 5 && performance.now() - warm < 2000; i++) run();
+  const warmCalls = first < 5 ? 50 : 5;
+  for (let i = 1; times.length === 0 && i < warmCalls && performance.now() - warm < 2000; i++) run();
+  if (times.length === 0) batch = Math.max(1, Math.round(20 / Math.max(run(), 1e-3)));
   const start = performance.now();
   while (times.length < 7 && (times.length < 1 || performance.now() - start < budget))
     times.push(run());
@@ -129,6 +142,7 @@ async function one(op, size) {
     peak_rss_mb: Number((process.resourceUsage().maxRSS / 1024).toFixed(1)),
     ndim: spatial.length,
     readback,
+    calls_per_sample: batch,
   };
 }
 

@@ -6,8 +6,12 @@
 
 float32, batch 1, C = 1 (channels first, as torch needs), torch.manual_seed(1234); one child
 process per measurement (torch.set_num_threads(N), OMP/MKL threads N), median ms of up to 7
-runs after a warm-up run, within REGKIT_BENCH_SECONDS (default 20 s).
+samples after a warm-up run (50 when a call takes < 5 ms), within REGKIT_BENCH_SECONDS (default
+20 s); a sample is the mean of enough calls for ~20 ms (1 call unless a call is shorter).
 
+  * warp_fwd: grid_sample (bilinear/trilinear, zeros, align_corners=True) forward alone, under
+    torch.no_grad(), with the field of warp_fwd_bwd (2D: a 6x7 random grid upsampled
+    bilinearly); the grid is built once, outside the timing (PyTorch's fastest form);
   * warp_fwd_bwd: grid_sample (trilinear, zeros, align_corners=True) of a uniform image with
     a smooth random displacement (at most ~3 voxels: a 6x7x6 random grid upsampled
     trilinearly), forward + backward w.r.t. image and field (dy uniform [-1, 1]);
@@ -44,6 +48,7 @@ import sys
 import time
 
 OPS = [
+    "warp_fwd",
     "warp_fwd_bwd",
     "warp_fwd_bwd_field",
     "lncc_fwd_bwd",
@@ -120,22 +125,32 @@ def run_one(op, size, threads):
     torch.manual_seed(1234)
     shape = tuple(int(s) for s in size.split("x"))
     f32 = torch.float32
-    if op in ("warp_fwd_bwd", "warp_fwd_bwd_field"):
-        # warp_fwd_bwd_field: the image is data (no gradient), as in registration and training
+    if op in ("warp_fwd", "warp_fwd_bwd", "warp_fwd_bwd_field"):
+        # warp_fwd_bwd_field: the image is data (no gradient), as in registration and training;
+        # warp_fwd: the forward alone (no autograd), 2D or 3D
+        nd = len(shape)
         image = torch.rand((1, 1) + shape, dtype=f32).requires_grad_(op == "warp_fwd_bwd")
-        coarse = (torch.rand((1, 3, 6, 7, 6), dtype=f32) * 2 - 1) * 3
-        disp = F.interpolate(coarse, size=shape, mode="trilinear", align_corners=True)
+        coarse = (torch.rand((1, nd) + (6, 7, 6)[:nd], dtype=f32) * 2 - 1) * 3
+        disp = F.interpolate(coarse, size=shape, mode="trilinear" if nd == 3 else "bilinear", align_corners=True)
         base = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=f32) for n in shape], indexing="ij"))
-        pos = base[None] + disp  # voxel positions (z, y, x)
-        scale = torch.tensor([2.0 / (n - 1) for n in shape]).view(1, 3, 1, 1, 1)
-        grid = (pos * scale - 1).permute(0, 2, 3, 4, 1).flip(-1).contiguous().requires_grad_(True)
+        pos = base[None] + disp  # voxel positions (z, y, x) / (y, x)
+        scale = torch.tensor([2.0 / (n - 1) for n in shape]).view((1, nd) + (1,) * nd)
+        grid = (pos * scale - 1).permute(0, *range(2, nd + 2), 1).flip(-1).contiguous()
+        grid.requires_grad_(op != "warp_fwd")
         dy = torch.rand((1, 1) + shape, dtype=f32) * 2 - 1
 
-        def fn():
-            image.grad = None
-            grid.grad = None
-            out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-            (out * dy).sum().backward()
+        if op == "warp_fwd":
+
+            def fn():
+                with torch.no_grad():
+                    return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        else:
+
+            def fn():
+                image.grad = None
+                grid.grad = None
+                out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+                (out * dy).sum().backward()
     elif op.startswith("lncc"):
         box = {"lncc_fwd_bwd": box_cumsum, "lncc_sep_fwd_bwd": box_separable, "lncc_conv9_fwd_bwd": box_conv9}[op]
         a = torch.rand((1, 1) + shape, dtype=f32).requires_grad_(True)
@@ -185,15 +200,24 @@ def run_one(op, size, threads):
     else:
         raise ValueError(f"unknown op {op!r}")
     budget = float(os.environ.get("REGKIT_BENCH_SECONDS", "20"))
-    t0 = time.perf_counter()
-    fn()
-    first = (time.perf_counter() - t0) * 1000.0
+    batch = 1
+
+    def run():
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        return (time.perf_counter() - t0) * 1000.0 / batch
+
+    first = run()
     times = [first] if first > budget * 500 else []
+    if not times:
+        # warm-up, then calls per sample: enough for ~20 ms when a call is short (as threads.mjs)
+        for _ in range(50 if first < 5 else 0):
+            run()
+        batch = max(1, round(20 / max(run(), 1e-3)))
     start = time.perf_counter()
     while len(times) < 7 and (not times or time.perf_counter() - start < budget):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
+        times.append(run())
     print(json.dumps({
         "suite": "kernels",
         "impl": "pytorch",
@@ -203,6 +227,7 @@ def run_one(op, size, threads):
         "size": size,
         "ms": round(statistics.median(times), 3),
         "runs": len(times),
+        "calls_per_sample": batch,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
     }), flush=True)
 
