@@ -124,7 +124,8 @@ async function one(op, size) {
   const times = first > budget / 2 ? [first] : [];
   const warm = performance.now();
   const warmCalls = first < 5 ? 50 : 5;
-  for (let i = 1; times.length === 0 && i < warmCalls && performance.now() - warm < 2000; i++) run();
+  for (let i = 1; times.length === 0 && i < warmCalls && performance.now() - warm < 2000; i++)
+    run();
   if (times.length === 0) batch = Math.max(1, Math.round(20 / Math.max(run(), 1e-3)));
   const start = performance.now();
   while (times.length < 7 && (times.length < 1 || performance.now() - start < budget))
