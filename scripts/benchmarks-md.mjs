@@ -214,6 +214,9 @@ function buildSuiteTable(recs) {
       : DASH;
     const notes = [];
     if (mine) {
+      if (mine.threads !== undefined && Number(mine.threads) !== 1) {
+        notes.push(`threads=${mine.threads}`);
+      }
       const e = extras(mine);
       if (e) notes.push(e);
     }

@@ -120,7 +120,7 @@ export {
   type SeededRandom,
 } from './random.js';
 export { registerJsKernels } from './register_kernels.js';
-export { resizeField, resizeImage, resizeLinear } from './resize.js';
+export { resizeField, resizeFieldVjp, resizeImage, resizeLinear } from './resize.js';
 export { type ResizePass, resizeLinearPlan } from './resize_kernel_js.js';
 export { gaussianKernel1d, gaussianSmooth, reflectIndex } from './smooth.js';
 export { tf } from './tf.js';

@@ -9,6 +9,7 @@ import { type AxisMatrix, mapAlongAxes } from './separable.js';
 import { gaussianKernel1d, gaussianSmooth, reflectFilterMatrix } from './smooth.js';
 import { tf } from './tf.js';
 import { assertField, assertImage, assertSpatialShape, fail, fmtShape } from './validate.js';
+import { vjp } from './vjp.js';
 import { hasKernels, warp } from './warp.js';
 
 /** Aligned-corner sampling ratio (S − 1)/(S' − 1) per axis (0 where either size is 1). */
@@ -156,4 +157,49 @@ export function resizeField(field: tf.Tensor, spatialShape: readonly number[]): 
   // resizing is linear in the field, so the vectors are rescaled on the (smaller) input first
   const vectorScale = out.map((_, k) => (ratio(k) > 0 ? 1 / ratio(k) : 1));
   return tf.tidy(() => resizeLinear(tf.mul(field, tf.tensor1d(vectorScale)), out));
+}
+
+/**
+ * The vector–Jacobian product of {@link resizeField} at `field`: dyᵀ ∂resizeField(field, S')/∂field,
+ * the gradient of ⟨resizeField(field, S'), dy⟩ with respect to the field. resizeField is
+ * linear, so only the field's shape is used; with the `RegkitResizeLinearGrad` kernel
+ * registered the forward is not run.
+ *
+ * @param field `[B, ...S, ndim]` the point (its values are not read when the kernel runs).
+ * @param spatialShape S', as given to {@link resizeField}.
+ * @param dy `[B, ...S', ndim]` cotangent.
+ * @returns `[B, ...S, ndim]`.
+ */
+export function resizeFieldVjp(
+  field: tf.Tensor,
+  spatialShape: readonly number[],
+  dy: tf.Tensor,
+): tf.Tensor {
+  const fn = 'resizeFieldVjp';
+  const nd = assertField(fn, 'field', field);
+  assertField(fn, 'dy', dy);
+  const out = [...spatialShape];
+  const expected = [field.shape[0]!, ...out, nd];
+  if (out.length !== nd || !tf.util.arraysEqual(dy.shape, expected)) {
+    fail(fn, `'dy' ${fmtShape(dy.shape)} must have the shape ${fmtShape(expected)}`);
+  }
+  if (
+    !hasKernels(RegkitResizeLinear, RegkitResizeLinearGrad) ||
+    tf.engine().state.gradientDepth > 0
+  ) {
+    return vjp((x) => resizeField(x, out), [field], dy)[0]!;
+  }
+  const ratios = cornerRatios(field.shape.slice(1, 1 + nd), out);
+  const vectorScale = ratios.map((r) => (r > 0 ? 1 / r : 1));
+  return tf.tidy(() => {
+    const attrs: RegkitResizeLinearAttrs = { shape: out };
+    const g = tf
+      .engine()
+      .runKernel(
+        RegkitResizeLinearGrad,
+        { dy: dy.dtype === 'float32' ? dy : tf.cast(dy, 'float32'), x: field },
+        attrs as unknown as tf.NamedAttrMap,
+      ) as tf.Tensor;
+    return tf.mul(g, tf.tensor1d(vectorScale));
+  });
 }

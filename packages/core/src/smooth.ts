@@ -55,7 +55,9 @@ export function reflectFilterMatrix(w: readonly number[], n: number): AxisMatrix
 /**
  * Separable Gaussian smoothing of every channel, with reflecting borders
  * (equal to `scipy.ndimage.gaussian_filter(mode='reflect', truncate=4.0)` per channel).
- * Differentiable.
+ * Differentiable. Self-adjoint: with half-sample reflection the per-axis matrix of a symmetric
+ * kernel is symmetric, so the gradient of ⟨gaussianSmooth(x, σ), dy⟩ with respect to x is
+ * gaussianSmooth(dy, σ) (a vector–Jacobian product needs no forward pass).
  *
  * @param x `[B, ...S, C]` image or field.
  * @param sigma standard deviation in voxels: one value or one per spatial axis (0 skips an axis).

@@ -1,6 +1,14 @@
 /** vjp: dyᵀ ∂f/∂xs, also inside a customGrad backward pass, without breaking the outer tape. */
 
-import { initBackend, tf, vjp } from '@regkit/core';
+import {
+  gaussianSmooth,
+  initBackend,
+  PORTABLE_OPS_FLAG,
+  resizeField,
+  resizeFieldVjp,
+  tf,
+  vjp,
+} from '@regkit/core';
 import { describe, expect, it } from 'vitest';
 
 await initBackend('cpu');
@@ -47,5 +55,57 @@ describe('vjp', () => {
     const expected = tf.tidy(() => tf.mul(tf.mul(tf.cos(tf.mul(x, 1.5)), w), 1.5));
     expect(maxAbsDiff(g, expected)).toBeLessThan(1e-6);
     tf.dispose([w, x, g, expected]);
+  });
+});
+
+describe('vector–Jacobian products of the linear maps resizeField and gaussianSmooth', () => {
+  const cases: Array<[string, number[], number[]]> = [
+    ['2D up', [7, 9], [13, 17]],
+    ['2D down', [12, 10], [5, 6]],
+    ['3D up, one axis unchanged', [5, 6, 4], [9, 6, 7]],
+  ];
+  for (const portable of [false, true]) {
+    const label = portable ? 'portable ops' : 'the RegkitResizeLinearGrad kernel';
+    it.each(cases)(`resizeFieldVjp equals tf.grads, %s, with ${label}`, (_name, from, to) => {
+      tf.env().set(PORTABLE_OPS_FLAG, portable);
+      try {
+        const nd = from.length;
+        const field = tf.randomNormal([2, ...from, nd], 0, 1, 'float32', 1);
+        const dy = tf.randomNormal([2, ...to, nd], 0, 1, 'float32', 2);
+        const before = tf.memory().numTensors;
+        const g = resizeFieldVjp(field, to, dy);
+        expect(tf.memory().numTensors).toBe(before + 1);
+        const [expected] = tf.grads((x: tf.Tensor) => resizeField(x, to))([field], dy);
+        expect(g.shape).toEqual(field.shape);
+        expect(maxAbsDiff(g, expected!)).toBeLessThan(1e-5);
+        tf.dispose([field, dy, g, expected!]);
+      } finally {
+        tf.env().set(PORTABLE_OPS_FLAG, false);
+      }
+    });
+  }
+
+  it.each([
+    ['2D dense (short axes), σ per axis', [20, 31], [1.2, 0.7]],
+    ['3D dense, an axis not smoothed', [9, 12, 10], [1, 0, 2]],
+    ['2D padded convolution (an axis over 96)', [100, 11], [1.5, 1]],
+    ['3D padded convolution, σ 3 (reflections of reflections)', [98, 5, 6], [3, 3, 3]],
+  ] as Array<[string, number[], number[]]>)(
+    'gaussianSmooth is self-adjoint (its vjp is itself), %s',
+    (_n, s, sigma) => {
+      const x = tf.randomNormal([2, ...s, 3], 0, 1, 'float32', 3);
+      const dy = tf.randomNormal([2, ...s, 3], 0, 1, 'float32', 4);
+      const [expected] = tf.grads((t: tf.Tensor) => gaussianSmooth(t, sigma))([x], dy);
+      const g = gaussianSmooth(dy, sigma);
+      expect(maxAbsDiff(g, expected!)).toBeLessThan(1e-5);
+      tf.dispose([x, dy, g, expected!]);
+    },
+  );
+
+  it('resizeFieldVjp checks its arguments', () => {
+    const field = tf.zeros([1, 4, 5, 2]);
+    expect(() => resizeFieldVjp(field, [6, 7], tf.zeros([1, 6, 8, 2]))).toThrow(
+      /resizeFieldVjp\(\).*'dy' \[1, 6, 8, 2\] must have the shape \[1, 6, 7, 2\]/,
+    );
   });
 });

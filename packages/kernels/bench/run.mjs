@@ -54,7 +54,8 @@ async function one(backend, op, size, kernel) {
   await core.initBackend(backend);
   tf.env().set(core.PORTABLE_OPS_FLAG, false);
   if (kernel === 'wasm-simd') {
-    await kernels.initKernels();
+    // one thread unless REGKIT_THREADS says (the PyTorch rows are at 1 thread)
+    await kernels.initKernels({ threads: Number(process.env.REGKIT_THREADS ?? 1) });
     kernels.registerKernels();
   } else if (kernels.kernelsRegistered(backend)) {
     // initBackend() loaded @regkit/kernels by itself: put core's JavaScript kernels back
@@ -117,7 +118,7 @@ async function one(backend, op, size, kernel) {
     suite: 'kernels',
     impl: 'regkit',
     backend: backendLabel(backend, kernel),
-    threads: 1,
+    threads: kernel === 'wasm-simd' ? kernels.kernelThreads() : 1,
     op,
     size,
     ms: Number(ms.toFixed(3)),

@@ -317,6 +317,111 @@ INLINE void backward4(const float *dy, const float *img, const float *field, flo
                     wasm_i32x4_shuffle(gx, wasm_i32x4_shuffle(gz, gy, 3, 7, 3, 7), 2, 4, 5, 3));
   }
 }
+
+/* ---------------------------------------------------------------------------------- */
+/* Three channels in 3D (displacement fields: composition, scaling and squaring): one    */
+/* voxel at a time, its 3 channels in the lanes 0-2 of a vector (lane 3 is 0). The       */
+/* operations and their order per channel are those of the scalar code, so the results  */
+/* are bit-identical to it.                                                              */
+/* ---------------------------------------------------------------------------------- */
+
+/** p[0..2] into lanes 0-2 (lane 3 = 0); reads nothing past p[2]. */
+INLINE v128_t load3(const float *p) {
+  return wasm_v128_load32_lane(p + 2, wasm_v128_load64_zero(p), 2);
+}
+
+/** Lanes 0-2 of v into p[0..2]. */
+INLINE void store3(float *p, v128_t v) {
+  wasm_v128_store64_lane(p, v, 0);
+  wasm_v128_store32_lane(p + 2, v, 2);
+}
+
+/** p[0..2] += v (lanes 0-2). */
+INLINE void add3(float *p, v128_t v) { store3(p, wasm_f32x4_add(load3(p), v)); }
+
+/** Sums of lanes 0-2 of a, b, c, d, each as (l0 + l1) + l2: [Σa, Σb, Σc, Σd]. */
+INLINE v128_t hsum3x4(v128_t a, v128_t b, v128_t c, v128_t d) {
+  const v128_t ab01 = wasm_i32x4_shuffle(a, b, 0, 4, 1, 5); /* a0 b0 a1 b1 */
+  const v128_t cd01 = wasm_i32x4_shuffle(c, d, 0, 4, 1, 5); /* c0 d0 c1 d1 */
+  const v128_t ab2 = wasm_i32x4_shuffle(a, b, 2, 6, 2, 6);  /* a2 b2 .. */
+  const v128_t cd2 = wasm_i32x4_shuffle(c, d, 2, 6, 2, 6);  /* c2 d2 .. */
+  const v128_t l0 = wasm_i32x4_shuffle(ab01, cd01, 0, 1, 4, 5);
+  const v128_t l1 = wasm_i32x4_shuffle(ab01, cd01, 2, 3, 6, 7);
+  const v128_t l2 = wasm_i32x4_shuffle(ab2, cd2, 0, 1, 4, 5);
+  return wasm_f32x4_add(wasm_f32x4_add(l0, l1), l2);
+}
+
+#define S4(x) wasm_f32x4_splat(x)
+
+INLINE void forward_c3(const float *img, const float *field, float *out, int z, int y, int x,
+                       int D, int H, int W, const int border) {
+  const size_t plane = (size_t)H * W;
+  const axis_t ay = linear_axis((float)y + field[1], H, border);
+  const axis_t ax = linear_axis((float)x + field[2], W, border);
+  const axis_t az = linear_axis((float)z + field[0], D, border);
+  const size_t y0 = (size_t)ay.i0 * W, y1 = (size_t)ay.i1 * W;
+  const float w00 = ay.w0 * ax.w0, w01 = ay.w0 * ax.w1;
+  const float w10 = ay.w1 * ax.w0, w11 = ay.w1 * ax.w1;
+  const float *s0 = img + (size_t)az.i0 * plane * 3, *s1 = img + (size_t)az.i1 * plane * 3;
+  const size_t o00 = (y0 + ax.i0) * 3, o01 = (y0 + ax.i1) * 3;
+  const size_t o10 = (y1 + ax.i0) * 3, o11 = (y1 + ax.i1) * 3;
+  const v128_t a = A4(A4(A4(F4(S4(w00), load3(s0 + o00)), F4(S4(w01), load3(s0 + o01))),
+                         F4(S4(w10), load3(s0 + o10))),
+                      F4(S4(w11), load3(s0 + o11)));
+  const v128_t e = A4(A4(A4(F4(S4(w00), load3(s1 + o00)), F4(S4(w01), load3(s1 + o01))),
+                         F4(S4(w10), load3(s1 + o10))),
+                      F4(S4(w11), load3(s1 + o11)));
+  store3(out, A4(F4(S4(az.w0), a), F4(S4(az.w1), e)));
+}
+
+INLINE void backward_c3(const float *dy, const float *img, const float *field, float *dimg,
+                        float *d_field, int z, int y, int x, int D, int H, int W,
+                        const int border, size_t shift, const int want_img,
+                        const int want_field) {
+  const size_t plane = (size_t)H * W;
+  const axis_t ay = linear_axis((float)y + field[1], H, border);
+  const axis_t ax = linear_axis((float)x + field[2], W, border);
+  const axis_t az = linear_axis((float)z + field[0], D, border);
+  const size_t y0 = (size_t)ay.i0 * W, y1 = (size_t)ay.i1 * W;
+  const size_t o00 = (y0 + ax.i0) * 3, o01 = (y0 + ax.i1) * 3;
+  const size_t o10 = (y1 + ax.i0) * 3, o11 = (y1 + ax.i1) * 3;
+  const size_t s0 = (size_t)az.i0 * plane * 3, s1 = (size_t)az.i1 * plane * 3;
+  const float w00 = ay.w0 * ax.w0, w01 = ay.w0 * ax.w1;
+  const float w10 = ay.w1 * ax.w0, w11 = ay.w1 * ax.w1;
+  const v128_t g = load3(dy);
+  if (want_img) {
+    float *t0 = dimg + (s0 - shift), *t1 = dimg + (s1 - shift);
+    const v128_t g0 = F4(S4(az.w0), g), g1 = F4(S4(az.w1), g);
+    add3(t0 + o00, F4(S4(w00), g0));
+    add3(t0 + o01, F4(S4(w01), g0));
+    add3(t0 + o10, F4(S4(w10), g0));
+    add3(t0 + o11, F4(S4(w11), g0));
+    add3(t1 + o00, F4(S4(w00), g1));
+    add3(t1 + o01, F4(S4(w01), g1));
+    add3(t1 + o10, F4(S4(w10), g1));
+    add3(t1 + o11, F4(S4(w11), g1));
+  }
+  if (!want_field) return;
+  /* g_k = Σ_c dy_c · m_c at the 8 corners */
+  const v128_t G0 = hsum3x4(F4(g, load3(img + s0 + o00)), F4(g, load3(img + s0 + o01)),
+                            F4(g, load3(img + s0 + o10)), F4(g, load3(img + s0 + o11)));
+  const v128_t G1 = hsum3x4(F4(g, load3(img + s1 + o00)), F4(g, load3(img + s1 + o01)),
+                            F4(g, load3(img + s1 + o10)), F4(g, load3(img + s1 + o11)));
+  const float g000 = wasm_f32x4_extract_lane(G0, 0), g001 = wasm_f32x4_extract_lane(G0, 1);
+  const float g010 = wasm_f32x4_extract_lane(G0, 2), g011 = wasm_f32x4_extract_lane(G0, 3);
+  const float g100 = wasm_f32x4_extract_lane(G1, 0), g101 = wasm_f32x4_extract_lane(G1, 1);
+  const float g110 = wasm_f32x4_extract_lane(G1, 2), g111 = wasm_f32x4_extract_lane(G1, 3);
+  const float a0 = w00 * g000 + w01 * g001 + w10 * g010 + w11 * g011;
+  const float a1 = w00 * g100 + w01 * g101 + w10 * g110 + w11 * g111;
+  const float ey0 = ay.d0 * (ax.w0 * g000 + ax.w1 * g001) + ay.d1 * (ax.w0 * g010 + ax.w1 * g011);
+  const float ey1 = ay.d0 * (ax.w0 * g100 + ax.w1 * g101) + ay.d1 * (ax.w0 * g110 + ax.w1 * g111);
+  const float ex0 = ay.w0 * (ax.d0 * g000 + ax.d1 * g001) + ay.w1 * (ax.d0 * g010 + ax.d1 * g011);
+  const float ex1 = ay.w0 * (ax.d0 * g100 + ax.d1 * g101) + ay.w1 * (ax.d0 * g110 + ax.d1 * g111);
+  d_field[0] = az.d0 * a0 + az.d1 * a1;
+  d_field[1] = az.w0 * ey0 + az.w1 * ey1;
+  d_field[2] = az.w0 * ex0 + az.w1 * ex1;
+}
+#undef S4
 #endif /* WARP_SIMD */
 
 /* ---------------------------------------------------------------------------------- */
@@ -350,6 +455,11 @@ INLINE void forward_linear(const float *restrict image, const float *restrict fi
     if (C1 && W >= 2)
       for (; x + 4 <= Wo; x += 4, field += 4 * nd, out += 4)
         forward4(img, field, out, z, y, x, D, H, W, nd, border);
+    if (nd == 3 && !C1 && C == 3) {
+      for (; x < Wo; x++, field += 3, out += 3)
+        forward_c3(img, field, out, z, y, x, D, H, W, border);
+      continue;
+    }
 #endif
     for (; x < Wo; x++, field += nd, out += C) {
       const axis_t ay = linear_axis((float)y + field[nd - 2], H, border);
@@ -461,6 +571,12 @@ INLINE void backward_linear(const float *restrict dy, const float *restrict img,
       for (; x + 4 <= Wo; x += 4, field += 4 * nd, d_field += want_field ? 4 * nd : 0, dy += 4)
         backward4(dy, img, field, dimg, d_field, z, y, x, D, H, W, nd, border, nshift, want_img,
                   want_field);
+    if (nd == 3 && !C1 && C == 3) {
+      for (; x < Wo; x++, field += 3, d_field += want_field ? 3 : 0, dy += 3)
+        backward_c3(dy, img, field, dimg, d_field, z, y, x, D, H, W, border, shift, want_img,
+                    want_field);
+      continue;
+    }
 #endif
     for (; x < Wo; x++, field += nd, d_field += want_field ? nd : 0, dy += C) {
       const axis_t ay = linear_axis((float)y + field[nd - 2], H, border);

@@ -8,7 +8,9 @@ import { Arena, kernelThreads, wasmKernels } from './loader.js';
  * `outShapes` and float32 scratch buffers of `scratch` values there, copies the inputs in,
  * calls `compute` with the byte offsets (inputs, outputs, then scratch) and the arena (for
  * buffers allocated during the computation), and returns the
- * outputs as tensors of `backend`.
+ * outputs as tensors of `backend`. With `readOnlyInputs`, an input passed twice (the same
+ * tensor data, e.g. `warp(u, u)` in scaling and squaring) is copied in once and both get its
+ * offset: only for computations that never write into their inputs.
  */
 export function runInWasm(
   backend: BackendLike,
@@ -16,10 +18,18 @@ export function runInWasm(
   outShapes: number[][],
   compute: (ptrs: number[], arena: Arena) => void,
   scratch: number[] = [],
+  readOnlyInputs = false,
 ): tf.TensorInfo[] {
   const wasm = wasmKernels();
   const arena = new Arena(wasm);
-  const inPtrs = inputs.map((t) => arena.alloc(size(t.shape)));
+  // index of the first input with the same data (itself unless shared)
+  const first = inputs.map((t, i) =>
+    readOnlyInputs ? inputs.findIndex((u) => u.dataId === t.dataId) : i,
+  );
+  const inPtrs: number[] = [];
+  inputs.forEach((t, i) => {
+    inPtrs.push(first[i] === i ? arena.alloc(size(t.shape)) : inPtrs[first[i]!]!);
+  });
   const outPtrs = outShapes.map((s) => arena.alloc(size(s)));
   const scratchPtrs = scratch.map((n) => arena.alloc(n));
   const wasmBackend = isWasmBackend(backend);
@@ -29,7 +39,7 @@ export function runInWasm(
     (wasmBackend ? backend.typedArrayFromHeap!(t) : backend.readSync(t.dataId)) as tf.TypedArray;
   // views on this module's memory only now: every alloc above may have grown it
   inputs.forEach((t, i) => {
-    arena.f32(inPtrs[i]!, size(t.shape)).set(read(t));
+    if (first[i] === i) arena.f32(inPtrs[i]!, size(t.shape)).set(read(t));
   });
   compute([...inPtrs, ...outPtrs, ...scratchPtrs], arena);
   return outShapes.map((s, i) => {

@@ -60,13 +60,20 @@ export const warpKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const mode = warpMode(attrs ?? {});
   const [B, , , , , Do, Ho] = dims;
   const ranges = splitRange(B! * Do! * Ho!, threadsFor(size(outShape)));
-  return runInWasm(backend as BackendLike, [image, field], [outShape], ([img, u, out]) =>
-    runThreaded(
-      ranges.map(([r0, r1]) => ({
-        fn: 'warp_forward',
-        args: [img!, u!, out!, ...dims, mode, r0, r1],
-      })),
-    ),
+  // the inputs are only read: warp(u, u) (composition, squaring) copies u in once
+  return runInWasm(
+    backend as BackendLike,
+    [image, field],
+    [outShape],
+    ([img, u, out]) =>
+      runThreaded(
+        ranges.map(([r0, r1]) => ({
+          fn: 'warp_forward',
+          args: [img!, u!, out!, ...dims, mode, r0, r1],
+        })),
+      ),
+    [],
+    true,
   )[0]!;
 };
 
@@ -178,6 +185,8 @@ export const warpGradKernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) =>
     [dy, image, field],
     [[...image.shape], [...field.shape]],
     (ptrs, arena) => warpBackward(arena, ptrs, dims, mode),
+    [],
+    true, // read only: a squaring's backward (image = field = u) copies u in once
   );
 };
 

@@ -2,10 +2,11 @@
  * The WebAssembly warp and linear resize against core's portable composite of stock tfjs ops and against
  * core's JavaScript kernel (the contract's reference implementation), on random inputs.
  */
-import { randomSmoothField, tf } from '@regkit/core';
+import { RegkitWarp, RegkitWarpGrad, randomSmoothField, tf } from '@regkit/core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   BACKENDS,
+  expectSameBits,
   MODES,
   maxDiff,
   resizeWithGrad,
@@ -152,6 +153,44 @@ describe.each(BACKENDS)('warp kernels on %s', (backend) => {
       }
     });
   });
+
+  it.each([
+    [[7, 9], 2],
+    [[6, 7, 5], 3],
+  ])(
+    'a field warped by itself (the same tensor as image and field, copied in once) equals the same with a copy, bit for bit (%j)',
+    (s, nd) => {
+      tf.tidy(() => {
+        const u = tf.mul(
+          randomSmoothField(s as number[], {
+            maxDisplacement: 2,
+            controlSpacing: 3,
+            seed: 4,
+            batch: 2,
+          }),
+          1.3,
+        );
+        const copy = tf.add(u, 0);
+        const dy = tf.randomUniform([2, ...(s as number[]), nd as number], -1, 1, 'float32', 7);
+        for (const opts of MODES) {
+          const attrs = { interpolation: opts.interpolation, padding: opts.padding };
+          const run = (image: tf.Tensor, field: tf.Tensor) => [
+            tf.engine().runKernel(RegkitWarp, { image, field }, attrs) as tf.Tensor,
+            ...(tf.engine().runKernel(RegkitWarpGrad, { dy, image, field }, attrs) as tf.Tensor[]),
+          ];
+          const same = run(u, u);
+          const apart = run(u, copy);
+          ['out', 'dImage', 'dField'].forEach((name, i) => {
+            expectSameBits(
+              same[i]!.dataSync(),
+              apart[i]!.dataSync(),
+              `${opts.interpolation} ${opts.padding} ${name}`,
+            );
+          });
+        }
+      });
+    },
+  );
 });
 
 describe.each(BACKENDS)('resizeLinear kernels on %s', (backend) => {

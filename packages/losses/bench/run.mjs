@@ -48,10 +48,13 @@ async function one(backend, op, size, impl = 'regkit') {
   const core = await import('@regkit/core');
   const { tf } = core;
   await core.initBackend(backend);
+  let threads = 1;
   if (impl === '@regkit/kernels') {
     const kernels = await import('../../kernels/dist/index.js');
-    await kernels.initKernels();
+    // one thread unless REGKIT_THREADS says (the PyTorch rows are at 1 thread)
+    await kernels.initKernels({ threads: Number(process.env.REGKIT_THREADS ?? 1) });
     kernels.registerKernels();
+    threads = kernels.kernelThreads();
   } else if (impl !== 'regkit') throw new Error(`unknown impl ${impl}`);
   const spatial = size.split('x').map(Number);
   const a = tf.randomUniform([1, ...spatial, 1], 0, 1, 'float32', 1);
@@ -93,7 +96,7 @@ async function one(backend, op, size, impl = 'regkit') {
     suite: 'losses',
     impl,
     backend,
-    threads: 1,
+    threads,
     op,
     size,
     ms: Number(ms.toFixed(3)),
@@ -109,8 +112,8 @@ async function one(backend, op, size, impl = 'regkit') {
  */
 function keptLines(file, fresh) {
   if (!existsSync(file)) return [];
-  // threads left out: always 1 here, and a failed measurement has none
-  const key = (r) => [r.suite, r.impl, r.backend, r.op, r.size].join('|');
+  // threads: 1 unless REGKIT_THREADS (a failed measurement has none)
+  const key = (r) => [r.suite, r.impl, r.backend, r.threads ?? 1, r.op, r.size].join('|');
   const replaced = new Set(fresh.map(key));
   const groups = [];
   for (const line of readFileSync(file, 'utf8').split('\n')) {

@@ -10,9 +10,9 @@ import {
   type RegistrationOutput,
   RegkitError,
   resizeField,
+  resizeFieldVjp,
   type Similarity,
   tf,
-  vjp,
   warp,
 } from '@regkit/core';
 import { invertField } from '@regkit/invertible';
@@ -416,9 +416,8 @@ export async function registerImages(
             // the affine part is x ↦ field + x Lᵀ per voxel: its adjoint is g L
             const gV = onGrid ? addAffineAdjoint(g, onGrid) : g;
             const gSmooth = flow ? flow.vjp(gV) : gV;
-            return smoothing > 0
-              ? vjp((x) => gaussianSmooth(x, smoothing), [q], gSmooth)[0]!
-              : gSmooth;
+            // the smoothing is self-adjoint (reflecting borders): its vjp is itself
+            return smoothing > 0 ? gaussianSmooth(gSmooth, smoothing) : gSmooth;
           }),
         // the fields kept for the integration's backward pass
         dispose: () => flow?.dispose(),
@@ -463,7 +462,7 @@ export async function registerImages(
         if (!sameGrid) d.dispose();
         let gParam = gLevel;
         if (!sameGrid) {
-          gParam = tf.tidy(() => vjp((x) => resizeField(x, shape), [dParam], gLevel)[0]!);
+          gParam = resizeFieldVjp(dParam, shape, gLevel);
           gLevel.dispose();
         }
         const gChain = chain.vjp(gParam);
