@@ -683,18 +683,20 @@ INLINE void backward_nearest(const float *restrict dy, const float *restrict fie
 /**
  * The outer units of the image (depth planes in 3D, rows in 2D) that the output rows
  * r0 <= r < r1 of one batch item scatter into in warp_backward_rows, for each chunk
- * k0 <= k < k1 of `chunk` rows: range[2k] = first, range[2k + 1] = last (first > last
- * when none).
+ * k0 <= k < k1 of the `chunks` equal parts of the rows: range[2k] = first, range[2k + 1] =
+ * last (first > last when none).
  */
 __attribute__((export_name("warp_touched"))) void warp_touched(const float *field, int D, int H,
                                                                int Do, int Ho, int Wo, int nd,
-                                                               int mode, int chunk, int k0, int k1,
+                                                               int mode, int chunks, int k0, int k1,
                                                                int *range) {
   const int border = (mode & MODE_BORDER) != 0, nearest = (mode & MODE_NEAREST) != 0;
   const int rows = (nd == 2 ? 1 : Do) * Ho;
   const int size = nd == 3 ? D : H;
   for (int k = k0; k < k1; k++) {
-    const int r0 = k * chunk, r1 = r0 + chunk < rows ? r0 + chunk : rows;
+    /* chunk k: rows floor(k rows / chunks) .. floor((k + 1) rows / chunks) (equal sizes) */
+    const int r0 = (int)((long long)k * rows / chunks);
+    const int r1 = (int)((long long)(k + 1) * rows / chunks);
     int lo = size, hi = -1;
     for (int r = r0; r < r1; r++) {
       const int u = nd == 3 ? r / Ho : r; /* output coordinate along the outer axis */

@@ -59,7 +59,7 @@ export interface WarpExports {
     Wo: number,
     nd: number,
     mode: number,
-    chunk: number,
+    chunks: number,
     k0: number,
     k1: number,
     range: number,

@@ -91,6 +91,8 @@ function warpBackward(
 ): void {
   const [B, D, H, W, C, Do, Ho, Wo, nd] = dims as Dims9;
   const rows = Do * Ho;
+  // chunks of (nearly) equal rows, about WARP_CHUNK_VALUES values each: the threads of a wave
+  // get equal work
   const chunkRows = Math.max(1, Math.ceil(WARP_CHUNK_VALUES / (Wo * C)));
   const chunks = Math.ceil(rows / chunkRows);
   const units = nd === 3 ? D : H;
@@ -106,7 +108,11 @@ function warpBackward(
       dImg: dImg! + b * imageBytes,
       dU: dU! + 4 * b * rows * Wo * nd,
     };
-    const rowsOf = (k: number) => [k * chunkRows, Math.min(rows, (k + 1) * chunkRows)];
+    // as warp_touched: chunk k is rows floor(k rows / chunks) .. floor((k + 1) rows / chunks)
+    const rowsOf = (k: number) => [
+      Math.floor((k * rows) / chunks),
+      Math.floor(((k + 1) * rows) / chunks),
+    ];
     if (chunks === 1) {
       const args = [ptr.g, ptr.img, ptr.u, ptr.dImg, ptr.dU, ...rest, 0, rows, 0, units - 1];
       runThreaded([{ fn: 'warp_backward_rows', args }]);
@@ -117,7 +123,7 @@ function warpBackward(
     runThreaded(
       splitRange(chunks, threads).map(([k0, k1]) => ({
         fn: 'warp_touched',
-        args: [ptr.u, D, H, Do, Ho, Wo, nd, mode, chunkRows, k0, k1, rangePtr],
+        args: [ptr.u, D, H, Do, Ho, Wo, nd, mode, chunks, k0, k1, rangePtr],
       })),
     );
     const range = Array.from(arena.i32(rangePtr, 2 * chunks));
