@@ -122,24 +122,40 @@ export class Unet extends Module {
     // inference forward holds one stage's tensors and the skip connections at a time, not
     // every activation (a forward at 160×192×224: peak RSS 9.9 → 6.0 GB on cpu, and it now
     // fits the 4 GiB heap of wasm).
+    // Without a gradient tape, a stage also frees its own intermediates as soon as the next
+    // one exists (the convolution's output once activated, the activation once upsampled,
+    // the upsampled map once concatenated): a forward at 160×192×224 on wasm then peaks at
+    // 2.92 GB of tensors (tf.profile), within the heap's 3.5 GiB budget; with the intermediates
+    // kept to the stage's end it threw a RegkitMemoryError at the last decoder stage.
     type State = { h: tf.Tensor; skips: tf.Tensor[] };
-    const act = (t: tf.Tensor) => tf.leakyRelu(t, this.leakySlope);
+    const inference = !tf.engine().isTapeOn();
+    const free = (t: tf.Tensor) => {
+      if (inference && t !== x) t.dispose();
+    };
+    const act = (t: tf.Tensor) => {
+      const y = tf.leakyRelu(t, this.leakySlope);
+      free(t);
+      return y;
+    };
     const stages: Array<(s: State) => State> = [
       ...this.encoderConvs.map((conv) => ({ h, skips }: State): State => {
         const e = act(conv.apply(h));
         return { h: maxPool(e, 2), skips: [...skips, e] };
       }),
       ...this.decoderConvs.map((conv) => ({ h, skips }: State): State => {
-        const d = upsampleNearest(act(conv.apply(h)), 2);
-        return { h: tf.concat([d, skips[skips.length - 1]!], -1), skips: skips.slice(0, -1) };
+        const a = act(conv.apply(h));
+        free(h);
+        const d = upsampleNearest(a, 2);
+        free(a);
+        const out = tf.concat([d, skips[skips.length - 1]!], -1);
+        free(d);
+        return { h: out, skips: skips.slice(0, -1) };
       }),
-      ...this.finalConvs.map(
-        (conv) =>
-          ({ h, skips }: State): State => ({
-            h: act(conv.apply(h)),
-            skips,
-          }),
-      ),
+      ...this.finalConvs.map((conv) => ({ h, skips }: State): State => {
+        const y = act(conv.apply(h));
+        free(h);
+        return { h: y, skips };
+      }),
     ];
     const run = (i: number): State =>
       tf.tidy(() => stages[i]!(i === 0 ? { h: x, skips: [] } : run(i - 1)));
