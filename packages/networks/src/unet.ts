@@ -120,10 +120,9 @@ export class Unet extends Module {
     // One stage per convolution, each run in a tidy nested inside the next stage's: a stage's
     // input is freed as soon as its output exists (unless a gradient tape keeps it), so an
     // inference forward holds one stage's tensors and the skip connections at a time, not
-    // every activation (a forward at 160×192×224: peak RSS 9.9 → 6.0 GB on cpu, and it now
-    // fits the 4 GiB heap of wasm).
-    // Without a gradient tape, a stage also frees its own intermediates as soon as the next
-    // one exists (the convolution's output once activated, the activation once upsampled,
+    // every activation (a forward at 160×192×224: peak RSS 9.9 → 6.0 GB on cpu).
+    // Without a gradient tape, a stage also frees its own intermediates and its input as soon
+    // as the next one exists (the convolution's output once activated, the activation once upsampled,
     // the upsampled map once concatenated): a forward at 160×192×224 on wasm then peaks at
     // 2.92 GB of tensors (tf.profile), within the heap's 3.5 GiB budget; with the intermediates
     // kept to the stage's end it threw a RegkitMemoryError at the last decoder stage.
